@@ -1,0 +1,220 @@
+//! The event stream: one JSON object per line, always with `"type"` and `"t"`
+//! (seconds since the start of the source, taken from frame timestamps).
+//! Documented field by field in `docs/events.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// One event as it appears on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// Seconds since the start of the source (media time, millisecond resolution).
+    pub t: f64,
+}
+
+impl Event {
+    pub fn new(t: f64, kind: EventKind) -> Self {
+        // Millisecond resolution keeps lines short and byte-stable across platforms.
+        Self { kind, t: (t * 1000.0).round() / 1000.0 }
+    }
+
+    /// The `type` field, e.g. `session_started`.
+    pub fn type_name(&self) -> &'static str {
+        self.kind.type_name()
+    }
+
+    /// The session an event belongs to, if any.
+    pub fn session(&self) -> Option<&str> {
+        use EventKind::*;
+        match &self.kind {
+            SessionStarted { session }
+            | SessionEnded { session, .. }
+            | PersonLeft { session }
+            | PersonReturned { session }
+            | Gesture { session, .. }
+            | OutfitSwitch { session, .. }
+            | PhotoRequested { session, .. }
+            | PhotoDiscardRequested { session }
+            | QrMinted { session, .. }
+            | QrFailed { session, .. }
+            | PhotoSaved { session, .. }
+            | PhotoRefused { session, .. }
+            | PhotoDiscarded { session, .. }
+            | PhotoUploaded { session, .. }
+            | PhotoUploadFailed { session, .. } => Some(session),
+            SourceEnded { .. } | SourceStalled | SourceRecovered => None,
+        }
+    }
+
+    /// One JSON line, without the trailing newline.
+    pub fn to_json_line(&self) -> String {
+        // Serialising a plain data enum cannot fail; fall back loudly rather than panic.
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!(r#"{{"type":"serialization_error","t":{},"error":"{e}"}}"#, self.t))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A shopper has been present for `session.enter_after_s`.
+    SessionStarted { session: String },
+    /// The shopper has been gone for `session.exit_after_s`, or the source ended.
+    SessionEnded { session: String, reason: EndReason, duration_s: f64 },
+    /// Inside a session: the shopper stepped out of view (short absence).
+    PersonLeft { session: String },
+    /// Inside a session: the shopper is back before the session timed out.
+    PersonReturned { session: String },
+    /// A recognised hand gesture.
+    Gesture {
+        session: String,
+        gesture: GestureKind,
+        /// Swipes only: motion in image coordinates as recorded.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        motion: Option<SwipeMotion>,
+        /// Swipes only: the direction as the shopper sees it in the mirror.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        direction: Option<Side>,
+        /// Which of the shopper's hands made it.
+        hand: Side,
+        confidence: f64,
+    },
+    /// Browse the session's outfit photos.
+    OutfitSwitch { session: String, direction: OutfitDirection },
+    /// The shopper asked for a photo; the countdown starts now.
+    PhotoRequested { session: String, trigger: String },
+    /// The shopper asked to throw the latest photo away.
+    PhotoDiscardRequested { session: String },
+    /// A QR code for the session is ready to show.
+    QrMinted { session: String, scene: String, url: String, expires_at: u64, source: QrSource },
+    /// No QR code could be had for the session (yet); minting keeps retrying.
+    QrFailed { session: String, reason: String },
+    /// A photo is durably in the spool.
+    PhotoSaved { session: String, scene: String, photo: String, path: String, trigger: String },
+    /// A photo was not taken (quota reached, disk full, spool unwritable).
+    PhotoRefused { session: String, reason: String },
+    /// A photo was removed at the shopper's request.
+    PhotoDiscarded { session: String, photo: String },
+    /// The backend confirmed a photo.
+    PhotoUploaded { session: String, scene: String, photo: String },
+    /// One upload attempt failed; it will be retried.
+    PhotoUploadFailed { session: String, photo: String, reason: String, attempt: u32 },
+    /// The frame source has no more frames (end of a clip).
+    SourceEnded { frames: u64 },
+    /// The frame source stopped delivering frames (camera frozen or unplugged).
+    SourceStalled,
+    /// Frames flow again after a stall.
+    SourceRecovered,
+}
+
+impl EventKind {
+    pub fn type_name(&self) -> &'static str {
+        use EventKind::*;
+        match self {
+            SessionStarted { .. } => "session_started",
+            SessionEnded { .. } => "session_ended",
+            PersonLeft { .. } => "person_left",
+            PersonReturned { .. } => "person_returned",
+            Gesture { .. } => "gesture",
+            OutfitSwitch { .. } => "outfit_switch",
+            PhotoRequested { .. } => "photo_requested",
+            PhotoDiscardRequested { .. } => "photo_discard_requested",
+            QrMinted { .. } => "qr_minted",
+            QrFailed { .. } => "qr_failed",
+            PhotoSaved { .. } => "photo_saved",
+            PhotoRefused { .. } => "photo_refused",
+            PhotoDiscarded { .. } => "photo_discarded",
+            PhotoUploaded { .. } => "photo_uploaded",
+            PhotoUploadFailed { .. } => "photo_upload_failed",
+            SourceEnded { .. } => "source_ended",
+            SourceStalled => "source_stalled",
+            SourceRecovered => "source_recovered",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The shopper was gone for `session.exit_after_s`.
+    Absent,
+    /// The clip or camera ended while the shopper was still there.
+    EndOfStream,
+    /// The daemon was asked to stop.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GestureKind {
+    Swipe,
+    OpenPalm,
+    Fist,
+    ThumbsUp,
+    ThumbsDown,
+    Pointing,
+    Victory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwipeMotion {
+    ImageLeftToRight,
+    ImageRightToLeft,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Left,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutfitDirection {
+    Next,
+    Previous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QrSource {
+    Pool,
+    Live,
+    Relay,
+    Url,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_has_type_and_t() {
+        let e = Event::new(1.23456, EventKind::SessionStarted { session: "abc".into() });
+        assert_eq!(e.to_json_line(), r#"{"type":"session_started","session":"abc","t":1.235}"#);
+        let back: Event = serde_json::from_str(&e.to_json_line()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn swipe_fields_are_present_only_for_swipes() {
+        let thumbs = Event::new(
+            2.0,
+            EventKind::Gesture {
+                session: "s".into(),
+                gesture: GestureKind::ThumbsUp,
+                motion: None,
+                direction: None,
+                hand: Side::Right,
+                confidence: 0.9,
+            },
+        );
+        assert_eq!(
+            thumbs.to_json_line(),
+            r#"{"type":"gesture","session":"s","gesture":"thumbs_up","hand":"right","confidence":0.9,"t":2.0}"#
+        );
+    }
+}
