@@ -1,1 +1,327 @@
-fn main() {}
+//! The `mirrorsight` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mirrorsight::config::Config;
+use mirrorsight::eval::{self, Labels};
+use mirrorsight::ids::{DEFAULT_REPLAY_SEED, IdGenerator};
+use mirrorsight::metrics::{Metrics, Stage};
+use mirrorsight::pipeline::{self, RunOptions, RunSummary};
+use mirrorsight::sink::{Collector, EventSink, JsonLines};
+use mirrorsight::source::{Source, VideoFile};
+use mirrorsight::vision::runtime::{ModelsDir, Runtime, manifest};
+
+#[derive(Parser)]
+#[command(
+    name = "mirrorsight",
+    version,
+    about = "Presence, gestures and QR codes for a smart fitting mirror"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArgs {
+    /// TOML config file (see systemd/mirrorsight.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override any config key, e.g. --set session.exit_after_s=2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config> {
+        Ok(Config::load(self.config.as_deref(), &self.overrides)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a recorded clip exactly like a live camera and print the events.
+    Replay {
+        clip: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Where JSON-lines events go: a file, or - for stdout.
+        #[arg(long, value_name = "FILE|-")]
+        events: Option<String>,
+        /// Pace frames at the clip's frame rate and drop stale ones, like a live camera.
+        #[arg(long)]
+        realtime: bool,
+        /// Seed for ids that are random on a live mirror.
+        #[arg(long, default_value_t = DEFAULT_REPLAY_SEED)]
+        seed: u64,
+    },
+    /// Replay a clip and score sessions and gestures against ground-truth labels.
+    Eval {
+        clip: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        labels: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config, the models and ONNX Runtime, and say exactly what is wrong.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Measure replay speed, per-stage latency and peak memory on a clip.
+    Bench {
+        clip: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() {
+        // FFmpeg's own console chatter ("moov atom not found") would break the one-line error
+        // contract; our errors name the problem. SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8") };
+    }
+    init_logging();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, the whole chain, no backtrace: an operator reads this.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut line = chain.join(": ");
+            // anyhow chains repeat transparent sources; keep each clause once.
+            line = dedup_clauses(&line);
+            eprintln!("mirrorsight: error: {line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dedup_clauses(line: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in line.split(": ") {
+        if !out.iter().any(|p| p.contains(part) && part.len() > 12) {
+            out.push(part);
+        }
+    }
+    out.join(": ")
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("MIRRORSIGHT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Replay {
+            clip,
+            config,
+            events,
+            realtime,
+            seed,
+        } => {
+            let mut cfg = config.load()?;
+            if let Some(target) = events {
+                cfg.events.file = target;
+            }
+            let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
+            if !cfg.events.file.is_empty() {
+                sinks.push(Box::new(JsonLines::open(&cfg.events.file)?));
+            }
+            let summary = replay(&cfg, &clip, seed, realtime, sinks, Arc::new(Metrics::new()))?;
+            tracing::info!(
+                frames = summary.frames_processed,
+                dropped = summary.frames_dropped,
+                "replay finished"
+            );
+            if realtime && summary.frames_dropped > 0 {
+                eprintln!(
+                    "mirrorsight: realtime replay dropped {} stale frames",
+                    summary.frames_dropped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            clip,
+            labels,
+            config,
+            json,
+        } => {
+            let cfg = config.load()?;
+            let labels = Labels::load(&labels)?;
+            let collector = Collector::default();
+            replay(
+                &cfg,
+                &clip,
+                DEFAULT_REPLAY_SEED,
+                false,
+                vec![Box::new(collector.clone())],
+                Arc::new(Metrics::new()),
+            )?;
+            let report = eval::evaluate(&collector.take(), &labels, cfg.session.exit_after_s);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => check(&config),
+        Command::Bench { clip, config } => {
+            let cfg = config.load()?;
+            let metrics = Arc::new(Metrics::new());
+            let summary = replay(
+                &cfg,
+                &clip,
+                DEFAULT_REPLAY_SEED,
+                false,
+                Vec::new(),
+                metrics.clone(),
+            )?;
+            print_bench(&summary, &metrics);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn replay(
+    cfg: &Config,
+    clip: &Path,
+    seed: u64,
+    realtime: bool,
+    sinks: Vec<Box<dyn EventSink>>,
+    metrics: Arc<Metrics>,
+) -> Result<RunSummary> {
+    let source: Box<dyn Source> = Box::new(VideoFile::open(clip)?);
+    let opts = RunOptions {
+        realtime,
+        progress: true,
+    };
+    Ok(pipeline::run(
+        cfg,
+        source,
+        IdGenerator::seeded(seed),
+        Vec::new(),
+        sinks,
+        metrics,
+        &opts,
+    )?)
+}
+
+fn check(args: &ConfigArgs) -> Result<ExitCode> {
+    let cfg = args.load().context("config")?;
+    println!(
+        "config: ok{}",
+        args.config
+            .as_ref()
+            .map(|p| format!(" ({})", p.display()))
+            .unwrap_or_default()
+    );
+    let runtime = Runtime::get(&cfg.onnxruntime)?;
+    println!("onnxruntime: ok ({})", runtime.library.display());
+    let models = ModelsDir::locate(&cfg.models)?;
+    let mut failures = 0;
+    for spec in &manifest()?.models {
+        match runtime.load(&models, &spec.name) {
+            Ok(_) => println!(
+                "model {}: ok ({})",
+                spec.name,
+                models.dir.join(&spec.file).display()
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("model {}: FAILED: {e}", spec.name);
+            }
+        }
+    }
+    if let Some(path) = &cfg.source.path {
+        match VideoFile::open(path) {
+            Ok(v) => {
+                let i = v.info();
+                println!(
+                    "source: ok ({}, {}x{} at {:.2} fps)",
+                    i.name, i.width, i.height, i.fps
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                println!("source: FAILED: {e}");
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} check(s) failed (see above)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bench(summary: &RunSummary, metrics: &Metrics) {
+    let wall = summary.wall.as_secs_f64();
+    let fps = summary.frames_processed as f64 / wall.max(1e-9);
+    let media = summary.frames_captured as f64 / summary.source.fps;
+    println!(
+        "clip: {} ({}x{}, {:.2} fps, {} frames, {:.1} s)",
+        summary.source.name,
+        summary.source.width,
+        summary.source.height,
+        summary.source.fps,
+        summary.frames_captured,
+        media
+    );
+    println!(
+        "replay: {fps:.1} frames/s, {:.1}x real time, wall {wall:.2} s",
+        media / wall.max(1e-9)
+    );
+    println!(
+        "presence detector runs: {} ({:.2} per media second)",
+        Metrics::get(&metrics.detector_runs),
+        Metrics::get(&metrics.detector_runs) as f64 / media.max(1e-9)
+    );
+    println!(
+        "{:<11} {:>7} {:>9} {:>9}",
+        "stage", "count", "p50 ms", "p95 ms"
+    );
+    for stage in Stage::ALL {
+        let h = metrics.stage(stage);
+        if h.count() > 0 {
+            println!(
+                "{:<11} {:>7} {:>9.2} {:>9.2}",
+                stage.name(),
+                h.count(),
+                h.quantile_ms(0.5),
+                h.quantile_ms(0.95)
+            );
+        }
+    }
+    println!(
+        "peak RSS: {}",
+        peak_rss().map_or("unknown".into(), |kb| format!(
+            "{:.1} MiB",
+            kb as f64 / 1024.0
+        ))
+    );
+}
+
+/// VmHWM from /proc: the process's peak resident set size in KiB.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}

@@ -16,7 +16,10 @@ pub struct Event {
 impl Event {
     pub fn new(t: f64, kind: EventKind) -> Self {
         // Millisecond resolution keeps lines short and byte-stable across platforms.
-        Self { kind, t: (t * 1000.0).round() / 1000.0 }
+        Self {
+            kind,
+            t: (t * 1000.0).round() / 1000.0,
+        }
     }
 
     /// The `type` field, e.g. `session_started`.
@@ -50,8 +53,12 @@ impl Event {
     /// One JSON line, without the trailing newline.
     pub fn to_json_line(&self) -> String {
         // Serialising a plain data enum cannot fail; fall back loudly rather than panic.
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!(r#"{{"type":"serialization_error","t":{},"error":"{e}"}}"#, self.t))
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(
+                r#"{{"type":"serialization_error","t":{},"error":"{e}"}}"#,
+                self.t
+            )
+        })
     }
 }
 
@@ -61,7 +68,11 @@ pub enum EventKind {
     /// A shopper has been present for `session.enter_after_s`.
     SessionStarted { session: String },
     /// The shopper has been gone for `session.exit_after_s`, or the source ended.
-    SessionEnded { session: String, reason: EndReason, duration_s: f64 },
+    SessionEnded {
+        session: String,
+        reason: EndReason,
+        duration_s: f64,
+    },
     /// Inside a session: the shopper stepped out of view (short absence).
     PersonLeft { session: String },
     /// Inside a session: the shopper is back before the session timed out.
@@ -81,25 +92,49 @@ pub enum EventKind {
         confidence: f64,
     },
     /// Browse the session's outfit photos.
-    OutfitSwitch { session: String, direction: OutfitDirection },
+    OutfitSwitch {
+        session: String,
+        direction: OutfitDirection,
+    },
     /// The shopper asked for a photo; the countdown starts now.
     PhotoRequested { session: String, trigger: String },
     /// The shopper asked to throw the latest photo away.
     PhotoDiscardRequested { session: String },
     /// A QR code for the session is ready to show.
-    QrMinted { session: String, scene: String, url: String, expires_at: u64, source: QrSource },
+    QrMinted {
+        session: String,
+        scene: String,
+        url: String,
+        expires_at: u64,
+        source: QrSource,
+    },
     /// No QR code could be had for the session (yet); minting keeps retrying.
     QrFailed { session: String, reason: String },
     /// A photo is durably in the spool.
-    PhotoSaved { session: String, scene: String, photo: String, path: String, trigger: String },
+    PhotoSaved {
+        session: String,
+        scene: String,
+        photo: String,
+        path: String,
+        trigger: String,
+    },
     /// A photo was not taken (quota reached, disk full, spool unwritable).
     PhotoRefused { session: String, reason: String },
     /// A photo was removed at the shopper's request.
     PhotoDiscarded { session: String, photo: String },
     /// The backend confirmed a photo.
-    PhotoUploaded { session: String, scene: String, photo: String },
+    PhotoUploaded {
+        session: String,
+        scene: String,
+        photo: String,
+    },
     /// One upload attempt failed; it will be retried.
-    PhotoUploadFailed { session: String, photo: String, reason: String, attempt: u32 },
+    PhotoUploadFailed {
+        session: String,
+        photo: String,
+        reason: String,
+        attempt: u32,
+    },
     /// The frame source has no more frames (end of a clip).
     SourceEnded { frames: u64 },
     /// The frame source stopped delivering frames (camera frozen or unplugged).
@@ -193,8 +228,16 @@ mod tests {
 
     #[test]
     fn wire_format_has_type_and_t() {
-        let e = Event::new(1.23456, EventKind::SessionStarted { session: "abc".into() });
-        assert_eq!(e.to_json_line(), r#"{"type":"session_started","session":"abc","t":1.235}"#);
+        let e = Event::new(
+            1.23456,
+            EventKind::SessionStarted {
+                session: "abc".into(),
+            },
+        );
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"type":"session_started","session":"abc","t":1.235}"#
+        );
         let back: Event = serde_json::from_str(&e.to_json_line()).unwrap();
         assert_eq!(back, e);
     }

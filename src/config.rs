@@ -1,0 +1,413 @@
+//! Configuration: TOML, deserialised once, validated once, errors that name the key.
+//!
+//! Every key is documented with its default in `systemd/mirrorsight.toml`; keep the two in step.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source} (check the path given to --config)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("--set {arg}: {message} (expected --set section.key=value)")]
+    Override { arg: String, message: String },
+}
+
+fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub camera: CameraConfig,
+    pub models: ModelsConfig,
+    pub onnxruntime: OnnxRuntimeConfig,
+    pub presence: PresenceConfig,
+    pub session: SessionConfig,
+    pub events: EventsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A recorded clip (`source.path`).
+    #[default]
+    File,
+    /// A V4L2 camera (`[camera]`).
+    Camera,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// Clip to play when `kind = "file"`.
+    pub path: Option<PathBuf>,
+    /// Pace a clip at its own frame rate and drop stale frames like a live camera.
+    pub realtime: bool,
+    /// Frames buffered between capture and vision.
+    pub queue_frames: usize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::File,
+            path: None,
+            realtime: false,
+            queue_frames: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Front-facing camera whose picture is shown mirrored: swaps the shopper's left and right.
+    pub mirrored: bool,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self { mirrored: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Folder with the ONNX files; empty = search the usual places.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnnxRuntimeConfig {
+    /// Path of libonnxruntime.so; empty = search the usual places.
+    pub library: Option<PathBuf>,
+    /// Intra-op threads per model.
+    pub intra_threads: usize,
+    /// Busy-wait in ONNX Runtime's thread pool (costs a core while idle).
+    pub spinning: bool,
+}
+
+impl Default for OnnxRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            library: None,
+            intra_threads: 2,
+            spinning: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Minimum pose-detector score for a person.
+    pub min_score: f32,
+    /// A person counts only if their body spans at least this fraction of the frame height.
+    pub min_height_fraction: f32,
+    /// Detector period while something moves or a session is open (seconds of media time).
+    pub active_interval_s: f64,
+    /// Detector period while the scene is still and nobody is there.
+    pub idle_interval_s: f64,
+    /// Mean absolute difference (0..255) of a coarse grey thumbnail that counts as motion.
+    pub motion_threshold: f32,
+    /// After the last detection, motion around the shopper keeps them present this long.
+    pub motion_grace_s: f64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            min_score: 0.6,
+            min_height_fraction: 0.3,
+            active_interval_s: 0.1,
+            idle_interval_s: 1.0,
+            motion_threshold: 2.0,
+            motion_grace_s: 1.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A shopper must be seen this long before a session starts.
+    pub enter_after_s: f64,
+    /// Unseen this long inside a session: `person_left`.
+    pub absent_after_s: f64,
+    /// Unseen this long: the session ends.
+    pub exit_after_s: f64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            enter_after_s: 0.5,
+            absent_after_s: 1.0,
+            exit_after_s: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Where JSON-lines events go: "-" for stdout, a path, or "" for nowhere.
+    pub file: String,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { file: "-".into() }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `--set` overrides, deserialises and validates.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        message: format!("{}{}", e.message().trim(), locate(&text, &e)),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for arg in overrides {
+            apply_override(&mut table, arg)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // serde appends "in `section`" on a second line; the key already says where.
+                let message = message.lines().next().unwrap_or_default().to_string();
+                // serde names an unknown field without its section; the path gives the section.
+                key_error(
+                    if key == "." { "(top level)" } else { &key },
+                    message.trim().to_string(),
+                )
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(key_error(key, format!("must be > 0, got {v}")))
+            }
+        };
+        let fraction = |key: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(key_error(key, format!("must be between 0 and 1, got {v}")))
+            }
+        };
+        if self.source.queue_frames == 0 {
+            return Err(key_error("source.queue_frames", "must be at least 1"));
+        }
+        if self.source.kind == SourceKind::File
+            && let Some(p) = &self.source.path
+            && p.as_os_str().is_empty()
+        {
+            return Err(key_error("source.path", "is empty"));
+        }
+        if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
+            return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
+        }
+        fraction("presence.min_score", self.presence.min_score)?;
+        fraction(
+            "presence.min_height_fraction",
+            self.presence.min_height_fraction,
+        )?;
+        positive(
+            "presence.active_interval_s",
+            self.presence.active_interval_s,
+        )?;
+        positive("presence.idle_interval_s", self.presence.idle_interval_s)?;
+        if self.presence.idle_interval_s < self.presence.active_interval_s {
+            return Err(key_error(
+                "presence.idle_interval_s",
+                "must be >= presence.active_interval_s",
+            ));
+        }
+        if !(self.presence.motion_grace_s >= 0.0 && self.presence.motion_grace_s.is_finite()) {
+            return Err(key_error("presence.motion_grace_s", "must be >= 0"));
+        }
+        if !(self.presence.motion_threshold >= 0.0) {
+            return Err(key_error("presence.motion_threshold", "must be >= 0"));
+        }
+        if !(self.session.enter_after_s >= 0.0 && self.session.enter_after_s.is_finite()) {
+            return Err(key_error("session.enter_after_s", "must be >= 0"));
+        }
+        positive("session.absent_after_s", self.session.absent_after_s)?;
+        positive("session.exit_after_s", self.session.exit_after_s)?;
+        if self.session.absent_after_s > self.session.exit_after_s {
+            return Err(key_error(
+                "session.absent_after_s",
+                format!(
+                    "must not exceed session.exit_after_s ({} > {})",
+                    self.session.absent_after_s, self.session.exit_after_s
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn locate(text: &str, e: &toml::de::Error) -> String {
+    e.span()
+        .map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        })
+        .unwrap_or_default()
+}
+
+/// `a.b.c=value`: the value is parsed as TOML (`2`, `true`, `"x"`, `[1,2]`), else taken as a string.
+fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
+    let bad = |message: &str| ConfigError::Override {
+        arg: arg.to_string(),
+        message: message.to_string(),
+    };
+    let (key, raw) = arg.split_once('=').ok_or_else(|| bad("missing `=`"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(bad("empty key"));
+    }
+    let value = parse_value(raw.trim());
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().ok_or_else(|| bad("empty key"))?;
+    let mut cursor = table;
+    for part in parts {
+        let entry = cursor
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .ok_or_else(|| bad(&format!("`{part}` is not a section")))?;
+    }
+    cursor.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, overrides: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Config::load(Some(&path), &overrides)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load_str("", &[]).unwrap();
+        assert_eq!(c.session.enter_after_s, 0.5);
+        assert_eq!(c.session.exit_after_s, 30.0);
+    }
+
+    #[test]
+    fn set_overrides_any_key_with_typed_values() {
+        let c = load_str(
+            "[session]\nexit_after_s = 9\n",
+            &["session.exit_after_s=2", "camera.mirrored=false"],
+        )
+        .unwrap();
+        assert_eq!(c.session.exit_after_s, 2.0);
+        assert!(!c.camera.mirrored);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[session]\nexit_afer_s = 2\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session"), "{err}");
+        assert!(err.contains("exit_afer_s"), "{err}");
+        let err = load_str("", &["presense.min_score=0.3"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("presense"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = load_str("[session]\nexit_after_s = \"soon\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config key `session.exit_after_s`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_names_the_key() {
+        let err = load_str("", &["presence.min_height_fraction=1.5"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("presence.min_height_fraction"), "{err}");
+        let err = load_str("", &["session.exit_after_s=0.2"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session.absent_after_s"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let err = load_str("[session\n", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml") && err.contains("not valid TOML"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_override_is_explained() {
+        let err = load_str("", &["session.exit_after_s"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing `=`"), "{err}");
+    }
+}

@@ -1,0 +1,387 @@
+//! Scoring a replay against ground-truth labels (`../shared/footage/labels/*.json`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use mirrorsight_contract::events::{EndReason, Event, EventKind, GestureKind, SwipeMotion};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LabelsError {
+    #[error("labels {path}: {reason} (expected the format of shared/footage/labels/*.json)")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Labels {
+    #[serde(default)]
+    pub clip: String,
+    /// `None` when presence is not labelled for this clip.
+    pub presence: Option<Vec<[f64; 2]>>,
+    #[serde(default)]
+    pub gestures: Vec<GestureLabel>,
+    #[serde(default)]
+    pub gestures_complete: bool,
+    #[serde(default = "default_tolerance")]
+    pub tolerance_s: f64,
+}
+
+fn default_tolerance() -> f64 {
+    0.5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GestureLabel {
+    pub kind: String,
+    #[serde(default)]
+    pub motion: Option<String>,
+    pub start: f64,
+    pub end: f64,
+}
+
+impl Labels {
+    pub fn load(path: &Path) -> Result<Self, LabelsError> {
+        let invalid = |reason: String| LabelsError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// A session as seen in the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedSession {
+    pub start: f64,
+    pub end: f64,
+    /// True when it ended because the shopper left (not end of stream).
+    pub ended_by_absence: bool,
+}
+
+pub fn sessions(events: &[Event]) -> Vec<ObservedSession> {
+    let mut open: BTreeMap<String, f64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        match &e.kind {
+            EventKind::SessionStarted { session } => {
+                open.insert(session.clone(), e.t);
+            }
+            EventKind::SessionEnded {
+                session, reason, ..
+            } => {
+                if let Some(start) = open.remove(session) {
+                    out.push(ObservedSession {
+                        start,
+                        end: e.t,
+                        ended_by_absence: *reason == EndReason::Absent,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionScore {
+    pub labelled: usize,
+    pub detected: usize,
+    pub matched: usize,
+    pub precision: f64,
+    pub recall: f64,
+    /// Per matched pair: detected start − labelled start.
+    pub start_errors: Vec<f64>,
+    /// Per matched pair that ended by absence: detected end − (labelled end + exit_after_s).
+    pub end_errors: Vec<f64>,
+}
+
+/// One-to-one matching of detected sessions to labelled presence intervals by overlap.
+pub fn score_sessions(
+    observed: &[ObservedSession],
+    labelled: &[[f64; 2]],
+    exit_after_s: f64,
+) -> SessionScore {
+    let mut pairs = Vec::new();
+    for (i, s) in observed.iter().enumerate() {
+        // The shopper was last seen about exit_after_s before an absence-ended session closed.
+        let seen_until = if s.ended_by_absence {
+            s.end - exit_after_s
+        } else {
+            s.end
+        };
+        for (j, l) in labelled.iter().enumerate() {
+            let overlap = seen_until.min(l[1]) - s.start.max(l[0]);
+            if overlap > 0.0 {
+                pairs.push((overlap, i, j));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut used_obs, mut used_lab) = (vec![false; observed.len()], vec![false; labelled.len()]);
+    let mut matches = Vec::new();
+    for (_, i, j) in pairs {
+        if !used_obs[i] && !used_lab[j] {
+            used_obs[i] = true;
+            used_lab[j] = true;
+            matches.push((i, j));
+        }
+    }
+    matches.sort();
+    let start_errors = matches
+        .iter()
+        .map(|&(i, j)| observed[i].start - labelled[j][0])
+        .collect();
+    let end_errors = matches
+        .iter()
+        .filter(|&&(i, _)| observed[i].ended_by_absence)
+        .map(|&(i, j)| observed[i].end - (labelled[j][1] + exit_after_s))
+        .collect();
+    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    SessionScore {
+        labelled: labelled.len(),
+        detected: observed.len(),
+        matched: matches.len(),
+        precision: ratio(matches.len(), observed.len()),
+        recall: ratio(matches.len(), labelled.len()),
+        start_errors,
+        end_errors,
+    }
+}
+
+/// A recognised gesture as labels name it: `swipe:image_left_to_right`, `thumbs_up`, ...
+pub fn gesture_key(gesture: GestureKind, motion: Option<SwipeMotion>) -> String {
+    let name = serde_json::to_value(gesture)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    match motion {
+        Some(m) => {
+            let m = serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            format!("{name}:{m}")
+        }
+        None => name,
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GestureScore {
+    pub matched: usize,
+    pub missed: usize,
+    /// `None` when the labels are not complete (other shapes occur unlabelled).
+    pub false_positives: Option<usize>,
+    /// Event time − labelled end, per match.
+    pub delays: Vec<f64>,
+}
+
+pub fn score_gestures(events: &[Event], labels: &Labels) -> BTreeMap<String, GestureScore> {
+    let detected: Vec<(String, f64)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Gesture {
+                gesture, motion, ..
+            } => Some((gesture_key(*gesture, *motion), e.t)),
+            _ => None,
+        })
+        .collect();
+    let labelled: Vec<(String, f64, f64)> = labels
+        .gestures
+        .iter()
+        .map(|g| {
+            (
+                g.motion
+                    .as_ref()
+                    .map_or(g.kind.clone(), |m| format!("{}:{m}", g.kind)),
+                g.start,
+                g.end,
+            )
+        })
+        .collect();
+    let tol = labels.tolerance_s;
+    let mut scores: BTreeMap<String, GestureScore> = BTreeMap::new();
+    let mut used = vec![false; detected.len()];
+    for (kind, start, end) in &labelled {
+        let score = scores.entry(kind.clone()).or_default();
+        let hit = detected
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, t))| !used[*i] && k == kind && *t >= start - tol && *t <= end + tol)
+            .min_by(|a, b| (a.1.1 - end).abs().total_cmp(&(b.1.1 - end).abs()))
+            .map(|(i, (_, t))| (i, *t));
+        match hit {
+            Some((i, t)) => {
+                used[i] = true;
+                score.matched += 1;
+                score.delays.push(t - end);
+            }
+            None => score.missed += 1,
+        }
+    }
+    for (i, (kind, _)) in detected.iter().enumerate() {
+        let score = scores.entry(kind.clone()).or_default();
+        if labels.gestures_complete {
+            *score.false_positives.get_or_insert(0) += usize::from(!used[i]);
+        }
+    }
+    if labels.gestures_complete {
+        for s in scores.values_mut() {
+            s.false_positives.get_or_insert(0);
+        }
+    }
+    scores
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub clip: String,
+    pub sessions: Option<SessionScore>,
+    pub gestures: BTreeMap<String, GestureScore>,
+}
+
+pub fn evaluate(events: &[Event], labels: &Labels, exit_after_s: f64) -> Report {
+    Report {
+        clip: labels.clip.clone(),
+        sessions: labels
+            .presence
+            .as_ref()
+            .map(|p| score_sessions(&sessions(events), p, exit_after_s)),
+        gestures: score_gestures(events, labels),
+    }
+}
+
+fn stats(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let mean_abs = v.iter().map(|x| x.abs()).sum::<f64>() / v.len() as f64;
+    let worst = v
+        .iter()
+        .copied()
+        .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+    format!("mean |err| {mean_abs:.2} s, worst {worst:+.2} s")
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "clip: {}", self.clip)?;
+        match &self.sessions {
+            Some(s) => {
+                writeln!(
+                    f,
+                    "sessions: {} detected, {} labelled, {} matched; precision {:.2}, recall {:.2}",
+                    s.detected, s.labelled, s.matched, s.precision, s.recall
+                )?;
+                writeln!(f, "  start error: {}", stats(&s.start_errors))?;
+                writeln!(
+                    f,
+                    "  end error (vs labelled exit + exit_after_s): {}",
+                    stats(&s.end_errors)
+                )?;
+            }
+            None => writeln!(f, "sessions: presence not labelled for this clip")?,
+        }
+        if self.gestures.is_empty() {
+            writeln!(f, "gestures: none labelled, none detected")?;
+        }
+        for (kind, g) in &self.gestures {
+            let fp = g
+                .false_positives
+                .map_or("n/a".to_string(), |n| n.to_string());
+            let delay = if g.delays.is_empty() {
+                "-".to_string()
+            } else {
+                let mean = g.delays.iter().sum::<f64>() / g.delays.len() as f64;
+                format!("{mean:+.2} s")
+            };
+            writeln!(
+                f,
+                "gesture {kind}: matched {}, missed {}, false {fp}, mean delay after labelled end {delay}",
+                g.matched, g.missed
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mirrorsight_contract::events::Side;
+
+    fn ev(t: f64, kind: EventKind) -> Event {
+        Event::new(t, kind)
+    }
+
+    #[test]
+    fn sessions_match_one_to_one_with_boundary_errors() {
+        let s = |id: &str| id.to_string();
+        let events = vec![
+            ev(6.5, EventKind::SessionStarted { session: s("a") }),
+            ev(
+                22.0,
+                EventKind::SessionEnded {
+                    session: s("a"),
+                    reason: EndReason::Absent,
+                    duration_s: 15.5,
+                },
+            ),
+            ev(40.0, EventKind::SessionStarted { session: s("b") }),
+            ev(
+                43.0,
+                EventKind::SessionEnded {
+                    session: s("b"),
+                    reason: EndReason::Absent,
+                    duration_s: 3.0,
+                },
+            ),
+        ];
+        let score = score_sessions(&sessions(&events), &[[6.0, 20.2], [22.7, 30.0]], 2.0);
+        assert_eq!((score.detected, score.labelled, score.matched), (2, 2, 1));
+        assert_eq!(score.precision, 0.5);
+        assert!((score.start_errors[0] - 0.5).abs() < 1e-9);
+        assert!((score.end_errors[0] - (22.0 - 22.2)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gestures_score_matches_misses_and_false_positives() {
+        let labels: Labels = serde_json::from_str(
+            r#"{"clip":"x","presence":null,"gestures":[
+                {"kind":"swipe","motion":"image_left_to_right","start":1.0,"end":1.5},
+                {"kind":"thumbs_up","start":3.0,"end":3.5}],
+                "gestures_complete":true,"tolerance_s":0.5}"#,
+        )
+        .unwrap();
+        let g = |t, gesture, motion| {
+            ev(
+                t,
+                EventKind::Gesture {
+                    session: "s".into(),
+                    gesture,
+                    motion,
+                    direction: None,
+                    hand: Side::Right,
+                    confidence: 1.0,
+                },
+            )
+        };
+        let events = vec![
+            g(1.7, GestureKind::Swipe, Some(SwipeMotion::ImageLeftToRight)),
+            g(5.0, GestureKind::Swipe, Some(SwipeMotion::ImageRightToLeft)),
+        ];
+        let r = score_gestures(&events, &labels);
+        let swipe = &r["swipe:image_left_to_right"];
+        assert_eq!(
+            (swipe.matched, swipe.missed, swipe.false_positives),
+            (1, 0, Some(0))
+        );
+        assert!((swipe.delays[0] - 0.2).abs() < 1e-9);
+        assert_eq!(r["thumbs_up"].missed, 1);
+        assert_eq!(r["swipe:image_right_to_left"].false_positives, Some(1));
+    }
+}

@@ -1,0 +1,268 @@
+//! Counters and latency histograms shared by the stages; rendered as Prometheus text for
+//! `/metrics` and summarised as p50/p95 by `bench`.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Pipeline stages whose latency is tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Decode,
+    Preprocess,
+    Inference,
+    Tracking,
+    Hands,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Decode,
+        Stage::Preprocess,
+        Stage::Inference,
+        Stage::Tracking,
+        Stage::Hands,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Preprocess => "preprocess",
+            Stage::Inference => "inference",
+            Stage::Tracking => "tracking",
+            Stage::Hands => "hands",
+        }
+    }
+}
+
+/// Log-spaced buckets from 10 µs to ~40 s: exact enough for p50/p95, constant memory for months.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    sum_s: f64,
+    count: u64,
+}
+
+const BUCKETS: usize = 96;
+const FIRST_BOUND_S: f64 = 1e-5;
+const GROWTH: f64 = 1.17;
+
+fn bound(i: usize) -> f64 {
+    FIRST_BOUND_S * GROWTH.powi(i as i32)
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; BUCKETS + 1],
+            sum_s: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = if s <= FIRST_BOUND_S {
+            0
+        } else {
+            (((s / FIRST_BOUND_S).ln() / GROWTH.ln()).ceil() as usize).min(BUCKETS)
+        };
+        self.counts[i] += 1;
+        self.sum_s += s;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The q-quantile in milliseconds (upper bound of its bucket, so never optimistic).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let target = (q * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return bound(i) * 1000.0;
+            }
+        }
+        bound(BUCKETS) * 1000.0
+    }
+
+    fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        // Every 6th bucket keeps the exposition short while still resolving 10 µs..40 s.
+        for (i, c) in self.counts.iter().enumerate().take(BUCKETS) {
+            cumulative += c;
+            if i % 6 == 0 {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{labels}le=\"{:.6}\"}} {cumulative}",
+                    bound(i)
+                );
+            }
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.sum_s
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.count
+        );
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub frames_captured: AtomicU64,
+    pub frames_processed: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub detector_runs: AtomicU64,
+    pub palm_detector_runs: AtomicU64,
+    pub sessions_started: AtomicU64,
+    pub events_emitted: AtomicU64,
+    stages: Mutex<Vec<Histogram>>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            stages: Mutex::new(vec![Histogram::default(); Stage::ALL.len()]),
+            ..Default::default()
+        }
+    }
+
+    pub fn record(&self, stage: Stage, d: Duration) {
+        if let Ok(mut h) = self.stages.lock()
+            && let Some(h) = h.get_mut(stage as usize)
+        {
+            h.record(d);
+        }
+    }
+
+    pub fn stage(&self, stage: Stage) -> Histogram {
+        self.stages
+            .lock()
+            .ok()
+            .and_then(|h| h.get(stage as usize).cloned())
+            .unwrap_or_default()
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "mirrorsight_frames_captured_total",
+                "Frames delivered by the source.",
+                &self.frames_captured,
+            ),
+            (
+                "mirrorsight_frames_processed_total",
+                "Frames processed by the vision stage.",
+                &self.frames_processed,
+            ),
+            (
+                "mirrorsight_frames_dropped_total",
+                "Stale frames dropped because vision was busy.",
+                &self.frames_dropped,
+            ),
+            (
+                "mirrorsight_presence_detector_runs_total",
+                "Runs of the person detector.",
+                &self.detector_runs,
+            ),
+            (
+                "mirrorsight_palm_detector_runs_total",
+                "Runs of the palm detector.",
+                &self.palm_detector_runs,
+            ),
+            (
+                "mirrorsight_sessions_started_total",
+                "Shopper sessions started.",
+                &self.sessions_started,
+            ),
+            (
+                "mirrorsight_events_total",
+                "Events emitted.",
+                &self.events_emitted,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                Self::get(v)
+            );
+        }
+        let name = "mirrorsight_stage_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Per-frame latency of each pipeline stage.\n# TYPE {name} histogram"
+        );
+        for stage in Stage::ALL {
+            self.stage(stage).write_prometheus(
+                &mut out,
+                name,
+                &format!("stage=\"{}\",", stage.name()),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_bracket_the_recorded_values() {
+        let mut h = Histogram::default();
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        let p50 = h.quantile_ms(0.5);
+        let p95 = h.quantile_ms(0.95);
+        assert!((50.0..=50.0 * GROWTH).contains(&p50), "{p50}");
+        assert!((95.0..=95.0 * GROWTH).contains(&p95), "{p95}");
+    }
+
+    #[test]
+    fn prometheus_text_has_counters_and_histograms() {
+        let m = Metrics::new();
+        Metrics::inc(&m.frames_processed);
+        m.record(Stage::Inference, Duration::from_millis(9));
+        let text = m.render_prometheus();
+        assert!(
+            text.contains("mirrorsight_frames_processed_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mirrorsight_stage_seconds_count{stage=\"inference\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mirrorsight_stage_seconds_bucket{stage=\"inference\",le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+    }
+}

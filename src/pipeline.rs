@@ -1,0 +1,244 @@
+//! The running pipeline: capture thread → bounded frame queue → vision → event dispatcher
+//! (actions, then sinks). Data flows one way; every hand-over is an explicit bounded channel.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mirrorsight_contract::events::{EndReason, Event, EventKind};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::ids::IdGenerator;
+use crate::metrics::{Metrics, Stage};
+use crate::sink::{Action, EventSink, SinkError};
+use crate::source::{FrameQueue, QueuePolicy, Source, SourceError, SourceInfo};
+use crate::vision::{VisionError, VisionStage};
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("internal: {0} thread panicked")]
+    Panicked(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pace frames at the clip's rate and drop stale ones (live-camera behaviour).
+    pub realtime: bool,
+    /// Show a progress bar on a terminal.
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub source: SourceInfo,
+    pub frames_captured: u64,
+    pub frames_processed: u64,
+    pub frames_dropped: u64,
+    /// Media time of the last processed frame.
+    pub media_s: f64,
+    pub wall: Duration,
+    pub events: u64,
+}
+
+/// Runs a source to its end through vision and the given actions and sinks.
+pub fn run(
+    config: &Config,
+    source: Box<dyn Source>,
+    ids: IdGenerator,
+    actions: Vec<Box<dyn Action>>,
+    sinks: Vec<Box<dyn EventSink>>,
+    metrics: Arc<Metrics>,
+    opts: &RunOptions,
+) -> Result<RunSummary, PipelineError> {
+    let info = source.info().clone();
+    let mut vision = VisionStage::new(config, ids, metrics.clone())?;
+    let policy = if opts.realtime {
+        QueuePolicy::DropOldest
+    } else {
+        QueuePolicy::Block
+    };
+    // A live picture is only worth one frame of buffering; replay may read ahead a little.
+    let capacity = if opts.realtime {
+        1
+    } else {
+        config.source.queue_frames
+    };
+    let (queue, frames) = FrameQueue::new(capacity, policy);
+    let started = Instant::now();
+
+    let capture_metrics = metrics.clone();
+    let realtime = opts.realtime;
+    let capture = thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || capture_loop(source, queue, realtime, capture_metrics))
+        .map_err(|_| PipelineError::Panicked("capture"))?;
+
+    let (event_tx, event_rx) = bounded::<Event>(1024);
+    let dispatcher = thread::Builder::new()
+        .name("events".into())
+        .spawn(move || dispatch(event_rx, actions, sinks))
+        .map_err(|_| PipelineError::Panicked("events"))?;
+
+    let progress = progress_bar(opts.progress, info.frames);
+    let mut out = Vec::new();
+    let mut processed = 0u64;
+    let mut vision_result = Ok(());
+    while let Some(frame) = frames.recv() {
+        if let Err(e) = vision.process(&frame, &mut out) {
+            vision_result = Err(e);
+            break;
+        }
+        processed += 1;
+        progress.set_position(frame.seq + 1);
+        if !send_all(&event_tx, &mut out, &metrics) {
+            break;
+        }
+    }
+    drop(frames);
+    let capture_result = capture
+        .join()
+        .map_err(|_| PipelineError::Panicked("capture"))?;
+    let dropped = capture_result.as_ref().map(|(_, d)| *d).unwrap_or(0);
+    metrics
+        .frames_dropped
+        .store(dropped, std::sync::atomic::Ordering::Relaxed);
+    // Whatever happened upstream, close the open session so the stream is complete.
+    vision.finish(EndReason::EndOfStream, &mut out);
+    let captured = capture_result.as_ref().map(|(n, _)| *n).unwrap_or(0);
+    out.push(Event::new(
+        vision.last_t(),
+        EventKind::SourceEnded { frames: captured },
+    ));
+    send_all(&event_tx, &mut out, &metrics);
+    drop(event_tx);
+    let sink_result = dispatcher
+        .join()
+        .map_err(|_| PipelineError::Panicked("events"))?;
+    progress.finish_and_clear();
+
+    vision_result?;
+    let (frames_captured, frames_dropped) = capture_result?;
+    sink_result?;
+    let summary = RunSummary {
+        media_s: vision.last_t(),
+        frames_captured,
+        frames_processed: processed,
+        frames_dropped,
+        wall: started.elapsed(),
+        events: Metrics::get(&metrics.events_emitted),
+        source: info,
+    };
+    Ok(summary)
+}
+
+fn send_all(tx: &Sender<Event>, out: &mut Vec<Event>, metrics: &Metrics) -> bool {
+    for e in out.drain(..) {
+        Metrics::inc(&metrics.events_emitted);
+        if tx.send(e).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Returns (frames captured, frames dropped).
+fn capture_loop(
+    mut source: Box<dyn Source>,
+    queue: FrameQueue,
+    realtime: bool,
+    metrics: Arc<Metrics>,
+) -> Result<(u64, u64), SourceError> {
+    let mut captured = 0;
+    let mut clock: Option<(Instant, f64)> = None;
+    loop {
+        let decode_started = Instant::now();
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
+        metrics.record(Stage::Decode, decode_started.elapsed());
+        if realtime {
+            // Present each frame when a camera would have: at its media time.
+            let (wall0, t0) = *clock.get_or_insert((Instant::now(), frame.t));
+            let due = wall0 + Duration::from_secs_f64((frame.t - t0).max(0.0));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+        captured += 1;
+        Metrics::inc(&metrics.frames_captured);
+        if !queue.push(frame) {
+            break;
+        }
+    }
+    Ok((captured, queue.dropped()))
+}
+
+fn dispatch(
+    rx: Receiver<Event>,
+    mut actions: Vec<Box<dyn Action>>,
+    mut sinks: Vec<Box<dyn EventSink>>,
+) -> Result<(), SinkError> {
+    let mut pending = Vec::new();
+    let mut first_error = None;
+    let mut deliver = |events: &mut Vec<Event>, sinks: &mut Vec<Box<dyn EventSink>>| {
+        for e in events.drain(..) {
+            for sink in sinks.iter_mut() {
+                if let Err(err) = sink.handle(&e) {
+                    warn!(error = %err, "event sink failed");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+    };
+    for event in rx.iter() {
+        pending.push(event);
+        // Actions may answer with events of their own; those are acted on too, in order.
+        let mut i = 0;
+        while i < pending.len() {
+            let e = pending[i].clone();
+            let mut emitted = Vec::new();
+            for action in actions.iter_mut() {
+                action.on_event(&e, &mut emitted);
+            }
+            pending.splice(i + 1..i + 1, emitted);
+            i += 1;
+        }
+        deliver(&mut pending, &mut sinks);
+    }
+    let mut tail = Vec::new();
+    for action in actions.iter_mut() {
+        action.finish(&mut tail);
+    }
+    deliver(&mut tail, &mut sinks);
+    for sink in sinks.iter_mut() {
+        if let Err(err) = sink.flush() {
+            first_error.get_or_insert(err);
+        }
+    }
+    info!("event stream closed");
+    first_error.map_or(Ok(()), Err)
+}
+
+fn progress_bar(enabled: bool, frames: Option<u64>) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(frames, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {pos}/{len} frames {per_sec} [{elapsed_precise}] {wide_bar}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
