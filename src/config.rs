@@ -38,6 +38,7 @@ pub struct Config {
     pub onnxruntime: OnnxRuntimeConfig,
     pub presence: PresenceConfig,
     pub session: SessionConfig,
+    pub hands: HandsConfig,
     pub events: EventsConfig,
 }
 
@@ -166,6 +167,61 @@ impl Default for SessionConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelVariant {
+    Lite,
+    Full,
+}
+
+impl ModelVariant {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ModelVariant::Lite => "lite",
+            ModelVariant::Full => "full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandsConfig {
+    /// Track hands (and the shopper's body landmarks) while a session is open.
+    pub enabled: bool,
+    /// Palm detector variant: "lite" or "full".
+    pub palm_model: ModelVariant,
+    /// Hand landmark variant: "lite" or "full".
+    pub landmark_model: ModelVariant,
+    /// Hands followed at once.
+    pub max_hands: usize,
+    /// Minimum palm-detector score.
+    pub min_palm_score: f32,
+    /// Hand-presence probability below which a hand counts as lost.
+    pub min_presence: f32,
+    /// While no hand is followed, run the palm detector this often (seconds; 0 = every frame).
+    pub search_interval_s: f64,
+    /// While one hand is followed, look for a second one this often (seconds).
+    pub second_hand_interval_s: f64,
+    /// Hands are searched in the shopper's region grown by this fraction on each side.
+    pub search_margin: f32,
+}
+
+impl Default for HandsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            palm_model: ModelVariant::Lite,
+            landmark_model: ModelVariant::Full,
+            max_hands: 2,
+            min_palm_score: 0.5,
+            min_presence: 0.5,
+            search_interval_s: 0.1,
+            second_hand_interval_s: 0.5,
+            search_margin: 0.25,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
@@ -268,6 +324,21 @@ impl Config {
             return Err(key_error("session.enter_after_s", "must be >= 0"));
         }
         positive("session.absent_after_s", self.session.absent_after_s)?;
+        if !(1..=4).contains(&self.hands.max_hands) {
+            return Err(key_error("hands.max_hands", "must be 1..=4"));
+        }
+        fraction("hands.min_palm_score", self.hands.min_palm_score)?;
+        fraction("hands.min_presence", self.hands.min_presence)?;
+        positive(
+            "hands.second_hand_interval_s",
+            self.hands.second_hand_interval_s,
+        )?;
+        if !(self.hands.search_interval_s >= 0.0 && self.hands.search_interval_s.is_finite()) {
+            return Err(key_error("hands.search_interval_s", "must be >= 0"));
+        }
+        if !(0.0..=2.0).contains(&self.hands.search_margin) {
+            return Err(key_error("hands.search_margin", "must be between 0 and 2"));
+        }
         positive("session.exit_after_s", self.session.exit_after_s)?;
         if self.session.absent_after_s > self.session.exit_after_s {
             return Err(key_error(

@@ -58,6 +58,9 @@ enum Command {
         /// Seed for ids that are random on a live mirror.
         #[arg(long, default_value_t = DEFAULT_REPLAY_SEED)]
         seed: u64,
+        /// Write each frame's body and hand landmarks as JSON lines (for tuning gestures).
+        #[arg(long, value_name = "FILE", hide = true)]
+        dump_observations: Option<PathBuf>,
     },
     /// Replay a clip and score sessions and gestures against ground-truth labels.
     Eval {
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             events,
             realtime,
             seed,
+            dump_observations,
         } => {
             let mut cfg = config.load()?;
             if let Some(target) = events {
@@ -142,7 +146,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !cfg.events.file.is_empty() {
                 sinks.push(Box::new(JsonLines::open(&cfg.events.file)?));
             }
-            let summary = replay(&cfg, &clip, seed, realtime, sinks, Arc::new(Metrics::new()))?;
+            let opts = RunOptions {
+                realtime,
+                progress: true,
+                dump_observations,
+            };
+            let summary = replay(&cfg, &clip, seed, &opts, sinks, Arc::new(Metrics::new()))?;
             tracing::info!(
                 frames = summary.frames_processed,
                 dropped = summary.frames_dropped,
@@ -169,7 +178,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &cfg,
                 &clip,
                 DEFAULT_REPLAY_SEED,
-                false,
+                &RunOptions::default(),
                 vec![Box::new(collector.clone())],
                 Arc::new(Metrics::new()),
             )?;
@@ -189,7 +198,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &cfg,
                 &clip,
                 DEFAULT_REPLAY_SEED,
-                false,
+                &RunOptions::default(),
                 Vec::new(),
                 metrics.clone(),
             )?;
@@ -203,15 +212,11 @@ fn replay(
     cfg: &Config,
     clip: &Path,
     seed: u64,
-    realtime: bool,
+    opts: &RunOptions,
     sinks: Vec<Box<dyn EventSink>>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary> {
     let source: Box<dyn Source> = Box::new(VideoFile::open(clip)?);
-    let opts = RunOptions {
-        realtime,
-        progress: true,
-    };
     Ok(pipeline::run(
         cfg,
         source,
@@ -219,7 +224,7 @@ fn replay(
         Vec::new(),
         sinks,
         metrics,
-        &opts,
+        opts,
     )?)
 }
 

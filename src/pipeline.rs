@@ -37,6 +37,18 @@ pub struct RunOptions {
     pub realtime: bool,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+    /// Write every frame's observation (body and hand landmarks) as JSON lines here.
+    pub dump_observations: Option<std::path::PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            realtime: false,
+            progress: true,
+            dump_observations: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +102,15 @@ pub fn run(
         .spawn(move || dispatch(event_rx, actions, sinks))
         .map_err(|_| PipelineError::Panicked("events"))?;
 
+    let mut dump = match &opts.dump_observations {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|source| SinkError::Io {
+                path: path.clone(),
+                source,
+            })?,
+        )),
+        None => None,
+    };
     let progress = progress_bar(opts.progress, info.frames);
     let mut out = Vec::new();
     let mut processed = 0u64;
@@ -101,6 +122,14 @@ pub fn run(
         }
         processed += 1;
         progress.set_position(frame.seq + 1);
+        if let (Some(w), Some(path)) = (dump.as_mut(), opts.dump_observations.as_ref()) {
+            use std::io::Write;
+            let line = serde_json::to_string(vision.observation()).unwrap_or_default();
+            writeln!(w, "{line}").map_err(|source| SinkError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
         if !send_all(&event_tx, &mut out, &metrics) {
             break;
         }

@@ -1,6 +1,10 @@
 //! The vision stage: frames in, observations and events out.
 
+pub mod hands;
+pub mod model;
 pub mod motion;
+pub mod observation;
+pub mod pose;
 pub mod presence;
 pub mod runtime;
 pub mod ssd;
@@ -17,7 +21,10 @@ use crate::frame::Frame;
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
 use crate::session::SessionTracker;
+use hands::HandTracker;
 use motion::MotionGate;
+use observation::Observation;
+use pose::PoseTracker;
 use presence::{Person, PresenceDetector};
 use runtime::{ModelsDir, Runtime, RuntimeError};
 
@@ -47,8 +54,16 @@ pub struct VisionStage {
     /// Where and when the shopper was last detected, for motion continuation.
     last_detection: Option<(f64, [f32; 4])>,
     motion_grace_s: f64,
+    /// Hands and body landmarks, while a session is open.
+    hands: Option<(PoseTracker, HandTracker)>,
+    search_margin: f32,
+    /// The latest frame's observation (what the gesture recognizer consumes).
+    observation: Observation,
     metrics: Arc<Metrics>,
 }
+
+/// A detection older than this no longer says where the shopper is.
+const SHOPPER_STALE_S: f64 = 1.0;
 
 impl VisionStage {
     pub fn new(
@@ -60,6 +75,22 @@ impl VisionStage {
         let models = ModelsDir::locate(&config.models)?;
         let presence =
             PresenceDetector::new(runtime.load(&models, presence::MODEL)?, &config.presence);
+        let trackers = if config.hands.enabled {
+            let palm = runtime.load(
+                &models,
+                &format!("palm_detection_{}", config.hands.palm_model.suffix()),
+            )?;
+            let landmarks = runtime.load(
+                &models,
+                &format!("hand_landmark_{}", config.hands.landmark_model.suffix()),
+            )?;
+            Some((
+                PoseTracker::new(runtime.load(&models, pose::MODEL)?),
+                HandTracker::new(palm, landmarks, &config.hands),
+            ))
+        } else {
+            None
+        };
         Ok(Self {
             presence,
             motion: MotionGate::default(),
@@ -73,6 +104,9 @@ impl VisionStage {
             shopper: None,
             last_detection: None,
             motion_grace_s: config.presence.motion_grace_s,
+            hands: trackers,
+            search_margin: config.hands.search_margin,
+            observation: Observation::default(),
             metrics,
         })
     }
@@ -144,7 +178,60 @@ impl VisionStage {
             }
             self.metrics.record(Stage::Tracking, inferred.elapsed());
         }
+        self.observe_hands(frame)?;
         Metrics::inc(&self.metrics.frames_processed);
+        Ok(())
+    }
+
+    /// What this frame showed of the shopper's body and hands.
+    pub fn observation(&self) -> &Observation {
+        &self.observation
+    }
+
+    /// Palm-detector runs so far.
+    pub fn palm_runs(&self) -> u64 {
+        self.hands.as_ref().map_or(0, |(_, h)| h.palm_runs())
+    }
+
+    /// Body landmarks and hands of the shopper, only inside a session and only around them.
+    fn observe_hands(&mut self, frame: &Frame) -> Result<(), VisionError> {
+        let t = frame.t;
+        let image = &frame.image;
+        self.observation = Observation {
+            t,
+            frame: [image.width, image.height],
+            session: self.tracker.session().map(str::to_string),
+            ..Default::default()
+        };
+        let Some((pose, hands)) = &mut self.hands else {
+            return Ok(());
+        };
+        let recent = self
+            .last_detection
+            .filter(|(seen, _)| t - seen <= SHOPPER_STALE_S);
+        let (Some(_), Some((_, region))) = (self.tracker.session(), recent) else {
+            pose.reset();
+            hands.reset();
+            return Ok(());
+        };
+        let started = Instant::now();
+        let (w, h) = (image.width as f32, image.height as f32);
+        let m = self.search_margin;
+        let (rw, rh) = (region[2] - region[0], region[3] - region[1]);
+        let search = [
+            ((region[0] - m * rw) * w).max(0.0),
+            ((region[1] - m * rh) * h).max(0.0),
+            ((region[2] + m * rw) * w).min(w),
+            ((region[3] + m * rh) * h).min(h),
+        ];
+        self.observation.shopper = Some(search);
+        self.observation.pose = pose.track(image, self.shopper.as_ref())?;
+        let runs_before = hands.palm_runs();
+        self.observation.hands = hands.track(t, image, search)?;
+        for _ in runs_before..hands.palm_runs() {
+            Metrics::inc(&self.metrics.palm_detector_runs);
+        }
+        self.metrics.record(Stage::Hands, started.elapsed());
         Ok(())
     }
 

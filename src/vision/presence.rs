@@ -3,11 +3,11 @@
 //! the background never count.
 
 use ort::session::Session;
-use ort::value::TensorRef;
 
 use super::VisionError;
+use super::model::ImageModel;
 use super::ssd::{self, Detection, SsdSpec};
-use super::tensor::{Range, Roi, sample_roi};
+use super::tensor::{Range, Roi};
 use crate::config::PresenceConfig;
 use crate::frame::RgbImage;
 
@@ -27,20 +27,19 @@ pub struct Person {
     pub region: [f32; 4],
     /// Fraction of the frame height the body spans (clipped to the frame).
     pub height_fraction: f32,
+    /// Keypoint 1: the top of the body circle (gives the body's up direction).
+    pub top: [f32; 2],
 }
 
 pub struct PresenceDetector {
-    session: Session,
+    model: ImageModel,
     spec: SsdSpec,
     anchors: Vec<[f32; 2]>,
-    input: Vec<f32>,
-    output_names: Vec<String>,
     min_height_fraction: f32,
 }
 
 impl PresenceDetector {
     pub fn new(session: Session, cfg: &PresenceConfig) -> Self {
-        // Decode a little below the configured threshold so NMS clusters are complete.
         let spec = SsdSpec {
             input_size: INPUT,
             strides: SPEC_STRIDES,
@@ -49,17 +48,10 @@ impl PresenceDetector {
             nms_iou: 0.3,
         };
         let anchors = ssd::anchors(&spec);
-        let output_names = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
         Self {
-            session,
+            model: ImageModel::new(MODEL, session, INPUT, Range::Signed),
             spec,
             anchors,
-            input: vec![0.0; INPUT * INPUT * 3],
-            output_names,
             min_height_fraction: cfg.min_height_fraction,
         }
     }
@@ -67,33 +59,17 @@ impl PresenceDetector {
     /// Fills the input tensor from the frame (the "preprocess" stage).
     pub fn preprocess(&mut self, image: &RgbImage) -> Roi {
         let roi = Roi::letterbox(image);
-        sample_roi(image, &roi, INPUT, Range::Signed, &mut self.input);
+        self.model.prepare(image, &roi);
         roi
     }
 
     /// Runs the model on the prepared input (the "inference" stage) and decodes people.
     pub fn infer(&mut self, image: &RgbImage, roi: &Roi) -> Result<Vec<Person>, VisionError> {
-        let fail = |e: ort::Error| VisionError::Inference {
-            model: MODEL,
-            reason: e.to_string(),
-        };
-        let input = TensorRef::from_array_view(([1usize, INPUT, INPUT, 3], self.input.as_slice()))
-            .map_err(fail)?;
-        let outputs = self.session.run(ort::inputs![input]).map_err(fail)?;
-        // Tell regressors from scores by shape, not by name or order.
-        let mut boxes: &[f32] = &[];
-        let mut scores: &[f32] = &[];
-        for name in &self.output_names {
-            let (shape, data) = outputs[name.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(fail)?;
-            match shape.last() {
-                Some(1) => scores = data,
-                Some(_) => boxes = data,
-                None => {}
-            }
-        }
-        let detections = ssd::decode(&self.spec, &self.anchors, boxes, scores, roi);
+        let (spec, anchors) = (&self.spec, &self.anchors);
+        // Output 0: regressors (2254×12), output 1: score logits (2254×1).
+        let detections = self
+            .model
+            .run(&[0, 1], |o| ssd::decode(spec, anchors, o[0], o[1], roi))?;
         Ok(detections.iter().map(|d| person(d, image)).collect())
     }
 
@@ -123,5 +99,6 @@ fn person(d: &Detection, image: &RgbImage) -> Person {
         radius,
         region,
         height_fraction: (region[3] - region[1]) / h,
+        top,
     }
 }

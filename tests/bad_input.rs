@@ -1,0 +1,185 @@
+//! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
+
+mod common;
+
+use common::*;
+
+fn fails_with_one_line(args: &[&std::ffi::OsStr], expect: &[&str]) {
+    let out = bin().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code for {args:?}: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "exactly one line for {args:?}:\n{stderr}"
+    );
+    assert!(stderr.starts_with("mirrorsight: error: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    for needle in expect {
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: `{needle}` missing from: {stderr}"
+        );
+    }
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+#[test]
+fn missing_truncated_and_non_video_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.mp4");
+    std::fs::write(&text, "this is not a video").unwrap();
+    let empty = dir.path().join("empty.mkv");
+    std::fs::write(&empty, "").unwrap();
+    let truncated = dir.path().join("truncated.mp4");
+    let demo = std::fs::read(demo_clip()).unwrap();
+    std::fs::write(&truncated, &demo[..demo.len() / 3]).unwrap();
+
+    fails_with_one_line(
+        &[os("replay"), os("/nonexistent/clip.mp4")],
+        &["/nonexistent/clip.mp4", "no such file"],
+    );
+    for bad in [&text, &empty] {
+        fails_with_one_line(
+            &[os("replay"), bad.as_os_str()],
+            &["cannot decode", "ffprobe"],
+        );
+    }
+    // A cut-off file either fails to open or plays what it has; it never panics.
+    let out = bin().arg("replay").arg(&truncated).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_problems_name_the_file_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = demo_clip();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[session\nexit_after_s = 2\n").unwrap();
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--config"),
+            broken.as_os_str(),
+        ],
+        &["broken.toml", "not valid TOML"],
+    );
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--config"),
+            os("/nonexistent.toml"),
+        ],
+        &["/nonexistent.toml"],
+    );
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[session]\nexit_afer_s = 2\n").unwrap();
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--config"),
+            unknown.as_os_str(),
+        ],
+        &["session.exit_afer_s"],
+    );
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--set"),
+            os("presence.min_score=2"),
+        ],
+        &["presence.min_score"],
+    );
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--set"),
+            os("session.exit_after_s=soon"),
+        ],
+        &["session.exit_after_s"],
+    );
+}
+
+#[test]
+fn missing_models_or_runtime_are_explained() {
+    let clip = demo_clip();
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--set"),
+            os("onnxruntime.library=\"/nonexistent/libonnxruntime.so\""),
+        ],
+        &["ONNX Runtime library not found", "setup.sh"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--set"),
+            os(&format!("models.dir=\"{}\"", dir.path().display())),
+        ],
+        &["models folder not found"],
+    );
+    // A models folder whose detector is corrupted is refused by checksum.
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    for entry in std::fs::read_dir(repo().join("models")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), models.join(entry.file_name())).unwrap();
+    }
+    let mut bytes = std::fs::read(models.join("pose_detection.onnx")).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(models.join("pose_detection.onnx"), bytes).unwrap();
+    fails_with_one_line(
+        &[
+            os("replay"),
+            clip.as_os_str(),
+            os("--set"),
+            os(&format!("models.dir=\"{}\"", models.display())),
+        ],
+        &["pose_detection", "sha256"],
+    );
+}
+
+#[test]
+fn check_reports_every_model_and_fails_on_a_bad_one() {
+    let out = run_ok(bin().arg("check"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for model in [
+        "pose_detection",
+        "face_detection_short_range",
+        "palm_detection",
+        "hand_landmark",
+    ] {
+        assert!(stdout.contains(&format!("model {model}")), "{stdout}");
+    }
+    assert!(stdout.contains("onnxruntime: ok"), "{stdout}");
+    let out = bin()
+        .args(["check", "--set", "onnxruntime.library=\"/nonexistent.so\""])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

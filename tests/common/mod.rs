@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests: run the real binary, read the real footage.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mirrorsight::events::Event;
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mirrorsight"))
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/footage/<name>`, or `None` (with a note on stderr) when the footage is absent,
+/// so a fresh clone elsewhere skips these tests cleanly.
+pub fn footage(name: &str) -> Option<PathBuf> {
+    let path = repo().join("../shared/footage").join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipping: {} not found (the shared footage is not next to this clone)",
+            path.display()
+        );
+        None
+    }
+}
+
+pub fn labels(name: &str) -> Option<serde_json::Value> {
+    let path = repo().join("../shared/footage/labels").join(name);
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn demo_clip() -> PathBuf {
+    repo().join("assets/demo.mp4")
+}
+
+/// Runs the binary and insists it succeeded.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn mirrorsight");
+    assert!(
+        out.status.success(),
+        "mirrorsight failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn parse_events(stdout: &[u8]) -> Vec<Event> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event line ({e}): {l}")))
+        .collect()
+}
+
+/// Replays a clip with extra arguments and returns the parsed event stream.
+pub fn replay(clip: &Path, args: &[&str]) -> Vec<Event> {
+    let out = run_ok(bin().arg("replay").arg(clip).args(args));
+    parse_events(&out.stdout)
+}
+
+pub fn of_type<'a>(events: &'a [Event], ty: &str) -> Vec<&'a Event> {
+    events.iter().filter(|e| e.type_name() == ty).collect()
+}
