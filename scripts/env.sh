@@ -1,0 +1,5 @@
+# Sourced by the project's scripts: one place for build locations.
+# The cargo target directory lives outside the clone so repeated runs (and CI) reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mirrorsight/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+MIRRORSIGHT_BIN="$CARGO_TARGET_DIR/release/mirrorsight"
