@@ -40,6 +40,19 @@ pub struct Config {
     pub session: SessionConfig,
     pub hands: HandsConfig,
     pub events: EventsConfig,
+    pub overlay: mirrorsight_overlay::OverlayConfig,
+    pub storage: StorageConfig,
+    pub qr: mirrorsight_wechat::QrConfig,
+    pub wechat: mirrorsight_wechat::WechatConfig,
+    pub backend: mirrorsight_wechat::BackendConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Durable state (the session ↔ scene bindings). Unset: /var/lib/mirrorsight for `run`
+    /// (systemd's StateDirectory), a temporary directory for `replay`.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -327,6 +340,14 @@ impl Config {
         if !(1..=4).contains(&self.hands.max_hands) {
             return Err(key_error("hands.max_hands", "must be 1..=4"));
         }
+        if let Err(errors) = self.overlay.validate()
+            && let Some(first) = errors.into_iter().next()
+        {
+            return Err(key_error(&first.key, first.message));
+        }
+        self.wechat_settings()
+            .validate()
+            .map_err(|e| key_error(&e.key, e.message))?;
         fraction("hands.min_palm_score", self.hands.min_palm_score)?;
         fraction("hands.min_presence", self.hands.min_presence)?;
         positive(
@@ -350,6 +371,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The QR minting sections as the WeChat crate takes them.
+    pub fn wechat_settings(&self) -> mirrorsight_wechat::Settings {
+        mirrorsight_wechat::Settings {
+            qr: self.qr.clone(),
+            wechat: self.wechat.clone(),
+            backend: self.backend.clone(),
+        }
     }
 }
 

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use mirrorsight::actions::qr::QrAction;
 use mirrorsight::config::Config;
 use mirrorsight::eval::{self, Labels};
 use mirrorsight::ids::{DEFAULT_REPLAY_SEED, IdGenerator};
 use mirrorsight::metrics::{Metrics, Stage};
 use mirrorsight::pipeline::{self, RunOptions, RunSummary};
-use mirrorsight::sink::{Collector, EventSink, JsonLines};
+use mirrorsight::sink::{Action, Collector, EventSink, JsonLines, OverlaySink};
 use mirrorsight::source::{Source, VideoFile};
 use mirrorsight::vision::runtime::{ModelsDir, Runtime, manifest};
 
@@ -42,6 +43,13 @@ impl ConfigArgs {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Display {
+    Window,
+    Headless,
+    None,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Replay a recorded clip exactly like a live camera and print the events.
@@ -58,6 +66,12 @@ enum Command {
         /// Seed for ids that are random on a live mirror.
         #[arg(long, default_value_t = DEFAULT_REPLAY_SEED)]
         seed: u64,
+        /// What the mirror's screen does: a fullscreen X11 window, off-screen rendering, or nothing.
+        #[arg(long, value_enum, default_value_t = Display::None)]
+        display: Display,
+        /// With --display headless (or window): write a PNG each time the picture changes.
+        #[arg(long, value_name = "DIR")]
+        snapshot_dir: Option<PathBuf>,
         /// Write each frame's body and hand landmarks as JSON lines (for tuning gestures).
         #[arg(long, value_name = "FILE", hide = true)]
         dump_observations: Option<PathBuf>,
@@ -136,6 +150,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             events,
             realtime,
             seed,
+            display,
+            snapshot_dir,
             dump_observations,
         } => {
             let mut cfg = config.load()?;
@@ -145,6 +161,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
             if !cfg.events.file.is_empty() {
                 sinks.push(Box::new(JsonLines::open(&cfg.events.file)?));
+            }
+            if let Some(sink) = overlay_sink(&cfg, display, snapshot_dir)? {
+                sinks.push(Box::new(sink));
             }
             let opts = RunOptions {
                 realtime,
@@ -217,15 +236,59 @@ fn replay(
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary> {
     let source: Box<dyn Source> = Box::new(VideoFile::open(clip)?);
-    Ok(pipeline::run(
+    // Every consumer of randomness gets its own stream, so adding one never shifts another's ids.
+    let mut seeds = IdGenerator::seeded(seed);
+    let session_ids = seeds.fork();
+    let qr_ids = seeds.fork();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mirrorsight-io")
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")?;
+    // Replay keeps its durable state in a throwaway directory unless told otherwise.
+    let scratch;
+    let state_dir = match &cfg.storage.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("storage.dir {}", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            scratch = tempfile::Builder::new()
+                .prefix("mirrorsight-replay-")
+                .tempdir()?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let actions: Vec<Box<dyn Action>> = vec![Box::new(QrAction::start(
         cfg,
-        source,
-        IdGenerator::seeded(seed),
-        Vec::new(),
-        sinks,
-        metrics,
-        opts,
-    )?)
+        qr_ids,
+        &state_dir,
+        runtime.handle().clone(),
+        true,
+    )?)];
+    let summary = pipeline::run(cfg, source, session_ids, actions, sinks, metrics, opts)?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(summary)
+}
+
+fn overlay_sink(
+    cfg: &Config,
+    display: Display,
+    snapshots: Option<PathBuf>,
+) -> Result<Option<OverlaySink>> {
+    use mirrorsight_overlay::{Output, Overlay};
+    let output = match (display, snapshots) {
+        (Display::None, None) => return Ok(None),
+        (Display::Window, _) => Output::Window,
+        (Display::Headless, snapshot_dir) => Output::Headless { snapshot_dir },
+        (Display::None, Some(_)) => bail!("--snapshot-dir needs --display headless or window"),
+    };
+    Ok(Some(OverlaySink::new(Overlay::start(
+        &cfg.overlay,
+        output,
+    )?)))
 }
 
 fn check(args: &ConfigArgs) -> Result<ExitCode> {

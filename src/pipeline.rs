@@ -96,10 +96,17 @@ pub fn run(
         .spawn(move || capture_loop(source, queue, realtime, capture_metrics))
         .map_err(|_| PipelineError::Panicked("capture"))?;
 
-    let (event_tx, event_rx) = bounded::<Event>(1024);
+    let (event_tx, event_rx) = bounded::<Item>(1024);
     let dispatcher = thread::Builder::new()
         .name("events".into())
-        .spawn(move || dispatch(event_rx, actions, sinks))
+        .spawn(move || {
+            Dispatcher {
+                actions,
+                sinks,
+                first_error: None,
+            }
+            .run(event_rx)
+        })
         .map_err(|_| PipelineError::Panicked("events"))?;
 
     let mut dump = match &opts.dump_observations {
@@ -130,7 +137,7 @@ pub fn run(
                 source,
             })?;
         }
-        if !send_all(&event_tx, &mut out, &metrics) {
+        if !send_all(&event_tx, &mut out, &metrics) || event_tx.send(Item::Tick(frame.t)).is_err() {
             break;
         }
     }
@@ -171,10 +178,17 @@ pub fn run(
     Ok(summary)
 }
 
-fn send_all(tx: &Sender<Event>, out: &mut Vec<Event>, metrics: &Metrics) -> bool {
+/// What vision hands to the dispatcher, in stream order.
+enum Item {
+    Event(Event),
+    /// Media time moved on (one per frame).
+    Tick(f64),
+}
+
+fn send_all(tx: &Sender<Item>, out: &mut Vec<Event>, metrics: &Metrics) -> bool {
     for e in out.drain(..) {
         Metrics::inc(&metrics.events_emitted);
-        if tx.send(e).is_err() {
+        if tx.send(Item::Event(e)).is_err() {
             return false;
         }
     }
@@ -213,50 +227,62 @@ fn capture_loop(
     Ok((captured, queue.dropped()))
 }
 
-fn dispatch(
-    rx: Receiver<Event>,
-    mut actions: Vec<Box<dyn Action>>,
-    mut sinks: Vec<Box<dyn EventSink>>,
-) -> Result<(), SinkError> {
-    let mut pending = Vec::new();
-    let mut first_error = None;
-    let mut deliver = |events: &mut Vec<Event>, sinks: &mut Vec<Box<dyn EventSink>>| {
-        for e in events.drain(..) {
-            for sink in sinks.iter_mut() {
-                if let Err(err) = sink.handle(&e) {
-                    warn!(error = %err, "event sink failed");
-                    first_error.get_or_insert(err);
+/// Runs actions and sinks on the event stream, in stream order, on its own thread.
+struct Dispatcher {
+    actions: Vec<Box<dyn Action>>,
+    sinks: Vec<Box<dyn EventSink>>,
+    first_error: Option<SinkError>,
+}
+
+impl Dispatcher {
+    fn run(mut self, rx: Receiver<Item>) -> Result<(), SinkError> {
+        for item in rx.iter() {
+            match item {
+                Item::Event(event) => self.process(vec![event]),
+                Item::Tick(t) => {
+                    let mut emitted = Vec::new();
+                    self.actions
+                        .iter_mut()
+                        .for_each(|a| a.poll(t, &mut emitted));
+                    self.process(emitted);
+                    self.sinks.iter_mut().for_each(|s| s.tick(t));
                 }
             }
         }
-    };
-    for event in rx.iter() {
-        pending.push(event);
-        // Actions may answer with events of their own; those are acted on too, in order.
+        // End of stream: actions finish what is in flight (bounded), then sinks flush.
+        let mut tail = Vec::new();
+        self.actions.iter_mut().for_each(|a| a.finish(&mut tail));
+        self.process(tail);
+        for sink in self.sinks.iter_mut() {
+            if let Err(err) = sink.flush() {
+                self.first_error.get_or_insert(err);
+            }
+        }
+        info!("event stream closed");
+        self.first_error.map_or(Ok(()), Err)
+    }
+
+    /// Acts on and delivers events. Events that actions emit are acted on in turn and
+    /// delivered right after the event that caused them, so the order is reproducible.
+    fn process(&mut self, mut pending: Vec<Event>) {
         let mut i = 0;
         while i < pending.len() {
-            let e = pending[i].clone();
             let mut emitted = Vec::new();
-            for action in actions.iter_mut() {
-                action.on_event(&e, &mut emitted);
+            for action in self.actions.iter_mut() {
+                action.on_event(&pending[i], &mut emitted);
             }
             pending.splice(i + 1..i + 1, emitted);
             i += 1;
         }
-        deliver(&mut pending, &mut sinks);
-    }
-    let mut tail = Vec::new();
-    for action in actions.iter_mut() {
-        action.finish(&mut tail);
-    }
-    deliver(&mut tail, &mut sinks);
-    for sink in sinks.iter_mut() {
-        if let Err(err) = sink.flush() {
-            first_error.get_or_insert(err);
+        for event in &pending {
+            for sink in self.sinks.iter_mut() {
+                if let Err(err) = sink.handle(event) {
+                    warn!(error = %err, "event sink failed");
+                    self.first_error.get_or_insert(err);
+                }
+            }
         }
     }
-    info!("event stream closed");
-    first_error.map_or(Ok(()), Err)
 }
 
 fn progress_bar(enabled: bool, frames: Option<u64>) -> ProgressBar {

@@ -15,12 +15,17 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("mirror display: {0}")]
+    Overlay(#[from] mirrorsight_overlay::OverlayError),
 }
 
 /// Consumes events (writes, forwards, draws). Sinks see every event in stream order.
 pub trait EventSink: Send {
     fn handle(&mut self, event: &Event) -> Result<(), SinkError>;
-    /// Makes everything handled so far durable or visible.
+    /// Media time advanced to `t` (once per frame): lets time-driven sinks (the overlay's
+    /// countdown) move on between events.
+    fn tick(&mut self, _t: f64) {}
+    /// Makes everything handled so far durable or visible. Called once, at the end.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
@@ -30,6 +35,8 @@ pub trait EventSink: Send {
 /// the stream right after the event that caused them (so replays stay in a fixed order).
 pub trait Action: Send {
     fn on_event(&mut self, event: &Event, emit: &mut Vec<Event>);
+    /// Media time advanced to `t`: deliver results of background work finished meanwhile.
+    fn poll(&mut self, _t: f64, _emit: &mut Vec<Event>) {}
     /// Called once at the end of the stream: finish what is in flight (bounded wait).
     fn finish(&mut self, _emit: &mut Vec<Event>) {}
 }
@@ -102,5 +109,41 @@ impl EventSink for Collector {
             v.push(event.clone());
         }
         Ok(())
+    }
+}
+
+/// The mirror's screen, fed by the event stream and media time.
+pub struct OverlaySink {
+    overlay: Option<mirrorsight_overlay::Overlay>,
+}
+
+impl OverlaySink {
+    pub fn new(overlay: mirrorsight_overlay::Overlay) -> Self {
+        Self {
+            overlay: Some(overlay),
+        }
+    }
+}
+
+impl EventSink for OverlaySink {
+    fn handle(&mut self, event: &Event) -> Result<(), SinkError> {
+        if let Some(o) = &mut self.overlay {
+            o.apply(event);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, t: f64) {
+        if let Some(o) = &mut self.overlay {
+            o.advance(t);
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        // Draws the last picture (and its snapshot) before the thread ends.
+        match self.overlay.take() {
+            Some(o) => o.shutdown().map(|_| ()).map_err(SinkError::Overlay),
+            None => Ok(()),
+        }
     }
 }

@@ -77,8 +77,9 @@ pub struct HandLandmarks {
     pub points: Vec<[f32; 3]>,
     /// Hand-presence probability from the landmark model.
     pub presence: f32,
-    /// Probability that this is the person's right hand, as the model reports it for the
-    /// image as given (not corrected for camera mirroring).
+    /// Probability that this is the person's right hand, assuming the frame is an unflipped
+    /// camera view (it is the landmark model's "Left" score: MediaPipe labels hands as if the
+    /// image were a mirrored selfie). When `camera.mirrored` frames are flipped, use 1 − this.
     pub right_hand: f32,
     /// True when this hand came from a fresh palm detection rather than the previous frame's landmarks.
     pub redetected: bool,

@@ -1,0 +1,93 @@
+//! Control over HTTP, for fakes running in another process (the `mirrorsight-fake-backend`
+//! binary driven by a shell script or another language's tests):
+//!
+//! - `GET /__fake/requests`: every recorded request as JSON (bodies as UTF-8 text when they
+//!   are, else `{"base64_len": N}`).
+//! - `POST /__fake/faults` with `{"route": "qrcode_create", "fault": {"errcode": 40001}, "times": 1}`;
+//!   faults: `{"errcode": N}`, `"html502"`, `"malformed_json"`, `{"delay_ms": N}`, `{"status": N}`.
+//! - `POST /__fake/reset`: forget requests and faults.
+//! - `GET /__fake/scenes`, `GET /__fake/photos`: what the backend stored.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::{App, Fault, Route};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum FaultSpec {
+    Errcode(i64),
+    Html502,
+    MalformedJson,
+    DelayMs(u64),
+    Status(u16),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectRequest {
+    route: Route,
+    fault: FaultSpec,
+    #[serde(default = "one")]
+    times: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+pub(crate) fn serialize_body<S: Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Binary {
+        binary_len: usize,
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => s.serialize_str(text),
+        Err(_) => Binary {
+            binary_len: body.len(),
+        }
+        .serialize(s),
+    }
+}
+
+pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Response {
+    match (method.as_str(), path) {
+        ("GET", "requests") => axum::Json(app.data().requests.clone()).into_response(),
+        ("GET", "scenes") => {
+            axum::Json(app.data().scenes.values().cloned().collect::<Vec<_>>()).into_response()
+        }
+        ("GET", "photos") => {
+            axum::Json(app.data().photos.values().cloned().collect::<Vec<_>>()).into_response()
+        }
+        ("POST", "reset") => {
+            let mut data = app.data();
+            data.requests.clear();
+            data.faults.clear();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        ("POST", "faults") => match serde_json::from_slice::<InjectRequest>(body) {
+            Ok(req) => {
+                let fault = match req.fault {
+                    FaultSpec::Errcode(c) => Fault::Errcode(c),
+                    FaultSpec::Html502 => Fault::Html502,
+                    FaultSpec::MalformedJson => Fault::MalformedJson,
+                    FaultSpec::DelayMs(ms) => Fault::Delay(Duration::from_millis(ms)),
+                    FaultSpec::Status(s) => Fault::Status(s),
+                };
+                if req.times > 0 {
+                    app.data()
+                        .faults
+                        .entry(req.route)
+                        .or_default()
+                        .push_back((fault, req.times));
+                }
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}")).into_response(),
+        },
+        _ => (StatusCode::NOT_FOUND, "unknown admin endpoint").into_response(),
+    }
+}

@@ -1,0 +1,130 @@
+//! The relay client: a mirror without the appsecret asks the store backend for its codes.
+//!
+//! One attempt per call: retrying is the caller's business (the pool and the pending-session
+//! loop retry with backoff), so a down backend costs one request per backoff step.
+
+use std::time::Duration;
+
+use mirrorsight_contract::backend::{
+    CreateSceneRequest, CreateSceneResponse, ErrorBody, MAX_EXPIRE_SECONDS, MAX_SCENE_LEN,
+    SCENES_PATH,
+};
+
+use crate::config::{BackendConfig, validate_base_url};
+use crate::error::Error;
+use crate::http::{self, RawResponse};
+use crate::secret::Secret;
+
+pub(crate) const SCENES_ENDPOINT: &str = "POST /v1/scenes";
+
+/// Client of `POST {backend}/v1/scenes`.
+#[derive(Debug, Clone)]
+pub struct RelayClient {
+    http: reqwest::Client,
+    base: String,
+    device_token: Secret,
+    timeout: Duration,
+}
+
+impl RelayClient {
+    pub fn new(config: &BackendConfig, device_token: Secret) -> Result<Self, Error> {
+        let url = config
+            .url
+            .as_deref()
+            .ok_or_else(|| Error::Client("backend.url is not set".into()))?;
+        let base =
+            validate_base_url("backend.url", url).map_err(|e| Error::Client(e.to_string()))?;
+        let timeout = config.timeout();
+        Ok(Self {
+            http: http::build_client(timeout)?,
+            base,
+            device_token,
+            timeout,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Asks the backend to mint a temporary code for `scene`.
+    pub async fn create_scene(
+        &self,
+        scene: &str,
+        expire_seconds: u32,
+    ) -> Result<CreateSceneResponse, Error> {
+        let len = scene.chars().count();
+        if !(1..=MAX_SCENE_LEN).contains(&len) {
+            return Err(Error::invalid(
+                "scene",
+                format!("{len} characters, must be 1..={MAX_SCENE_LEN}"),
+            ));
+        }
+        if scene.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::invalid(
+                "scene",
+                "contains whitespace or control characters",
+            ));
+        }
+        if !(1..=MAX_EXPIRE_SECONDS).contains(&expire_seconds) {
+            return Err(Error::invalid(
+                "expire_seconds",
+                format!("{expire_seconds} is not in 1..={MAX_EXPIRE_SECONDS}"),
+            ));
+        }
+        let body = CreateSceneRequest {
+            scene: scene.to_string(),
+            expire_seconds,
+        };
+        let request = self
+            .http
+            .post(format!("{}{SCENES_PATH}", self.base))
+            .bearer_auth(self.device_token.expose())
+            .json(&body);
+        let raw = http::send(SCENES_ENDPOINT, request, self.timeout, http::JSON_LIMIT).await?;
+        parse_scene_answer(scene, &raw)
+    }
+}
+
+fn parse_scene_answer(scene: &str, raw: &RawResponse) -> Result<CreateSceneResponse, Error> {
+    let malformed = |detail: String| Error::MalformedResponse {
+        endpoint: SCENES_ENDPOINT,
+        status: raw.status,
+        detail,
+    };
+    if raw.status == 200 || raw.status == 201 {
+        let answer: CreateSceneResponse = serde_json::from_slice(&raw.body).map_err(|e| {
+            if raw.looks_like_json() || raw.body.first() == Some(&b'{') {
+                malformed(format!("{e}: {}", http::snippet(&raw.body)))
+            } else {
+                http::unexpected_body(SCENES_ENDPOINT, raw, "JSON")
+            }
+        })?;
+        if answer.scene != scene {
+            return Err(malformed(format!(
+                "answered for scene {:?}, asked for {scene:?}",
+                answer.scene
+            )));
+        }
+        if answer.url.is_empty() {
+            return Err(malformed("empty url".into()));
+        }
+        return Ok(answer);
+    }
+    if raw.is_success() {
+        return Err(malformed(format!(
+            "unexpected success status {}",
+            raw.status
+        )));
+    }
+    match serde_json::from_slice::<ErrorBody>(&raw.body) {
+        Ok(body) => Err(Error::Backend {
+            endpoint: SCENES_ENDPOINT,
+            status: raw.status,
+            code: body.error,
+            message: http::snippet(body.message.as_bytes()),
+            retry_after: raw.retry_after,
+        }),
+        _ => Err(http::unexpected_body(SCENES_ENDPOINT, raw, "JSON")),
+    }
+}
