@@ -4,9 +4,11 @@
 //! The decision logic ([`session`]) is sans-IO and driven by media timestamps, so a replayed
 //! clip behaves exactly like the live camera it was recorded from.
 
+pub mod actions;
 pub mod config;
 pub mod eval;
 pub mod frame;
+pub mod gesture;
 pub mod ids;
 pub mod metrics;
 pub mod pipeline;
