@@ -39,12 +39,14 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub session: SessionConfig,
     pub hands: HandsConfig,
+    pub gestures: crate::gesture::GestureConfig,
     pub events: EventsConfig,
     pub overlay: mirrorsight_overlay::OverlayConfig,
     pub storage: StorageConfig,
     pub qr: mirrorsight_wechat::QrConfig,
     pub wechat: mirrorsight_wechat::WechatConfig,
     pub backend: mirrorsight_wechat::BackendConfig,
+    pub photos: mirrorsight_photos::PhotosConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

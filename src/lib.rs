@@ -5,6 +5,7 @@
 //! clip behaves exactly like the live camera it was recorded from.
 
 pub mod actions;
+pub mod capture;
 pub mod config;
 pub mod eval;
 pub mod frame;
@@ -12,6 +13,7 @@ pub mod gesture;
 pub mod ids;
 pub mod metrics;
 pub mod pipeline;
+pub mod service;
 pub mod session;
 pub mod sink;
 pub mod source;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use mirrorsight::actions::photos::PhotoAction;
 use mirrorsight::actions::qr::QrAction;
 use mirrorsight::config::Config;
 use mirrorsight::eval::{self, Labels};
@@ -87,6 +88,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mint one QR code as configured, print it as JSON and optionally render it to PNG.
+    Mint {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Scene to mint (default: a fresh unguessable id).
+        #[arg(long)]
+        scene: Option<String>,
+        /// Write the rendered code (quiet zone included) here.
+        #[arg(long, value_name = "OUT.png")]
+        png: Option<PathBuf>,
+    },
     /// Validate the config, the models and ONNX Runtime, and say exactly what is wrong.
     Check {
         #[command(flatten)]
@@ -138,6 +150,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -210,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => check(&config),
+        Command::Mint { config, scene, png } => mint(&config.load()?, scene, png.as_deref()),
         Command::Bench { clip, config } => {
             let cfg = config.load()?;
             let metrics = Arc::new(Metrics::new());
@@ -240,6 +254,7 @@ fn replay(
     let mut seeds = IdGenerator::seeded(seed);
     let session_ids = seeds.fork();
     let qr_ids = seeds.fork();
+    let photo_ids = seeds.fork();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("mirrorsight-io")
@@ -261,13 +276,26 @@ fn replay(
             scratch.path().to_path_buf()
         }
     };
-    let actions: Vec<Box<dyn Action>> = vec![Box::new(QrAction::start(
-        cfg,
-        qr_ids,
-        &state_dir,
-        runtime.handle().clone(),
-        true,
-    )?)];
+    let mut cfg = cfg.clone();
+    if cfg.photos.spool_dir == mirrorsight_photos::PhotosConfig::default().spool_dir {
+        // A replay never writes into the live mirror's spool unless told to.
+        cfg.photos.spool_dir = std::path::absolute(state_dir.join("spool"))?;
+    }
+    let cfg = &cfg;
+    let actions: Vec<Box<dyn Action>> = vec![
+        Box::new(QrAction::start(
+            cfg,
+            qr_ids,
+            &state_dir,
+            runtime.handle().clone(),
+            true,
+        )?),
+        Box::new(PhotoAction::start(
+            cfg,
+            photo_ids,
+            runtime.handle().clone(),
+        )?),
+    ];
     let summary = pipeline::run(cfg, source, session_ids, actions, sinks, metrics, opts)?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(summary)
@@ -289,6 +317,39 @@ fn overlay_sink(
         &cfg.overlay,
         output,
     )?)))
+}
+
+fn mint(cfg: &Config, scene: Option<String>, png: Option<&Path>) -> Result<ExitCode> {
+    let settings = cfg.wechat_settings();
+    let secrets = settings.load_secrets(&|k| std::env::var(k).ok())?;
+    let minter = mirrorsight_wechat::Minter::from_settings(&settings, &secrets)?;
+    let id = scene.unwrap_or_else(|| IdGenerator::from_os().next_id());
+    let scene = minter.scene_for_id(&id);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let code = runtime.block_on(minter.mint(&scene))?;
+    if let Some(path) = png {
+        let bytes = match (&code.url, &code.image) {
+            (Some(url), _) => mirrorsight_overlay::render_qr_png(
+                url,
+                cfg.overlay.qr_module_px,
+                mirrorsight_overlay::QUIET_ZONE_MODULES,
+            )?,
+            // Mini-program codes have no URL: WeChat's image is the code.
+            (None, Some(image)) => image.clone(),
+            (None, None) => bail!("the minted code has neither a URL nor an image"),
+        };
+        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let out = serde_json::json!({
+        "scene": code.scene,
+        "ticket": code.ticket,
+        "url": code.url,
+        "expire_seconds": code.expire_seconds,
+    });
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: &ConfigArgs) -> Result<ExitCode> {

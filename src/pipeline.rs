@@ -12,6 +12,7 @@ use mirrorsight_contract::events::{EndReason, Event, EventKind};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::capture::{Capture, CaptureScheduler};
 use crate::config::Config;
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
@@ -75,6 +76,12 @@ pub fn run(
 ) -> Result<RunSummary, PipelineError> {
     let info = source.info().clone();
     let mut vision = VisionStage::new(config, ids, metrics.clone())?;
+    let mut photos = CaptureScheduler::new(
+        config.photos.ring_frames,
+        config.photos.best_frame_window_s,
+        config.photos.countdown_s,
+        config.photos.capture_on_outfit_switch,
+    );
     let policy = if opts.realtime {
         QueuePolicy::DropOldest
     } else {
@@ -129,6 +136,7 @@ pub fn run(
         }
         processed += 1;
         progress.set_position(frame.seq + 1);
+        let captures = photos.on_frame(&frame, &out, vision.shopper().map(|p| p.region));
         if let (Some(w), Some(path)) = (dump.as_mut(), opts.dump_observations.as_ref()) {
             use std::io::Write;
             let line = serde_json::to_string(vision.observation()).unwrap_or_default();
@@ -137,7 +145,12 @@ pub fn run(
                 source,
             })?;
         }
-        if !send_all(&event_tx, &mut out, &metrics) || event_tx.send(Item::Tick(frame.t)).is_err() {
+        let delivered = send_all(&event_tx, &mut out, &metrics)
+            && captures
+                .into_iter()
+                .all(|c| event_tx.send(Item::Capture(c)).is_ok())
+            && event_tx.send(Item::Tick(frame.t)).is_ok();
+        if !delivered {
             break;
         }
     }
@@ -149,7 +162,11 @@ pub fn run(
     metrics
         .frames_dropped
         .store(dropped, std::sync::atomic::Ordering::Relaxed);
-    // Whatever happened upstream, close the open session so the stream is complete.
+    // Whatever happened upstream, take the photos still counting down and close the open
+    // session, so the stream is complete.
+    for capture in photos.finish(vision.shopper().map(|p| p.region)) {
+        let _ = event_tx.send(Item::Capture(capture));
+    }
     vision.finish(EndReason::EndOfStream, &mut out);
     let captured = capture_result.as_ref().map(|(n, _)| *n).unwrap_or(0);
     out.push(Event::new(
@@ -181,6 +198,8 @@ pub fn run(
 /// What vision hands to the dispatcher, in stream order.
 enum Item {
     Event(Event),
+    /// A photo is due.
+    Capture(Capture),
     /// Media time moved on (one per frame).
     Tick(f64),
 }
@@ -239,6 +258,13 @@ impl Dispatcher {
         for item in rx.iter() {
             match item {
                 Item::Event(event) => self.process(vec![event]),
+                Item::Capture(capture) => {
+                    let mut emitted = Vec::new();
+                    self.actions
+                        .iter_mut()
+                        .for_each(|a| a.on_capture(&capture, &mut emitted));
+                    self.process(emitted);
+                }
                 Item::Tick(t) => {
                     let mut emitted = Vec::new();
                     self.actions

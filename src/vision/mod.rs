@@ -18,6 +18,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::frame::Frame;
+use crate::gesture::GestureRecognizer;
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
 use crate::session::SessionTracker;
@@ -59,6 +60,7 @@ pub struct VisionStage {
     search_margin: f32,
     /// The latest frame's observation (what the gesture recognizer consumes).
     observation: Observation,
+    gestures: GestureRecognizer,
     metrics: Arc<Metrics>,
 }
 
@@ -107,6 +109,7 @@ impl VisionStage {
             hands: trackers,
             search_margin: config.hands.search_margin,
             observation: Observation::default(),
+            gestures: GestureRecognizer::new(config.gestures.clone(), config.camera.mirrored),
             metrics,
         })
     }
@@ -179,6 +182,12 @@ impl VisionStage {
             self.metrics.record(Stage::Tracking, inferred.elapsed());
         }
         self.observe_hands(frame)?;
+        if self.observation.session.is_some() {
+            self.gestures.observe(&self.observation, out);
+        } else {
+            // A new shopper starts with a clean slate: no half-seen gesture carries over.
+            self.gestures.reset();
+        }
         Metrics::inc(&self.metrics.frames_processed);
         Ok(())
     }
