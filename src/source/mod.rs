@@ -1,9 +1,11 @@
 //! Frame sources: everything that yields frames sits behind [`Source`], so replay, a paced
 //! clip and (later) a live camera feed the same pipeline.
 
+pub mod camera;
 mod queue;
 mod video;
 
+pub use camera::{CameraSettings, CameraSource, ReconnectingSource};
 pub use queue::{FrameQueue, FrameReceiver, QueuePolicy};
 pub use video::VideoFile;
 
