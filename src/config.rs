@@ -230,7 +230,7 @@ impl Default for HandsConfig {
             max_hands: 2,
             min_palm_score: 0.5,
             min_presence: 0.5,
-            search_interval_s: 0.1,
+            search_interval_s: 0.2,
             second_hand_interval_s: 0.5,
             search_margin: 0.25,
         }

@@ -421,6 +421,11 @@ fn print_bench(summary: &RunSummary, metrics: &Metrics) {
         Metrics::get(&metrics.detector_runs),
         Metrics::get(&metrics.detector_runs) as f64 / media.max(1e-9)
     );
+    let palm_runs = Metrics::get(&metrics.palm_detector_runs);
+    println!(
+        "palm detector runs: {palm_runs} ({:.2} per media second)",
+        palm_runs as f64 / media.max(1e-9)
+    );
     println!(
         "{:<11} {:>7} {:>9} {:>9}",
         "stage", "count", "p50 ms", "p95 ms"

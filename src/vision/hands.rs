@@ -65,12 +65,14 @@ impl HandTracker {
     }
 
     /// Tracks hands in one frame. `search` is the region (image pixels) hands may be in:
-    /// the shopper's body and a margin around it.
+    /// the shopper's body and a margin around it. Hands already followed are always
+    /// tracked; new ones are searched for only when `may_search`.
     pub fn track(
         &mut self,
         t: f64,
         image: &RgbImage,
         search: [f32; 4],
+        may_search: bool,
     ) -> Result<Vec<HandLandmarks>, VisionError> {
         let mut found: Vec<HandLandmarks> = Vec::new();
         let mut next = Vec::new();
@@ -85,7 +87,7 @@ impl HandTracker {
         self.tracked = next;
         dedupe(&mut found, &mut self.tracked);
 
-        let wanted = self.tracked.len() < self.cfg.max_hands;
+        let wanted = may_search && self.tracked.len() < self.cfg.max_hands;
         // Nothing followed: look often. One hand followed: look for a second one now and then.
         let interval = if self.tracked.is_empty() {
             self.cfg.search_interval_s

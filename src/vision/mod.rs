@@ -64,6 +64,32 @@ pub struct VisionStage {
     metrics: Arc<Metrics>,
 }
 
+/// Every gesture is made with a raised hand. While the body landmarks clearly show both
+/// wrists hanging low (below the chest), looking for palms would only cost time; without
+/// reliable landmarks (turned away, occluded) the search goes on.
+fn hands_may_be_up(pose: Option<&observation::PoseLandmarks>) -> bool {
+    use observation::pose as p;
+    const RELIABLE: f32 = 0.8;
+    let Some(pose) = pose else { return true };
+    let pt = |i: usize| pose.points.get(i).copied();
+    let (Some(ls), Some(rs)) = (pt(p::LEFT_SHOULDER), pt(p::RIGHT_SHOULDER)) else {
+        return true;
+    };
+    if ls[3] < RELIABLE || rs[3] < RELIABLE {
+        return true;
+    }
+    let shoulder_y = (ls[1] + rs[1]) / 2.0;
+    let width = ((ls[0] - rs[0]).powi(2) + (ls[1] - rs[1]).powi(2))
+        .sqrt()
+        .max(1.0);
+    [p::LEFT_WRIST, p::RIGHT_WRIST]
+        .iter()
+        .any(|&i| match pt(i) {
+            Some(w) if w[3] >= RELIABLE => w[1] < shoulder_y + 1.2 * width,
+            _ => true,
+        })
+}
+
 /// A detection older than this no longer says where the shopper is.
 const SHOPPER_STALE_S: f64 = 1.0;
 
@@ -236,7 +262,8 @@ impl VisionStage {
         self.observation.shopper = Some(search);
         self.observation.pose = pose.track(image, self.shopper.as_ref())?;
         let runs_before = hands.palm_runs();
-        self.observation.hands = hands.track(t, image, search)?;
+        let may_search = hands_may_be_up(self.observation.pose.as_ref());
+        self.observation.hands = hands.track(t, image, search, may_search)?;
         for _ in runs_before..hands.palm_runs() {
             Metrics::inc(&self.metrics.palm_detector_runs);
         }
