@@ -70,12 +70,14 @@ impl Default for ActionMap {
 pub struct GestureConfig {
     /// Recognise gestures at all. Default `true`.
     pub enabled: bool,
-    /// Hands whose landmark-model presence is below this are ignored. Default 0.8.
+    /// Hands whose landmark-model presence is below this are ignored (false palms on
+    /// background objects score ≤ 0.5). Default 0.6.
     pub min_hand_presence: f32,
     /// Minimum shape confidence (0..1) for a frame to count towards a static gesture, and
     /// minimum mean confidence for it to fire. Default 0.6.
     pub min_confidence: f64,
-    /// How long a static shape (thumbs up/down, fist, pointing, victory) must be held. Default 0.25 s.
+    /// How long a static shape (thumbs up/down, fist, pointing, victory) must be held.
+    /// Short, because the hand tracker may pick a hand up late. Default 0.15 s.
     pub shape_hold_s: f64,
     /// A static shape needs at least this many agreeing frames as well. Default 3.
     pub shape_min_frames: u32,
@@ -86,8 +88,15 @@ pub struct GestureConfig {
     /// How far the wrist may wander during a hold, in palm lengths (wrist to middle knuckle):
     /// a moving hand is swiping or waving, not showing a shape. Default 1.0.
     pub shape_max_motion: f64,
+    /// A static shape counts only while the wrist is no lower than this below the shoulder
+    /// line, in shoulder widths (about the bottom of the chest): hands hanging at the sides or
+    /// resting in the lap show nothing. Applies when the shoulders are seen. Default 1.0.
+    pub shape_max_below_shoulder: f64,
     /// How long an open palm must be held to count as `open_palm` (and trigger a photo). Default 1.0 s.
     pub palm_hold_s: f64,
+    /// The open palm must be upright: fingers pointing up within this angle of the image's
+    /// vertical (a relaxed hand hangs fingers down). Default 50°.
+    pub palm_max_tilt_deg: f64,
     /// How far the wrist may wander during the open-palm hold, in palm lengths. Default 0.6.
     pub palm_max_motion: f64,
     /// After a gesture fires, the same gesture cannot fire again for this long. Default 1.5 s.
@@ -114,13 +123,13 @@ pub struct GestureConfig {
     /// The shoulders may move at most this fraction of the wrist travel (walking past, leaning,
     /// squatting is not a swipe). Default 0.35.
     pub swipe_max_body_ratio: f64,
-    /// After a swipe, a stroke the other way that starts within this time is its return stroke
-    /// and never fires. Default 0.6 s.
+    /// After a swipe (or any swipe-sized stroke of the same arm, fired or not), a stroke the
+    /// other way that starts within this time is its return stroke and never fires. Default 0.6 s.
     pub swipe_refractory_s: f64,
     /// Minimum time between two swipes' ends, either direction. Default 0.3 s.
     pub swipe_cooldown_s: f64,
-    /// Require the hand model to see an open (flat) hand near the wrist at the end of the stroke.
-    /// Default `true`.
+    /// Require the hand model to see an open (flat) hand on the stroke's path, from just before
+    /// it starts until `swipe_confirm_wait_s` after it ends. Default `true`.
     pub swipe_require_open_hand: bool,
     /// How long after the stroke ends to wait for that open hand. Default 0.3 s.
     pub swipe_confirm_wait_s: f64,
@@ -137,14 +146,16 @@ impl Default for GestureConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            min_hand_presence: 0.8,
+            min_hand_presence: 0.6,
             min_confidence: 0.6,
-            shape_hold_s: 0.25,
+            shape_hold_s: 0.15,
             shape_min_frames: 3,
             shape_min_agreement: 0.75,
             shape_max_gap_s: 0.25,
             shape_max_motion: 1.0,
+            shape_max_below_shoulder: 1.0,
             palm_hold_s: 1.0,
+            palm_max_tilt_deg: 50.0,
             palm_max_motion: 0.6,
             cooldown_s: 1.5,
             release_s: 0.5,
@@ -206,7 +217,19 @@ impl GestureConfig {
         fraction("shape_min_agreement", self.shape_min_agreement)?;
         positive("shape_max_gap_s", self.shape_max_gap_s)?;
         positive("shape_max_motion", self.shape_max_motion)?;
+        if !self.shape_max_below_shoulder.is_finite() {
+            return Err(key_error(
+                "shape_max_below_shoulder",
+                format!("must be a number, got {}", self.shape_max_below_shoulder),
+            ));
+        }
         positive("palm_hold_s", self.palm_hold_s)?;
+        if !(self.palm_max_tilt_deg > 0.0 && self.palm_max_tilt_deg <= 180.0) {
+            return Err(key_error(
+                "palm_max_tilt_deg",
+                format!("must be in (0, 180], got {}", self.palm_max_tilt_deg),
+            ));
+        }
         positive("palm_max_motion", self.palm_max_motion)?;
         non_negative("cooldown_s", self.cooldown_s)?;
         non_negative("release_s", self.release_s)?;

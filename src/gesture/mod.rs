@@ -16,6 +16,8 @@ pub mod shape;
 pub mod swipe;
 
 #[cfg(test)]
+mod offline;
+#[cfg(test)]
 mod scenarios;
 #[cfg(test)]
 pub(crate) mod synth;

@@ -21,7 +21,7 @@ const TRACK_MATCH_PALMS: f64 = 2.5;
 /// Time running backwards by more than this (a clip restarted, a camera reset) starts over.
 const TIME_JUMP_BACK_S: f64 = 0.001;
 
-/// Which of the shopper's hands, and which of the pose model's arms it is attached to.
+/// A hand that counts: its reading, and which of the shopper's hands it is.
 #[derive(Debug, Clone)]
 struct SeenHand {
     reading: ShapeReading,
@@ -273,16 +273,15 @@ impl GestureRecognizer {
         wrists: &[Option<WristSample>; 2],
         body: Option<BodyRef>,
     ) -> Option<SeenHand> {
-        if !(hand.presence >= self.config.min_hand_presence) {
+        // NaN presence is no presence.
+        if hand.presence.is_nan() || hand.presence < self.config.min_hand_presence {
             return None;
         }
-        let reading = classify(&hand.points)?;
+        let mut reading = classify(&hand.points)?;
         let near = |w: &WristSample| {
             let d = (w.x - reading.wrist[0]).hypot(w.y - reading.wrist[1]);
-            body.map_or(true, |b| {
-                d <= self.config.hand_max_wrist_distance * b.shoulder_width
-            })
-            .then_some(d)
+            body.is_none_or(|b| d <= self.config.hand_max_wrist_distance * b.shoulder_width)
+                .then_some(d)
         };
         let arm = match wrists {
             [Some(l), Some(r)] => match (near(l), near(r)) {
@@ -312,6 +311,18 @@ impl GestureRecognizer {
                 }
             }
         };
+        // Static shapes are shown with the hand raised; a hand hanging at the side or resting
+        // in the lap keeps its reading for swipe confirmation but shows no shape. An open palm
+        // must also be upright: a relaxed hand hangs open, fingers down.
+        let low = body.is_some_and(|b| {
+            (reading.wrist[1] - b.shoulder_y) / b.shoulder_width.max(f64::EPSILON)
+                > self.config.shape_max_below_shoulder
+        });
+        let slumped = reading.shape == HandShape::OpenPalm
+            && reading.finger_angle_deg.abs() > self.config.palm_max_tilt_deg;
+        if low || slumped {
+            reading.shape = HandShape::None;
+        }
         Some(SeenHand { reading, side })
     }
 

@@ -140,7 +140,7 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
     // Wrist→middle knuckle shrinks when the hand points at the camera and z is underestimated;
     // the knuckle line keeps its length then, so take whichever is longer.
     let palm = dist(wrist, p[MIDDLE_MCP]).max(1.3 * dist(p[INDEX_MCP], p[PINKY_MCP]));
-    if !(palm >= MIN_PALM_PX) {
+    if palm < MIN_PALM_PX {
         return None;
     }
 
@@ -155,15 +155,17 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
         curled[i] = ramp(total, 110.0, 160.0).max(ramp(reach, 1.05, 0.9));
     }
 
-    // The thumb is out when it is straight and its tip stands clear of the folded fingers; a
-    // thumb wrapped over the fist or laid along the index finger is not.
+    // The thumb is out when its tip stands clear of the folded fingers (a thumb wrapped over
+    // the fist or laid along the index finger is not) and it is not folded double. Real thumbs
+    // up bend 30-70° over their two joints (measured on footage), so only a sharper bend counts
+    // against it; the clearance does the real work (fists ≤ 0.25 palm, thumbs up ≥ 0.8).
     let thumb_bend = bend(&p, &[THUMB_CMC, THUMB_MCP, THUMB_IP, THUMB_TIP]);
     let clearance = [INDEX_PIP, INDEX_DIP, MIDDLE_PIP, MIDDLE_DIP]
         .iter()
         .map(|&j| dist(p[THUMB_TIP], p[j]))
         .fold(f64::INFINITY, f64::min)
         / palm;
-    let thumb_out = ramp(thumb_bend, 70.0, 35.0).min(ramp(clearance, 0.25, 0.45));
+    let thumb_out = ramp(thumb_bend, 100.0, 70.0).min(ramp(clearance, 0.3, 0.5));
     extended[0] = thumb_out;
     // For an open hand the thumb only has to stay out of the palm (not folded towards the
     // little finger), it may lie alongside the index finger.
@@ -180,8 +182,10 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
     let thumb_visible = ramp(thumb_len_2d, 0.2, 0.35);
     let up = ramp(thumb_from_up, 55.0, 35.0);
     let down = ramp(180.0 - thumb_from_up, 55.0, 35.0);
-    let others_folded = not(index).min(not(middle)).min(not(ring)).min(not(pinky));
-    let thumbs = thumb_out.min(others_folded).min(thumb_visible);
+    // "All other fingers curled", not merely "not straight": a half-open claw with the thumb
+    // up is not a thumbs up.
+    let others_curled = curled.iter().copied().fold(1.0, f64::min);
+    let thumbs = thumb_out.min(others_curled).min(thumb_visible);
 
     // V sign: the two fingers must part, or it is two fingers held together (another sign).
     let spread = angle_deg(

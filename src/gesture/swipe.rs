@@ -11,11 +11,14 @@
 //! - is the wrist moving, not the whole body (the shoulders stay put),
 //! - is not the return stroke of the previous swipe (opposite direction, starting within
 //!   `swipe_refractory_s` of its end), and
-//! - optionally: ends with an open, flat hand seen by the hand model near the wrist.
+//! - ends with an open, flat hand seen by the hand model near the wrist
+//!   (`swipe_require_open_hand`, on by default).
 //!
-//! The return stroke of a swipe is the classic false trigger; it is lower (across the chest),
-//! made with a relaxed hand, and starts right after the swipe, so three independent rules
-//! reject it.
+//! The return stroke of a swipe is the classic false trigger. It starts right after the swipe
+//! (refractory period), ends without an open palm (confirmation) and is often lower, across
+//! the chest (height rule); it is also short and fast (few points, large steps). On the sense
+//! clip every return stroke breaks at least two of these rules, so no single threshold is
+//! critical.
 
 use std::collections::VecDeque;
 
@@ -88,7 +91,8 @@ pub struct StrokeVerdict {
     pub travel: f64,
     /// Median wrist height below the shoulder line, in shoulder widths.
     pub below_shoulder: Option<f64>,
-    pub result: Result<(), Rejection>,
+    /// Every rule it broke; empty = a swipe.
+    pub rejections: Vec<Rejection>,
 }
 
 /// Points per arm kept for a stroke; at 60 fps that is 2 s, longer strokes are not swipes.
@@ -106,11 +110,17 @@ const MAX_GAP_S: f64 = 0.3;
 const MAX_STEP_SHARE: f64 = 0.65;
 /// Consecutive implausible points after which the wrist is believed to really be there.
 const MAX_REJECTED_JUMPS: u32 = 3;
+/// Two wrists closer than this (shoulder widths, or frame widths without shoulders) are one.
+const DUPLICATE_SHOULDER_WIDTHS: f64 = 0.3;
+const DUPLICATE_FRAME_FRACTION: f64 = 0.05;
 /// Open-hand sightings are kept this long for confirmation.
 const SIGHTING_MEMORY_S: f64 = 2.0;
-/// A confirming hand may be seen this long before the stroke's end (the hand decelerates,
-/// blur fades).
-const CONFIRM_BEFORE_S: f64 = 0.2;
+/// A confirming open hand may be seen from this long before the stroke starts (the hand is
+/// raised and opened, then swipes; mid-stroke it is a blur).
+const CONFIRM_LEAD_S: f64 = 0.5;
+/// A stroke at least this share of `swipe_min_travel` long has a return stroke, whether it
+/// fired or not: the return of a missed swipe must not fire the opposite one.
+const RETURN_AFTER_SHARE: f64 = 0.7;
 
 #[derive(Debug, Clone, Default)]
 struct Arm {
@@ -122,6 +132,8 @@ struct Arm {
     extreme: usize,
     last: Option<WristSample>,
     rejected_jumps: u32,
+    /// The last swipe-sized stroke of this arm, fired or not: (direction, end time).
+    last_big: Option<(i8, f64)>,
 }
 
 /// A stroke that ended, with its points up to its farthest point.
@@ -211,7 +223,11 @@ impl Arm {
         match self.last {
             Some(last) if t - last.t > MAX_GAP_S => {
                 let ended = self.close();
-                *self = Arm::default();
+                // Losing the wrist does not end the memory of its last stroke.
+                *self = Arm {
+                    last_big: self.last_big,
+                    ..Arm::default()
+                };
                 ended
             }
             _ => None,
@@ -249,6 +265,13 @@ struct Pending {
     y_range: [f64; 2],
     scale: f64,
     geometry_confidence: f64,
+}
+
+fn y_range(seg: &[WristSample]) -> (f64, f64) {
+    seg.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| {
+            (a.min(s.y), b.max(s.y))
+        })
 }
 
 /// Swipe detection for both arms of one shopper.
@@ -291,9 +314,11 @@ impl SwipeDetector {
         {
             self.sightings.pop_front();
         }
+        let mut wrists = wrists;
+        self.drop_duplicate_wrist(&mut wrists, frame_width);
         let mut out = Vec::new();
-        for arm in 0..2 {
-            let ended = match wrists[arm] {
+        for (arm, wrist) in wrists.into_iter().enumerate() {
+            let ended = match wrist {
                 Some(s) => self.arms[arm].push(s, frame_width, config.max_wrist_speed),
                 None => self.arms[arm].idle(t),
             };
@@ -303,6 +328,30 @@ impl SwipeDetector {
         }
         self.confirm(t, config, &mut out);
         out
+    }
+
+    /// The pose model sometimes puts both wrists on the one raised hand (the other arm being
+    /// out of the picture): the wrist that jumped there is the copy.
+    fn drop_duplicate_wrist(&self, wrists: &mut [Option<WristSample>; 2], width: f64) {
+        let [Some(a), Some(b)] = *wrists else {
+            return;
+        };
+        let near = a
+            .body
+            .or(b.body)
+            .map_or(DUPLICATE_FRAME_FRACTION * width, |body| {
+                DUPLICATE_SHOULDER_WIDTHS * body.shoulder_width
+            });
+        if (a.x - b.x).hypot(a.y - b.y) > near {
+            return;
+        }
+        let jump = |arm: usize, s: &WristSample| {
+            self.arms[arm]
+                .last
+                .map_or(f64::INFINITY, |l| (s.x - l.x).hypot(s.y - l.y))
+        };
+        let drop = if jump(0, &a) > jump(1, &b) { 0 } else { 1 };
+        wrists[drop] = None;
     }
 
     fn record(&mut self, v: StrokeVerdict) {
@@ -330,47 +379,28 @@ impl SwipeDetector {
         }
         let (i, j, travel_px) = best;
         let seg = &p[i..=j.max(i)];
-        let travel = travel_px / width;
-        let mut verdict = StrokeVerdict {
+        let (rejections, geometry_confidence, median_below) =
+            self.rules(arm, seg, travel_px, width, stroke.dir, p[0].t, config);
+        // A return stroke has no return stroke of its own: the next stroke the other way is the
+        // next swipe.
+        if travel_px / width >= RETURN_AFTER_SHARE * config.swipe_min_travel
+            && !rejections.contains(&Rejection::ReturnStroke)
+        {
+            self.arms[arm].last_big = Some((stroke.dir, seg[seg.len() - 1].t));
+        }
+        self.record(StrokeVerdict {
             arm,
             dir: stroke.dir,
             start: p[0].t,
             end: p[p.len() - 1].t,
-            travel,
-            below_shoulder: None,
-            result: Ok(()),
-        };
-        let mut below: Vec<f64> = seg
-            .iter()
-            .filter_map(|s| {
-                s.body
-                    .map(|b| (s.y - b.shoulder_y) / b.shoulder_width.max(f64::EPSILON))
-            })
-            .collect();
-        below.sort_by(f64::total_cmp);
-        let median_below = (!below.is_empty()).then(|| below[below.len() / 2]);
-        verdict.below_shoulder = median_below;
-
-        let result = self.rules(
-            seg,
-            travel_px,
-            travel,
-            &below,
-            median_below,
-            stroke.dir,
-            p[0].t,
-            config,
-        );
-        verdict.result = result.map(|_| ());
-        self.record(verdict);
-        let Ok(geometry_confidence) = result else {
+            travel: travel_px / width,
+            below_shoulder: median_below,
+            rejections: rejections.clone(),
+        });
+        if !rejections.is_empty() {
             return;
-        };
-        let (ymin, ymax) = seg
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| {
-                (a.min(s.y), b.max(s.y))
-            });
+        }
+        let (ymin, ymax) = y_range(seg);
         let scale = seg
             .iter()
             .filter_map(|s| s.body.map(|b| b.shoulder_width))
@@ -384,7 +414,7 @@ impl SwipeDetector {
             },
             start: p[0].t,
             end: seg[seg.len() - 1].t,
-            travel,
+            travel: travel_px / width,
             confidence: geometry_confidence,
         };
         self.pending.push(Pending {
@@ -398,61 +428,75 @@ impl SwipeDetector {
         });
     }
 
-    /// The geometric rules; the confidence of a stroke that passes them.
+    /// Every geometric rule the stroke's fastest segment breaks (all of them, not just the
+    /// first, so a trace shows how many independent reasons reject a stroke), the confidence
+    /// if it breaks none, and its median height below the shoulders.
     #[allow(clippy::too_many_arguments)]
     fn rules(
         &self,
+        arm: usize,
         seg: &[WristSample],
         travel_px: f64,
-        travel: f64,
-        below: &[f64],
-        median_below: Option<f64>,
+        width: f64,
         dir: i8,
         motion_start: f64,
         config: &GestureConfig,
-    ) -> Result<f64, Rejection> {
+    ) -> (Vec<Rejection>, f64, Option<f64>) {
+        let mut no = Vec::new();
+        let travel = travel_px / width;
         if travel < config.swipe_min_travel {
-            return Err(Rejection::Short);
+            no.push(Rejection::Short);
         }
         if seg.len() < 3 {
-            return Err(Rejection::TooFewPoints);
+            no.push(Rejection::TooFewPoints);
         }
         let max_step = seg
             .windows(2)
             .map(|w| (w[1].x - w[0].x).abs())
             .fold(0.0, f64::max);
         if max_step > MAX_STEP_SHARE * travel_px {
-            return Err(Rejection::Jump);
+            no.push(Rejection::Jump);
         }
-        let (ymin, ymax) = seg
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| {
-                (a.min(s.y), b.max(s.y))
-            });
+        let (ymin, ymax) = y_range(seg);
         if ymax - ymin > config.swipe_max_vertical_ratio * travel_px {
-            return Err(Rejection::Vertical);
+            no.push(Rejection::Vertical);
         }
+        let mut below: Vec<f64> = seg
+            .iter()
+            .filter_map(|s| {
+                s.body
+                    .map(|b| (s.y - b.shoulder_y) / b.shoulder_width.max(f64::EPSILON))
+            })
+            .collect();
+        below.sort_by(f64::total_cmp);
+        let median_below = (!below.is_empty()).then(|| below[below.len() / 2]);
         // Without the shoulders there is no telling a raised-hand swipe from a return stroke.
-        let Some(median_below) = median_below.filter(|_| 2 * below.len() >= seg.len()) else {
-            return Err(Rejection::NoBody);
-        };
-        if median_below > config.swipe_max_below_shoulder {
-            return Err(Rejection::Low);
+        match median_below.filter(|_| 2 * below.len() >= seg.len()) {
+            None => no.push(Rejection::NoBody),
+            Some(m) if m > config.swipe_max_below_shoulder => no.push(Rejection::Low),
+            Some(_) => {}
         }
         let first_body = seg.iter().find_map(|s| s.body);
         let last_body = seg.iter().rev().find_map(|s| s.body);
         if let (Some(a), Some(b)) = (first_body, last_body)
             && (b.center_x - a.center_x).abs() > config.swipe_max_body_ratio * travel_px
         {
-            return Err(Rejection::BodyMoved);
+            no.push(Rejection::BodyMoved);
         }
-        if let Some((last_dir, _, last_end)) = self.last {
-            let end = seg[seg.len() - 1].t;
-            if last_dir != dir && motion_start < last_end + config.swipe_refractory_s {
-                return Err(Rejection::ReturnStroke);
-            }
+        // The return stroke of the last swipe (any arm), or of this arm's last swipe-sized
+        // stroke even if that did not fire.
+        let returning = |last: Option<(i8, f64)>| {
+            last.is_some_and(|(last_dir, last_end)| {
+                last_dir != dir && motion_start < last_end + config.swipe_refractory_s
+            })
+        };
+        if returning(self.last.map(|(d, _, end)| (d, end))) || returning(self.arms[arm].last_big) {
+            no.push(Rejection::ReturnStroke);
+        }
+        if let Some((_, _, last_end)) = self.last {
+            let end = seg.last().map_or(motion_start, |s| s.t);
             if end - last_end < config.swipe_cooldown_s {
-                return Err(Rejection::TooSoon);
+                no.push(Rejection::TooSoon);
             }
         }
         let travel_margin = ramp(
@@ -461,11 +505,11 @@ impl SwipeDetector {
             1.5 * config.swipe_min_travel,
         );
         let height_margin = ramp(
-            median_below,
+            median_below.unwrap_or(f64::INFINITY),
             config.swipe_max_below_shoulder + 0.5,
             config.swipe_max_below_shoulder - 0.5,
         );
-        Ok(0.5 * (travel_margin + height_margin))
+        (no, 0.5 * (travel_margin + height_margin), median_below)
     }
 
     fn confirm(&mut self, t: f64, config: &GestureConfig, out: &mut Vec<Swipe>) {
@@ -501,28 +545,30 @@ impl SwipeDetector {
 
     fn reject_pending(&mut self, p: &Pending, why: Rejection) {
         if let Some(trace) = &mut self.trace
-            && let Some(v) = trace
-                .iter_mut()
-                .rev()
-                .find(|v| v.arm == p.swipe.arm && v.end >= p.swipe.end - 1e-9 && v.result.is_ok())
+            && let Some(v) = trace.iter_mut().rev().find(|v| {
+                v.arm == p.swipe.arm && v.end >= p.swipe.end - 1e-9 && v.rejections.is_empty()
+            })
         {
-            v.result = Err(why);
+            v.rejections.push(why);
         }
     }
 
-    /// The best open-hand sighting at the stroke's end: near the end of the path (not where
-    /// it started, which is where the previous stroke ended), level with it, around the time
-    /// the stroke ended.
+    /// The best open-hand sighting along the stroke: on its path (level with it, within its
+    /// horizontal span), from just before it started (the hand raised and opened) until just
+    /// after it ended. Mid-stroke the hand is usually a blur, and how often the hand model
+    /// looks is the vision stage's business, so any point of the stroke will do; the return
+    /// stroke, which this would let through, has its own rule.
     fn confirmation(&self, p: &Pending, config: &GestureConfig) -> Option<f64> {
         let travel = (p.end_x - p.start_x).abs();
-        let d = f64::from(p.dir);
         let margin = 0.5 * p.scale.max(travel * 0.5);
+        let (xmin, xmax) = (p.start_x.min(p.end_x), p.start_x.max(p.end_x));
         self.sightings
             .iter()
             .filter(|s| {
-                s.t >= p.swipe.end - CONFIRM_BEFORE_S
+                s.t >= p.swipe.start - CONFIRM_LEAD_S
                     && s.t <= p.swipe.end + config.swipe_confirm_wait_s
-                    && (s.wrist[0] - p.start_x) * d >= 0.6 * travel
+                    && s.wrist[0] >= xmin - margin
+                    && s.wrist[0] <= xmax + margin
                     && s.wrist[1] >= p.y_range[0] - margin
                     && s.wrist[1] <= p.y_range[1] + margin
                     && s.flat >= config.min_confidence

@@ -280,10 +280,6 @@ impl Default for Body {
 }
 
 impl Body {
-    pub fn shoulder_width(&self) -> f32 {
-        (self.shoulder_x[0] - self.shoulder_x[1]).abs()
-    }
-
     /// Pose landmarks with the shoulders, elbows and the given wrists (`None` = out of view).
     /// Pose's "left" is the person's left, which an unmirrored camera shows on the image's right.
     pub fn pose(
@@ -322,11 +318,6 @@ impl Body {
             points,
             score: 0.99,
         }
-    }
-
-    /// Hands resting low and out of the picture.
-    pub fn rest(&self) -> PoseLandmarks {
-        self.pose(None, None)
     }
 }
 
