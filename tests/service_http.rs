@@ -183,7 +183,8 @@ fn check_sample(line: &str) -> Result<(String, f64), String> {
             let valid_key = !k.is_empty()
                 && !k.starts_with(|c: char| c.is_ascii_digit())
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid_key || !(v.len() >= 2 && v.starts_with('"') && v.ends_with('"')) {
+            let quoted = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
+            if !(valid_key && quoted) {
                 return bad("bad label");
             }
         }

