@@ -33,7 +33,7 @@ fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub source: SourceConfig,
-    pub camera: CameraConfig,
+    pub camera: crate::source::CameraSettings,
     pub models: ModelsConfig,
     pub onnxruntime: OnnxRuntimeConfig,
     pub presence: PresenceConfig,
@@ -47,6 +47,37 @@ pub struct Config {
     pub wechat: mirrorsight_wechat::WechatConfig,
     pub backend: mirrorsight_wechat::BackendConfig,
     pub photos: mirrorsight_photos::PhotosConfig,
+    pub service: crate::service::ServiceConfig,
+    pub display: DisplayConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisplayMode {
+    /// A borderless, screen-sized window on `$DISPLAY`.
+    Window,
+    /// Render off screen (with `display.snapshot_dir`: a PNG per change).
+    Headless,
+    /// Draw nothing.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisplayConfig {
+    /// What `mirrorsight run` does with the mirror's screen. (`replay` takes `--display`.)
+    pub mode: DisplayMode,
+    /// With `headless` or `window`: write a PNG each time the picture changes.
+    pub snapshot_dir: Option<PathBuf>,
+}
+
+impl Default for DisplayConfig {
+    fn default() -> Self {
+        Self {
+            mode: DisplayMode::Window,
+            snapshot_dir: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -60,10 +91,10 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
-    /// A recorded clip (`source.path`).
-    #[default]
+    /// A recorded clip (`source.path`), paced at its own frame rate like a camera.
     File,
     /// A V4L2 camera (`[camera]`).
+    #[default]
     Camera,
 }
 
@@ -73,7 +104,8 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Clip to play when `kind = "file"`.
     pub path: Option<PathBuf>,
-    /// Pace a clip at its own frame rate and drop stale frames like a live camera.
+    /// `run` with a clip: pace it at its own frame rate and drop stale frames like a live
+    /// camera (false: process every frame as fast as possible).
     pub realtime: bool,
     /// Frames buffered between capture and vision.
     pub queue_frames: usize,
@@ -82,24 +114,11 @@ pub struct SourceConfig {
 impl Default for SourceConfig {
     fn default() -> Self {
         Self {
-            kind: SourceKind::File,
+            kind: SourceKind::Camera,
             path: None,
-            realtime: false,
+            realtime: true,
             queue_frames: 4,
         }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CameraConfig {
-    /// Front-facing camera whose picture is shown mirrored: swaps the shopper's left and right.
-    pub mirrored: bool,
-}
-
-impl Default for CameraConfig {
-    fn default() -> Self {
-        Self { mirrored: true }
     }
 }
 
@@ -305,11 +324,19 @@ impl Config {
             return Err(key_error("source.queue_frames", "must be at least 1"));
         }
         if self.source.kind == SourceKind::File
-            && let Some(p) = &self.source.path
-            && p.as_os_str().is_empty()
+            && self
+                .source
+                .path
+                .as_ref()
+                .is_none_or(|p| p.as_os_str().is_empty())
         {
-            return Err(key_error("source.path", "is empty"));
+            return Err(key_error(
+                "source.path",
+                "is required when source.kind = \"file\"",
+            ));
         }
+        self.camera.validate()?;
+        self.service.validate()?;
         if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
             return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
         }

@@ -1,19 +1,19 @@
 //! The `mirrorsight` command line.
 
+mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use mirrorsight::actions::photos::PhotoAction;
-use mirrorsight::actions::qr::QrAction;
-use mirrorsight::config::Config;
+use mirrorsight::config::{Config, DisplayMode};
 use mirrorsight::eval::{self, Labels};
 use mirrorsight::ids::{DEFAULT_REPLAY_SEED, IdGenerator};
 use mirrorsight::metrics::{Metrics, Stage};
 use mirrorsight::pipeline::{self, RunOptions, RunSummary};
-use mirrorsight::sink::{Action, Collector, EventSink, JsonLines, OverlaySink};
+use mirrorsight::sink::{Collector, EventSink, JsonLines};
 use mirrorsight::source::{Source, VideoFile};
 use mirrorsight::vision::runtime::{ModelsDir, Runtime, manifest};
 
@@ -99,6 +99,15 @@ enum Command {
         #[arg(long, value_name = "OUT.png")]
         png: Option<PathBuf>,
     },
+    /// Run the daemon (the systemd service): camera or clip → vision → QR, photos, screen.
+    Run {
+        /// TOML config file (see systemd/mirrorsight.toml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Override any config key, e.g. --set service.listen=127.0.0.1:9000 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Validate the config, the models and ONNX Runtime, and say exactly what is wrong.
     Check {
         #[command(flatten)]
@@ -175,13 +184,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !cfg.events.file.is_empty() {
                 sinks.push(Box::new(JsonLines::open(&cfg.events.file)?));
             }
-            if let Some(sink) = overlay_sink(&cfg, display, snapshot_dir)? {
+            let mode = match display {
+                Display::Window => DisplayMode::Window,
+                Display::Headless => DisplayMode::Headless,
+                Display::None if snapshot_dir.is_some() => {
+                    bail!("--snapshot-dir needs --display headless or window")
+                }
+                Display::None => DisplayMode::None,
+            };
+            if let Some(sink) = daemon::overlay_sink(&cfg, mode, snapshot_dir)? {
                 sinks.push(Box::new(sink));
             }
             let opts = RunOptions {
                 realtime,
-                progress: true,
                 dump_observations,
+                ..RunOptions::default()
             };
             let summary = replay(&cfg, &clip, seed, &opts, sinks, Arc::new(Metrics::new()))?;
             tracing::info!(
@@ -223,6 +240,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => check(&config),
+        Command::Run { config, overrides } => {
+            daemon::run(&config, &overrides)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mint { config, scene, png } => mint(&config.load()?, scene, png.as_deref()),
         Command::Bench { clip, config } => {
             let cfg = config.load()?;
@@ -253,70 +274,25 @@ fn replay(
     // Every consumer of randomness gets its own stream, so adding one never shifts another's ids.
     let mut seeds = IdGenerator::seeded(seed);
     let session_ids = seeds.fork();
-    let qr_ids = seeds.fork();
-    let photo_ids = seeds.fork();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("mirrorsight-io")
-        .enable_all()
-        .build()
-        .context("cannot start the I/O runtime")?;
+    let runtime = daemon::io_runtime()?;
     // Replay keeps its durable state in a throwaway directory unless told otherwise.
-    let scratch;
-    let state_dir = match &cfg.storage.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("storage.dir {}", dir.display()))?;
-            dir.clone()
-        }
-        None => {
-            scratch = tempfile::Builder::new()
-                .prefix("mirrorsight-replay-")
-                .tempdir()?;
-            scratch.path().to_path_buf()
-        }
-    };
+    let scratch = tempfile::Builder::new()
+        .prefix("mirrorsight-replay-")
+        .tempdir()?;
+    let state_dir = cfg
+        .storage
+        .dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
     let mut cfg = cfg.clone();
     if cfg.photos.spool_dir == mirrorsight_photos::PhotosConfig::default().spool_dir {
         // A replay never writes into the live mirror's spool unless told to.
         cfg.photos.spool_dir = std::path::absolute(state_dir.join("spool"))?;
     }
-    let cfg = &cfg;
-    let actions: Vec<Box<dyn Action>> = vec![
-        Box::new(QrAction::start(
-            cfg,
-            qr_ids,
-            &state_dir,
-            runtime.handle().clone(),
-            true,
-        )?),
-        Box::new(PhotoAction::start(
-            cfg,
-            photo_ids,
-            runtime.handle().clone(),
-        )?),
-    ];
-    let summary = pipeline::run(cfg, source, session_ids, actions, sinks, metrics, opts)?;
+    let actions = daemon::actions(&cfg, &mut seeds, &state_dir, &runtime, true)?;
+    let summary = pipeline::run(&cfg, source, session_ids, actions, sinks, metrics, opts)?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(summary)
-}
-
-fn overlay_sink(
-    cfg: &Config,
-    display: Display,
-    snapshots: Option<PathBuf>,
-) -> Result<Option<OverlaySink>> {
-    use mirrorsight_overlay::{Output, Overlay};
-    let output = match (display, snapshots) {
-        (Display::None, None) => return Ok(None),
-        (Display::Window, _) => Output::Window,
-        (Display::Headless, snapshot_dir) => Output::Headless { snapshot_dir },
-        (Display::None, Some(_)) => bail!("--snapshot-dir needs --display headless or window"),
-    };
-    Ok(Some(OverlaySink::new(Overlay::start(
-        &cfg.overlay,
-        output,
-    )?)))
 }
 
 fn mint(cfg: &Config, scene: Option<String>, png: Option<&Path>) -> Result<ExitCode> {

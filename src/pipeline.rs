@@ -16,6 +16,7 @@ use crate::capture::{Capture, CaptureScheduler};
 use crate::config::Config;
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
+use crate::service::{Health, Shutdown};
 use crate::sink::{Action, EventSink, SinkError};
 use crate::source::{FrameQueue, QueuePolicy, Source, SourceError, SourceInfo};
 use crate::vision::{VisionError, VisionStage};
@@ -32,7 +33,7 @@ pub enum PipelineError {
     Panicked(&'static str),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Pace frames at the clip's rate and drop stale ones (live-camera behaviour).
     pub realtime: bool,
@@ -40,6 +41,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Write every frame's observation (body and hand landmarks) as JSON lines here.
     pub dump_observations: Option<std::path::PathBuf>,
+    /// The daemon's health, told about every processed frame (`run` only).
+    pub health: Option<Arc<Health>>,
+    /// Set when the daemon was asked to stop: open sessions end with reason `shutdown`.
+    pub shutdown: Option<Shutdown>,
 }
 
 impl Default for RunOptions {
@@ -48,6 +53,8 @@ impl Default for RunOptions {
             realtime: false,
             progress: true,
             dump_observations: None,
+            health: None,
+            shutdown: None,
         }
     }
 }
@@ -153,6 +160,13 @@ pub fn run(
         if !delivered {
             break;
         }
+        if let Some(health) = &opts.health {
+            health.frame_processed(frame.seq, Instant::now());
+            health.set_dropped(frames.dropped());
+        }
+        metrics
+            .frames_dropped
+            .store(frames.dropped(), std::sync::atomic::Ordering::Relaxed);
     }
     drop(frames);
     let capture_result = capture
@@ -167,7 +181,15 @@ pub fn run(
     for capture in photos.finish(vision.shopper().map(|p| p.region)) {
         let _ = event_tx.send(Item::Capture(capture));
     }
-    vision.finish(EndReason::EndOfStream, &mut out);
+    let stopping = opts.shutdown.as_ref().is_some_and(Shutdown::is_triggered);
+    vision.finish(
+        if stopping {
+            EndReason::Shutdown
+        } else {
+            EndReason::EndOfStream
+        },
+        &mut out,
+    );
     let captured = capture_result.as_ref().map(|(n, _)| *n).unwrap_or(0);
     out.push(Event::new(
         vision.last_t(),

@@ -56,10 +56,13 @@ impl fmt::Display for PixelFormat {
     }
 }
 
-/// The camera keys of `[camera]` (besides `mirrored`, which the vision side reads).
+/// `[camera]`: the live camera.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CameraSettings {
+    /// The frames arrive flipped left-right, like a selfie preview (some cameras and drivers
+    /// do this). Only the meaning of left and right in gestures depends on it. Default false.
+    pub mirrored: bool,
     /// V4L2 device: an index ("0" = /dev/video0) or a path ("/dev/video0", or a stable
     /// "/dev/v4l/by-id/usb-…-video-index0" link). Default "0".
     pub device: String,
@@ -82,6 +85,7 @@ pub struct CameraSettings {
 impl Default for CameraSettings {
     fn default() -> Self {
         Self {
+            mirrored: false,
             device: "0".into(),
             width: 1280,
             height: 720,

@@ -1,0 +1,215 @@
+//! `mirrorsight run`: the long-running daemon. Wires source → vision → events → actions
+//! (QR, photos) and sinks (event file, overlay, /events) as the config says, with systemd
+//! readiness and watchdog, health and metrics over HTTP, and clean shutdown on SIGTERM/SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mirrorsight::actions::photos::PhotoAction;
+use mirrorsight::actions::qr::QrAction;
+use mirrorsight::config::{Config, DisplayMode, SourceKind};
+use mirrorsight::ids::IdGenerator;
+use mirrorsight::metrics::Metrics;
+use mirrorsight::pipeline::{self, RunOptions};
+use mirrorsight::service::watchdog::{
+    WatchdogSettings, notifier_from_env, watchdog_timeout_from_env,
+};
+use mirrorsight::service::{
+    Health, HttpServer, HttpState, ReloadRequests, Shutdown, SseBroadcast, UntilShutdown,
+    WatchdogCore, WatchdogThread,
+};
+use mirrorsight::sink::{Action, EventSink, JsonLines, OverlaySink};
+use mirrorsight::source::{CameraSource, Source, VideoFile};
+use tracing::{info, warn};
+
+/// Where durable state goes when `storage.dir` is unset: systemd's StateDirectory, else the
+/// conventional path.
+fn state_dir(cfg: &Config) -> PathBuf {
+    cfg.storage
+        .dir
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/mirrorsight"))
+}
+
+/// The actions every pipeline runs: QR codes and photos.
+pub fn actions(
+    cfg: &Config,
+    seeds: &mut IdGenerator,
+    state_dir: &Path,
+    runtime: &tokio::runtime::Runtime,
+    fill_pool_first: bool,
+) -> Result<Vec<Box<dyn Action>>> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("storage.dir {}", state_dir.display()))?;
+    Ok(vec![
+        Box::new(QrAction::start(
+            cfg,
+            seeds.fork(),
+            state_dir,
+            runtime.handle().clone(),
+            fill_pool_first,
+        )?),
+        Box::new(PhotoAction::start(
+            cfg,
+            seeds.fork(),
+            runtime.handle().clone(),
+        )?),
+    ])
+}
+
+pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mirrorsight-io")
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")
+}
+
+pub fn overlay_sink(
+    cfg: &Config,
+    mode: DisplayMode,
+    snapshots: Option<PathBuf>,
+) -> Result<Option<OverlaySink>> {
+    use mirrorsight_overlay::{Output, Overlay};
+    let output = match mode {
+        DisplayMode::None => return Ok(None),
+        DisplayMode::Window => Output::Window,
+        DisplayMode::Headless => Output::Headless {
+            snapshot_dir: snapshots,
+        },
+    };
+    Ok(Some(OverlaySink::new(Overlay::start(
+        &cfg.overlay,
+        output,
+    )?)))
+}
+
+pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
+    let cfg = Config::load(Some(config_path), overrides)?;
+    let shutdown = Shutdown::new();
+    let reload = ReloadRequests::new();
+    let signals = mirrorsight::service::signals::install(shutdown.clone(), reload.clone())
+        .context("cannot install signal handlers")?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(cfg.service.health_settings()));
+
+    let (source, realtime): (Box<dyn Source>, bool) = match cfg.source.kind {
+        SourceKind::Camera => {
+            let camera = CameraSource::reconnecting(&cfg.camera, shutdown.clone());
+            health.attach_source(camera.health());
+            (Box::new(camera), true)
+        }
+        SourceKind::File => {
+            let path = cfg
+                .source
+                .path
+                .as_deref()
+                .context("source.path is required when source.kind = \"file\"")?;
+            let clip = VideoFile::open(path)?;
+            (
+                Box::new(UntilShutdown::new(Box::new(clip), shutdown.clone())),
+                cfg.source.realtime,
+            )
+        }
+    };
+    let source = health.tap(source);
+
+    let runtime = io_runtime()?;
+    let mut seeds = IdGenerator::from_os();
+    let session_ids = seeds.fork();
+    let actions = actions(&cfg, &mut seeds, &state_dir(&cfg), &runtime, false)?;
+
+    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
+    if !cfg.events.file.is_empty() {
+        sinks.push(Box::new(JsonLines::open(&cfg.events.file)?));
+    }
+    let sse = SseBroadcast::new(cfg.service.events_buffer);
+    let http = match cfg.service.listen_addr()? {
+        Some(addr) => Some(HttpServer::start_on_own_thread(
+            addr,
+            HttpState::new(metrics.clone(), health.clone()).with_events(sse.subscriber()),
+        )?),
+        None => None,
+    };
+    sinks.push(Box::new(sse));
+    if let Some(overlay) = overlay_sink(&cfg, cfg.display.mode, cfg.display.snapshot_dir.clone())? {
+        sinks.push(Box::new(overlay));
+    }
+
+    let watchdog = WatchdogThread::spawn(
+        WatchdogCore::new(
+            WatchdogSettings::new(
+                &cfg.service,
+                watchdog_timeout_from_env(),
+                &cfg.camera.reconnect_options(),
+            ),
+            Instant::now(),
+        ),
+        notifier_from_env(),
+        health.clone(),
+        shutdown.clone(),
+    )?;
+    let reloader = spawn_reload_watcher(
+        config_path.to_path_buf(),
+        overrides.to_vec(),
+        reload,
+        shutdown.clone(),
+    );
+    info!(listen = %cfg.service.listen, "mirrorsight running");
+
+    let opts = RunOptions {
+        realtime,
+        progress: false,
+        dump_observations: None,
+        health: Some(health.clone()),
+        shutdown: Some(shutdown.clone()),
+    };
+    let result = pipeline::run(&cfg, source, session_ids, actions, sinks, metrics, &opts);
+    // The source may also end by itself (a clip): everything else stops the same way.
+    shutdown.trigger();
+    watchdog.join();
+    if let Some(http) = http {
+        http.shutdown();
+    }
+    let _ = reloader.join();
+    signals.close();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result?;
+    info!("mirrorsight stopped cleanly");
+    Ok(())
+}
+
+/// SIGHUP re-reads and validates the config and says so in the log. It is not applied in
+/// place: the camera, the models and the window are opened once, and swapping them would cut
+/// off the shopper standing at the mirror; `systemctl restart mirrorsight` applies a checked
+/// config between shoppers.
+fn spawn_reload_watcher(
+    path: PathBuf,
+    overrides: Vec<String>,
+    reload: ReloadRequests,
+    shutdown: Shutdown,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        loop {
+            crossbeam_channel::select! {
+                recv(reload.receiver()) -> _ => {
+                    if !reload.take() {
+                        continue;
+                    }
+                    match Config::load(Some(&path), &overrides) {
+                        Ok(_) => info!(
+                            config = %path.display(),
+                            "SIGHUP: config is valid; it takes effect at the next restart (systemctl restart mirrorsight)"
+                        ),
+                        Err(e) => warn!("SIGHUP: new config rejected, keeping the running one: {e}"),
+                    }
+                }
+                recv(shutdown.receiver()) -> _ => return,
+            }
+        }
+    })
+}
