@@ -787,7 +787,7 @@ pub struct SourceHealthSnapshot {
 
 impl SourceHealthSnapshot {
     /// The media time (`Frame::t` scale) of instant `at`, once a frame has been seen: lets
-    /// another thread stamp a `source_stalled` event while the source delivers nothing.
+    /// another thread report media time while the source delivers nothing.
     pub fn media_time(&self, at: Instant) -> Option<f64> {
         self.epoch.map(|(epoch, t0)| {
             let since = at.saturating_duration_since(epoch).as_secs_f64();

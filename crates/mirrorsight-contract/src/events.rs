@@ -46,7 +46,7 @@ impl Event {
             | PhotoDiscarded { session, .. }
             | PhotoUploaded { session, .. }
             | PhotoUploadFailed { session, .. } => Some(session),
-            SourceEnded { .. } | SourceStalled | SourceRecovered => None,
+            SourceEnded { .. } => None,
         }
     }
 
@@ -128,19 +128,17 @@ pub enum EventKind {
         scene: String,
         photo: String,
     },
-    /// One upload attempt failed; it will be retried.
+    /// An upload attempt failed. Transient failures are retried with backoff; a permanent one
+    /// (the backend refused the photo) waits in the spool for the next start.
     PhotoUploadFailed {
         session: String,
         photo: String,
         reason: String,
         attempt: u32,
+        permanent: bool,
     },
-    /// The frame source has no more frames (end of a clip).
+    /// The frame source has no more frames (end of a clip, or the daemon stopping).
     SourceEnded { frames: u64 },
-    /// The frame source stopped delivering frames (camera frozen or unplugged).
-    SourceStalled,
-    /// Frames flow again after a stall.
-    SourceRecovered,
 }
 
 impl EventKind {
@@ -163,8 +161,6 @@ impl EventKind {
             PhotoUploaded { .. } => "photo_uploaded",
             PhotoUploadFailed { .. } => "photo_upload_failed",
             SourceEnded { .. } => "source_ended",
-            SourceStalled => "source_stalled",
-            SourceRecovered => "source_recovered",
         }
     }
 }

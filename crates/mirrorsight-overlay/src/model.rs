@@ -338,9 +338,7 @@ impl OverlayModel {
             | EventKind::PersonReturned { .. }
             | EventKind::PhotoUploaded { .. }
             | EventKind::PhotoUploadFailed { .. }
-            | EventKind::SourceEnded { .. }
-            | EventKind::SourceStalled
-            | EventKind::SourceRecovered => {}
+            | EventKind::SourceEnded { .. } => {}
         }
     }
 

@@ -130,12 +130,14 @@ impl UploadOutcome {
                 session,
                 reason,
                 attempt,
+                permanent,
                 ..
             } => Some(EventKind::PhotoUploadFailed {
                 session: session.clone(),
                 photo: photo.clone(),
                 reason: reason.clone(),
                 attempt: *attempt,
+                permanent: *permanent,
             }),
             UploadOutcome::RemoteDeleted { .. } | UploadOutcome::RemoteDeleteFailed { .. } => None,
         }
