@@ -377,6 +377,21 @@ impl Config {
         self.wechat_settings()
             .validate()
             .map_err(|e| key_error(&e.key, e.message))?;
+        self.gestures
+            .validate()
+            .map_err(|e| key_error(&e.key, e.message))?;
+        self.photos
+            .validate()
+            .map_err(|e| key_error(e.key, e.message))?;
+        if (self.overlay.countdown_s - self.photos.countdown_s).abs() > 1e-9 {
+            return Err(key_error(
+                "overlay.countdown_s",
+                format!(
+                    "must equal photos.countdown_s ({} ≠ {}): the photo is taken when the countdown ends",
+                    self.overlay.countdown_s, self.photos.countdown_s
+                ),
+            ));
+        }
         fraction("hands.min_palm_score", self.hands.min_palm_score)?;
         fraction("hands.min_presence", self.hands.min_presence)?;
         positive(
@@ -470,6 +485,60 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         Config::load(Some(&path), &overrides)
+    }
+
+    #[test]
+    fn the_example_config_lists_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/mirrorsight.toml");
+        let example = Config::load(Some(&path), &[]).unwrap();
+        assert_eq!(format!("{example:#?}"), format!("{:#?}", Config::default()));
+        // Every section of the config appears in the example.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let debug = format!("{:#?}", Config::default());
+        let sections = debug
+            .lines()
+            .filter_map(|l| l.strip_prefix("    ")?.strip_suffix(": ")?.into());
+        for section in sections.chain(debug.lines().filter_map(|l| {
+            let name = l.strip_prefix("    ")?.split(':').next()?;
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then_some(name)
+        })) {
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "[{section}] missing from the example config"
+            );
+        }
+    }
+
+    #[test]
+    fn countdowns_of_screen_and_camera_must_agree() {
+        let err = load_str("", &["photos.countdown_s=2"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("overlay.countdown_s") && err.contains("photos.countdown_s"),
+            "{err}"
+        );
+        assert!(load_str("", &["photos.countdown_s=2", "overlay.countdown_s=2"]).is_ok());
+    }
+
+    #[test]
+    fn section_validators_are_applied() {
+        let err = load_str("", &["gestures.swipe_min_travel=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gestures.swipe_min_travel"), "{err}");
+        let err = load_str("", &["photos.jpeg_quality=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("photos.jpeg_quality"), "{err}");
+        let err = load_str("", &["qr.expire_seconds=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("qr.expire_seconds"), "{err}");
+        let err = load_str("", &["camera.width=1"]).unwrap_err().to_string();
+        assert!(err.contains("camera.width"), "{err}");
     }
 
     #[test]
