@@ -165,6 +165,14 @@ fn init_logging() {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if matches!(
+        cli.command,
+        Command::Check { .. } | Command::Eval { .. } | Command::Bench { .. } | Command::Mint { .. }
+    ) {
+        // Report commands behave like other Unix tools when piped into `head`: end quietly.
+        // SAFETY: restoring a default signal disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Replay {
             clip,
@@ -337,6 +345,13 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
             .map(|p| format!(" ({})", p.display()))
             .unwrap_or_default()
     );
+    let cameras = mirrorsight::source::camera::list_cameras();
+    if cameras.is_empty() {
+        println!("cameras: none found (no /dev/video* device)");
+    }
+    for camera in &cameras {
+        println!("camera: {camera}");
+    }
     let runtime = Runtime::get(&cfg.onnxruntime)?;
     println!("onnxruntime: ok ({})", runtime.library.display());
     let models = ModelsDir::locate(&cfg.models)?;

@@ -189,3 +189,34 @@ fn relay_mode_mints_through_the_store_backend_with_the_device_token() {
     );
     assert_eq!(scenes[0].body_json().unwrap()["scene"], "relay-scene-1");
 }
+
+#[test]
+fn with_the_network_down_the_session_is_told_and_the_replay_still_completes() {
+    let fake = FakeServer::start_blocking().unwrap();
+    fake.go_down();
+    let out = run_ok(
+        bin()
+            .arg("replay")
+            .arg(demo_clip())
+            .args(official_account_args(fake.url()))
+            .args([
+                "--set",
+                "qr.pool_size=0",
+                "--set",
+                "qr.retry_max_s=1",
+                "--set",
+                "wechat.timeout_s=1",
+            ])
+            .env("MIRRORSIGHT_WECHAT_APPSECRET", FAKE_APPSECRET),
+    );
+    let events = parse_events(&out.stdout);
+    let failed = of_type(&events, "qr_failed");
+    assert!(
+        !failed.is_empty(),
+        "the overlay must learn that no code could be had: {events:?}"
+    );
+    assert!(of_type(&events, "qr_minted").is_empty());
+    let started = of_type(&events, "session_started");
+    assert_eq!(failed[0].session(), started[0].session());
+    assert_eq!(events.last().unwrap().type_name(), "source_ended");
+}

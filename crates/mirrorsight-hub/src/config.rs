@@ -1,0 +1,481 @@
+//! `mirrorsight-hub.toml`: every key has a default except `public_base_url`, unknown keys are
+//! refused, and [`HubConfig::validate`] names the key of the first problem. Credentials are
+//! never keys here, only where to find them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mirrorsight_wechat::WechatConfig;
+use mirrorsight_wechat::secret::{
+    APPSECRET_ENV, Secret, SecretError, SecretSpec, load_secret, require_secret,
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const CALLBACK_TOKEN_ENV: &str = "MIRRORSIGHT_HUB_CALLBACK_TOKEN";
+pub const ENCODING_AES_KEY_ENV: &str = "MIRRORSIGHT_HUB_ENCODING_AES_KEY";
+pub const ADMIN_TOKEN_ENV: &str = "MIRRORSIGHT_HUB_ADMIN_TOKEN";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type or an unknown key; toml's message names the key and line.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Address to listen on. Default `"127.0.0.1:8480"` (a reverse proxy terminates TLS).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// How shoppers' phones and WeChat's servers reach the hub, e.g.
+    /// `"https://hub.shop.example"`; gallery links and photo URLs start with it. Required.
+    pub public_base_url: String,
+    /// SQLite database file. Default `"/var/lib/mirrorsight-hub/hub.sqlite3"`.
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+    /// Directory of photo bytes. Default `"/var/lib/mirrorsight-hub/photos"`.
+    #[serde(default = "default_blob_dir")]
+    pub blob_dir: PathBuf,
+    #[serde(default)]
+    pub photos: PhotosConfig,
+    /// The official account: `appid`, API bases, token endpoint, and where the appsecret is.
+    #[serde(default)]
+    pub wechat: WechatConfig,
+    #[serde(default)]
+    pub callback: CallbackConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub stats: StatsConfig,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8480".to_string()
+}
+fn default_database() -> PathBuf {
+    PathBuf::from("/var/lib/mirrorsight-hub/hub.sqlite3")
+}
+fn default_blob_dir() -> PathBuf {
+    PathBuf::from("/var/lib/mirrorsight-hub/photos")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhotosConfig {
+    /// Photos older than this many days are deleted (the gallery then says so). Default 7.
+    pub retention_days: u32,
+    /// Largest photo accepted, bytes. Default 10 MiB.
+    pub max_bytes: u64,
+    /// How often the retention sweep runs, seconds. Default 3600.
+    pub sweep_interval_s: u64,
+}
+
+impl Default for PhotosConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 7,
+            max_bytes: 10 * 1024 * 1024,
+            sweep_interval_s: 3600,
+        }
+    }
+}
+
+/// The `/wechat` callback and the replies it sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackConfig {
+    /// Largest push body accepted, bytes. Default 65536.
+    pub max_body_bytes: usize,
+    /// Title of the `news` reply.
+    pub title: String,
+    /// Description of the `news` reply.
+    pub description: String,
+    /// Text reply for a scene the hub does not know or whose photos have expired.
+    pub unknown_scene_text: String,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            title: "你的试衣照片 · Your fitting photos".to_string(),
+            description: "点击查看并保存照片 · Tap to view and save your photos".to_string(),
+            unknown_scene_text:
+                "这个二维码已过期，请在试衣镜前重新扫码。This code has expired; please scan the mirror again."
+                    .to_string(),
+        }
+    }
+}
+
+/// Where the hub's own credentials are. Each is looked up as: the `*_file` key if set, else
+/// `$CREDENTIALS_DIRECTORY/<credential>` (systemd `LoadCredential=`), else the environment
+/// variable. The appsecret's location is in `[wechat]` (`appsecret_file`,
+/// `appsecret_credential`, `$MIRRORSIGHT_WECHAT_APPSECRET`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// The callback Token set in the official account's server configuration (required).
+    pub callback_token_file: Option<PathBuf>,
+    pub callback_token_credential: String,
+    /// The 43-character EncodingAESKey; needed for safe mode (`encrypt_type=aes`).
+    pub encoding_aes_key_file: Option<PathBuf>,
+    pub encoding_aes_key_credential: String,
+    /// Bearer token of `GET /v1/stats`; without one the endpoint refuses everyone.
+    pub admin_token_file: Option<PathBuf>,
+    pub admin_token_credential: String,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            callback_token_file: None,
+            callback_token_credential: "wechat-callback-token".to_string(),
+            encoding_aes_key_file: None,
+            encoding_aes_key_credential: "wechat-encoding-aes-key".to_string(),
+            admin_token_file: None,
+            admin_token_credential: "hub-admin-token".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// Days in `/v1/stats` are counted in this offset from UTC, minutes. Default 480 (China).
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            utc_offset_minutes: 480,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Reads, parses and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config for `public_base_url` with every other key at its default.
+    pub fn with_base_url(public_base_url: &str) -> Self {
+        Self {
+            listen: default_listen(),
+            public_base_url: public_base_url.to_string(),
+            database: default_database(),
+            blob_dir: default_blob_dir(),
+            photos: PhotosConfig::default(),
+            wechat: WechatConfig::default(),
+            callback: CallbackConfig::default(),
+            secrets: SecretsConfig::default(),
+            stats: StatsConfig::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.base_url()?;
+        if self.database.as_os_str().is_empty() {
+            return Err(invalid("database", "empty path"));
+        }
+        if self.blob_dir.as_os_str().is_empty() {
+            return Err(invalid("blob_dir", "empty path"));
+        }
+        if !(1..=3650).contains(&self.photos.retention_days) {
+            return Err(invalid(
+                "photos.retention_days",
+                format!("{} is not in 1..=3650", self.photos.retention_days),
+            ));
+        }
+        if !(1024..=(256 << 20)).contains(&self.photos.max_bytes) {
+            return Err(invalid(
+                "photos.max_bytes",
+                format!("{} is not in 1024..=268435456", self.photos.max_bytes),
+            ));
+        }
+        if !(1..=86_400).contains(&self.photos.sweep_interval_s) {
+            return Err(invalid(
+                "photos.sweep_interval_s",
+                format!("{} is not in 1..=86400", self.photos.sweep_interval_s),
+            ));
+        }
+        // The hub always mints through WeChat, so the AppID is required.
+        self.wechat
+            .validate(true)
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                message: e.message,
+            })?;
+        if !(1024..=(1 << 20)).contains(&self.callback.max_body_bytes) {
+            return Err(invalid(
+                "callback.max_body_bytes",
+                format!("{} is not in 1024..=1048576", self.callback.max_body_bytes),
+            ));
+        }
+        for (key, value) in [
+            ("callback.title", &self.callback.title),
+            (
+                "callback.unknown_scene_text",
+                &self.callback.unknown_scene_text,
+            ),
+        ] {
+            if value.trim().is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        for (key, value) in [
+            (
+                "secrets.callback_token_credential",
+                &self.secrets.callback_token_credential,
+            ),
+            (
+                "secrets.encoding_aes_key_credential",
+                &self.secrets.encoding_aes_key_credential,
+            ),
+            (
+                "secrets.admin_token_credential",
+                &self.secrets.admin_token_credential,
+            ),
+        ] {
+            if value.contains('/') {
+                return Err(invalid(key, "a credential name, not a path"));
+            }
+        }
+        if !(-14 * 60..=14 * 60).contains(&self.stats.utc_offset_minutes) {
+            return Err(invalid(
+                "stats.utc_offset_minutes",
+                format!("{} is not in -840..=840", self.stats.utc_offset_minutes),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))
+    }
+
+    /// `public_base_url` without its trailing `/`.
+    pub fn base_url(&self) -> Result<String, ConfigError> {
+        let url = self.public_base_url.trim().trim_end_matches('/');
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| invalid("public_base_url", "must start with https:// or http://"))?;
+        if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+            return Err(invalid(
+                "public_base_url",
+                format!("{url:?} is not a base URL (host, optional path, no query)"),
+            ));
+        }
+        Ok(url.to_string())
+    }
+
+    /// Loads the hub's credentials. `env` is `|k| std::env::var(k).ok()` in production.
+    pub fn load_secrets(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<HubSecrets, SecretError> {
+        let (appsecret, source) = require_secret(
+            &SecretSpec {
+                what: "WeChat appsecret",
+                file_key: "wechat.appsecret_file",
+                file: self.wechat.appsecret_file.as_deref(),
+                credential: &self.wechat.appsecret_credential,
+                env: APPSECRET_ENV,
+            },
+            env,
+        )?;
+        tracing::info!(%source, "WeChat appsecret loaded");
+        let (callback_token, source) = require_secret(
+            &SecretSpec {
+                what: "WeChat callback token",
+                file_key: "secrets.callback_token_file",
+                file: self.secrets.callback_token_file.as_deref(),
+                credential: &self.secrets.callback_token_credential,
+                env: CALLBACK_TOKEN_ENV,
+            },
+            env,
+        )?;
+        tracing::info!(%source, "callback token loaded");
+        let encoding_aes_key = load_secret(
+            &SecretSpec {
+                what: "EncodingAESKey",
+                file_key: "secrets.encoding_aes_key_file",
+                file: self.secrets.encoding_aes_key_file.as_deref(),
+                credential: &self.secrets.encoding_aes_key_credential,
+                env: ENCODING_AES_KEY_ENV,
+            },
+            env,
+        )?
+        .map(|(secret, source)| {
+            tracing::info!(%source, "EncodingAESKey loaded; safe mode available");
+            secret
+        });
+        if encoding_aes_key.is_none() {
+            tracing::warn!("no EncodingAESKey: safe-mode (encrypted) pushes will be refused");
+        }
+        let admin_token = load_secret(
+            &SecretSpec {
+                what: "admin token",
+                file_key: "secrets.admin_token_file",
+                file: self.secrets.admin_token_file.as_deref(),
+                credential: &self.secrets.admin_token_credential,
+                env: ADMIN_TOKEN_ENV,
+            },
+            env,
+        )?
+        .map(|(secret, source)| {
+            tracing::info!(%source, "admin token loaded");
+            secret
+        });
+        if admin_token.is_none() {
+            tracing::warn!("no admin token: /v1/stats refuses every request");
+        }
+        Ok(HubSecrets {
+            appsecret,
+            callback_token,
+            encoding_aes_key,
+            admin_token,
+        })
+    }
+}
+
+/// The hub's credentials, never printed.
+#[derive(Debug, Clone)]
+pub struct HubSecrets {
+    pub appsecret: Secret,
+    pub callback_token: Secret,
+    pub encoding_aes_key: Option<Secret>,
+    pub admin_token: Option<Secret>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(r: Result<(), ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    fn valid() -> HubConfig {
+        let mut c = HubConfig::with_base_url("https://hub.shop.example/");
+        c.wechat.appid = "wx0123456789".into();
+        c
+    }
+
+    #[test]
+    fn defaults_with_base_url_and_appid_are_valid() {
+        let c = valid();
+        c.validate().unwrap();
+        assert_eq!(c.base_url().unwrap(), "https://hub.shop.example");
+        assert_eq!(c.photos.retention_days, 7);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = valid();
+        c.listen = "nope".into();
+        assert_eq!(key_of(c.validate()), "listen");
+        let mut c = valid();
+        c.public_base_url = "ftp://x".into();
+        assert_eq!(key_of(c.validate()), "public_base_url");
+        let mut c = valid();
+        c.photos.retention_days = 0;
+        assert_eq!(key_of(c.validate()), "photos.retention_days");
+        let mut c = valid();
+        c.wechat.appid = String::new();
+        assert_eq!(key_of(c.validate()), "wechat.appid");
+        let mut c = valid();
+        c.callback.max_body_bytes = 10;
+        assert_eq!(key_of(c.validate()), "callback.max_body_bytes");
+        let mut c = valid();
+        c.secrets.admin_token_credential = "/etc/x".into();
+        assert_eq!(key_of(c.validate()), "secrets.admin_token_credential");
+        let mut c = valid();
+        c.stats.utc_offset_minutes = 9999;
+        assert_eq!(key_of(c.validate()), "stats.utc_offset_minutes");
+    }
+
+    #[test]
+    fn toml_refuses_unknown_keys_and_inline_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "public_base_url = \"https://h.example\"\n[wechat]\nappid = \"wx1\"\n[photos]\nretention_days = 3\n",
+        )
+        .unwrap();
+        let c = HubConfig::load(&path).unwrap();
+        assert_eq!(c.photos.retention_days, 3);
+        for bad in [
+            "public_base_url = \"https://h.example\"\nbogus = 1\n",
+            "public_base_url = \"https://h.example\"\n[wechat]\nappid = \"wx1\"\nappsecret = \"s\"\n",
+            "public_base_url = \"https://h.example\"\n[secrets]\ncallback_token = \"t\"\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = HubConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains("unknown field"), "{e}");
+        }
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n").unwrap();
+        let e = HubConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("public_base_url"), "{e}");
+    }
+
+    /// The shipped example parses and validates.
+    #[test]
+    fn example_config_is_valid() {
+        let c: HubConfig = toml::from_str(include_str!("../hub.example.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.stats.utc_offset_minutes, 480);
+        assert_eq!(c.callback, CallbackConfig::default());
+        assert_eq!(c.photos, PhotosConfig::default());
+    }
+
+    #[test]
+    fn secrets_come_from_files_or_env_only() {
+        let c = valid();
+        let env = |k: &str| match k {
+            APPSECRET_ENV => Some("as".to_string()),
+            CALLBACK_TOKEN_ENV => Some("tok".to_string()),
+            _ => None,
+        };
+        let s = c.load_secrets(&env).unwrap();
+        assert_eq!(s.callback_token.expose(), "tok");
+        assert!(s.encoding_aes_key.is_none() && s.admin_token.is_none());
+        let none = |_: &str| None;
+        let e = c.load_secrets(&none).unwrap_err().to_string();
+        assert!(e.contains("appsecret"), "{e}");
+    }
+}

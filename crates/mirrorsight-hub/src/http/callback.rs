@@ -1,0 +1,359 @@
+//! `/wechat`: the official account's server URL. GET is the URL handshake; POST carries pushed
+//! messages and events, in plaintext or safe mode. The signature is checked on every request
+//! before anything else happens, so a forged push records nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{AppState, Counters, unix_now};
+use crate::store::{Activity, NewWechatEvent, PhotoMeta, SceneRecord};
+use crate::wechat::xml::{Article, encrypted_reply, news_reply, text_reply};
+use crate::wechat::{Incoming, signature, verify_signature};
+
+/// What WeChat takes as "received, nothing to say".
+const SUCCESS: &str = "success";
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+fn xml_response(body: String) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    response
+}
+
+/// The identity of a push: WeChat retries carry the same four fields.
+pub(crate) fn dedupe_key(openid: &str, create_time: &str, event: &str, event_key: &str) -> String {
+    format!("{openid}\u{1f}{create_time}\u{1f}{event}\u{1f}{event_key}")
+}
+
+struct Signed<'a> {
+    timestamp: &'a str,
+    nonce: &'a str,
+}
+
+/// Checks `signature` over token, timestamp and nonce.
+fn check_signature<'a>(state: &AppState, q: &'a HashMap<String, String>) -> Option<Signed<'a>> {
+    let sig = q.get("signature")?;
+    let timestamp = q.get("timestamp")?;
+    let nonce = q.get("nonce")?;
+    verify_signature(
+        sig,
+        &[
+            state.callback_token.expose(),
+            timestamp.as_str(),
+            nonce.as_str(),
+        ],
+    )
+    .then_some(Signed { timestamp, nonce })
+}
+
+/// `GET /wechat`: answer `echostr` verbatim when the signature is right.
+pub(super) async fn handshake(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(echostr) = q.get("echostr") else {
+        return plain(StatusCode::BAD_REQUEST, "echostr missing");
+    };
+    if check_signature(&state, &q).is_none() {
+        Counters::bump(&state.counters.callback_rejected_signature);
+        tracing::warn!("callback handshake with a wrong signature refused");
+        return plain(StatusCode::FORBIDDEN, "bad signature");
+    }
+    tracing::info!("callback URL handshake verified");
+    let mut response = (StatusCode::OK, echostr.clone()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// `POST /wechat`.
+pub(super) async fn push(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    Counters::bump(&state.counters.callback_requests);
+    let Some(signed) = check_signature(&state, &q) else {
+        Counters::bump(&state.counters.callback_rejected_signature);
+        tracing::warn!("push with a missing or wrong signature refused");
+        return plain(StatusCode::FORBIDDEN, "bad signature");
+    };
+    let Ok(body) =
+        super::relay::read_body(&headers, body, state.config.callback.max_body_bytes).await
+    else {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    };
+    let malformed = |why: &str| {
+        Counters::bump(&state.counters.callback_malformed);
+        tracing::warn!(why, "malformed push refused");
+        plain(StatusCode::BAD_REQUEST, "malformed push")
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return malformed("not UTF-8");
+    };
+    let safe_mode = q.get("encrypt_type").is_some_and(|t| t == "aes");
+    let inner = if safe_mode {
+        let Some(crypt) = &state.crypt else {
+            tracing::error!("safe-mode push but no EncodingAESKey is configured");
+            return plain(StatusCode::BAD_REQUEST, "safe mode not configured");
+        };
+        let envelope = match Incoming::parse(text) {
+            Ok(e) => e,
+            Err(e) => return malformed(&e.to_string()),
+        };
+        let Some(encrypted) = envelope.get("Encrypt").filter(|e| !e.is_empty()) else {
+            return malformed("no Encrypt");
+        };
+        let msg_ok = q.get("msg_signature").is_some_and(|ms| {
+            verify_signature(
+                ms,
+                &[
+                    state.callback_token.expose(),
+                    signed.timestamp,
+                    signed.nonce,
+                    encrypted,
+                ],
+            )
+        });
+        if !msg_ok {
+            Counters::bump(&state.counters.callback_rejected_signature);
+            tracing::warn!("safe-mode push with a wrong msg_signature refused");
+            return plain(StatusCode::FORBIDDEN, "bad msg_signature");
+        }
+        match crypt.decrypt(encrypted) {
+            Ok(xml) => xml,
+            Err(e) => return malformed(&e.to_string()),
+        }
+    } else {
+        text.to_string()
+    };
+    let message = match Incoming::parse(&inner) {
+        Ok(m) => m,
+        Err(e) => return malformed(&e.to_string()),
+    };
+    let reply = match handle(&state, message).await {
+        Ok(Some(reply)) => reply,
+        Ok(None) => return plain(StatusCode::OK, SUCCESS),
+        Err(()) => {
+            // WeChat retries a failed push; the retry is deduplicated, so failing is safe.
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "try again");
+        }
+    };
+    if !safe_mode {
+        return xml_response(reply);
+    }
+    let Some(crypt) = &state.crypt else {
+        return plain(StatusCode::OK, SUCCESS);
+    };
+    let encrypted = match crypt.encrypt(&reply) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "encrypting a reply failed");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "try again");
+        }
+    };
+    let msg_signature = signature(&[
+        state.callback_token.expose(),
+        signed.timestamp,
+        signed.nonce,
+        &encrypted,
+    ]);
+    xml_response(encrypted_reply(
+        &encrypted,
+        &msg_signature,
+        signed.timestamp,
+        signed.nonce,
+    ))
+}
+
+/// The scene a push names, and whether the scanner was already following.
+fn scan_of(message: &Incoming) -> Option<(&str, Activity)> {
+    if message.msg_type() != "event" {
+        return None;
+    }
+    let key = message.event_key();
+    let (scene, activity) = match message.event() {
+        "subscribe" => (key.strip_prefix("qrscene_")?, Activity::ScanNewFollower),
+        "SCAN" => (key, Activity::ScanAlreadyFollowing),
+        _ => return None,
+    };
+    (!scene.is_empty()).then_some((scene, activity))
+}
+
+/// Whether a scene's photos are gone: all expired, or none ever came and the retention period
+/// is over.
+pub(crate) fn scene_expired(
+    scene: &SceneRecord,
+    photos: &[PhotoMeta],
+    retention_s: i64,
+    now: i64,
+) -> bool {
+    if photos.is_empty() {
+        return scene.created_at.saturating_add(retention_s) < now;
+    }
+    photos.iter().all(|p| p.expired_at.is_some())
+}
+
+/// The plaintext reply to a push, `None` for `success`. Errors are logged here.
+async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<String>, ()> {
+    let Some((scene, activity)) = scan_of(&message) else {
+        return Ok(None);
+    };
+    let openid = message.from_user().to_string();
+    if openid.is_empty() {
+        return Ok(None);
+    }
+    let scene = scene.to_string();
+    let dedupe = dedupe_key(
+        &openid,
+        message.create_time(),
+        message.event(),
+        message.event_key(),
+    );
+    let account = message.to_user().to_string();
+    let event = message.event().to_string();
+    let event_key = message.event_key().to_string();
+    let now = unix_now();
+    let result = state
+        .blocking(move |s| -> Result<(String, bool), super::ApiError> {
+            if let Some(reply) = s.store.wechat_reply(&dedupe)? {
+                return Ok((reply, true));
+            }
+            let record = if super::valid_scene(&scene) {
+                s.store.scene(&scene)?
+            } else {
+                None
+            };
+            let retention_s = i64::from(s.config.photos.retention_days) * 86_400;
+            let live = match &record {
+                Some(record) => {
+                    let photos = s.store.photos_of_scene(&record.scene)?;
+                    (!scene_expired(record, &photos, retention_s, now))
+                        .then(|| (record.clone(), photos))
+                }
+                None => None,
+            };
+            let (reply, bind_scene) = match live {
+                Some((record, photos)) => {
+                    let pic_url = photos
+                        .iter()
+                        .find(|p| p.expired_at.is_none())
+                        .map(|p| {
+                            // Marked so WeChat fetching the card picture is not counted as
+                            // a photo delivered to the shopper.
+                            format!(
+                                "{}&src=card",
+                                s.photo_url(&record.scene, &p.photo, &record.gallery_key)
+                            )
+                        })
+                        .unwrap_or_default();
+                    let article = Article {
+                        title: s.config.callback.title.clone(),
+                        description: s.config.callback.description.clone(),
+                        pic_url,
+                        url: s.gallery_url(&record.scene, &record.gallery_key),
+                    };
+                    (news_reply(&openid, &account, now, &article), Some(record))
+                }
+                None => (
+                    text_reply(
+                        &openid,
+                        &account,
+                        now,
+                        &s.config.callback.unknown_scene_text,
+                    ),
+                    None,
+                ),
+            };
+            let known = bind_scene.is_some();
+            let recorded = s.store.record_wechat_event(
+                &NewWechatEvent {
+                    dedupe,
+                    openid: openid.clone(),
+                    event,
+                    event_key,
+                    bind_scene,
+                    activity: Some(activity),
+                    reply,
+                },
+                now,
+            )?;
+            if known {
+                tracing::info!(scene = %scene, "scanner bound to session");
+            } else {
+                tracing::info!(scene = %scene, "scan of an unknown or expired scene");
+            }
+            Ok((recorded, false))
+        })
+        .await;
+    match result {
+        Ok((reply, retry)) => {
+            if retry {
+                Counters::bump(&state.counters.callback_retries_answered);
+            }
+            Ok(Some(reply))
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "handling a push failed");
+            Err(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(event: &str, key: &str) -> Incoming {
+        Incoming::parse(&format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>{event}</Event><EventKey>{key}</EventKey></xml>"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn which_pushes_are_scans() {
+        assert_eq!(
+            scan_of(&msg("subscribe", "qrscene_abc")),
+            Some(("abc", Activity::ScanNewFollower))
+        );
+        assert_eq!(
+            scan_of(&msg("SCAN", "abc")),
+            Some(("abc", Activity::ScanAlreadyFollowing))
+        );
+        assert_eq!(scan_of(&msg("subscribe", "")), None, "a plain follow");
+        assert_eq!(scan_of(&msg("subscribe", "qrscene_")), None);
+        assert_eq!(scan_of(&msg("SCAN", "")), None);
+        assert_eq!(scan_of(&msg("unsubscribe", "")), None);
+        assert_eq!(scan_of(&msg("CLICK", "abc")), None);
+        let text =
+            Incoming::parse("<xml><MsgType>text</MsgType><Content>hi</Content></xml>").unwrap();
+        assert_eq!(scan_of(&text), None);
+    }
+
+    #[test]
+    fn dedupe_keys_separate_fields() {
+        assert_ne!(
+            dedupe_key("a", "1", "SCAN", "b"),
+            dedupe_key("a1", "", "SCAN", "b")
+        );
+        assert_eq!(
+            dedupe_key("a", "1", "SCAN", "b"),
+            dedupe_key("a", "1", "SCAN", "b")
+        );
+    }
+}

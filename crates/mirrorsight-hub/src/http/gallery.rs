@@ -1,0 +1,230 @@
+//! `/s/{scene}?k=<key>`: the shopper's photos, on a phone. The key comes from the link in the
+//! `news` reply; a wrong key looks exactly like an unknown scene (404), so a scene id alone
+//! (printed in the QR code, visible to anyone nearby) opens nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{AppState, constant_time_eq, unix_now};
+use crate::http::callback::scene_expired;
+use crate::store::{Activity, PhotoMeta, SceneRecord};
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Headers every gallery answer carries: the key is in the URL, so no referrer may leak it,
+/// and nothing here belongs in a shared cache.
+fn private(mut response: Response, content_type: &'static str) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+const STYLE: &str = "body{margin:0;font-family:-apple-system,'PingFang SC','Microsoft YaHei',sans-serif;background:#f6f6f6;color:#222}header{padding:16px;background:#fff;border-bottom:1px solid #e5e5e5}h1{font-size:20px;margin:0}p.sub{margin:4px 0 0;color:#777;font-size:14px}main{padding:12px}figure{margin:0 0 16px;background:#fff;border-radius:8px;overflow:hidden}img{display:block;width:100%;height:auto}figcaption{padding:8px 12px;font-size:14px}a.dl{color:#07c160;text-decoration:none}.notice{background:#fff;border-radius:8px;padding:24px 16px;text-align:center;color:#555}";
+
+fn page_html(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        html_escape(title)
+    )
+}
+
+fn not_found() -> Response {
+    let body = "<main><div class=\"notice\"><p>找不到这些照片。请检查链接是否完整。</p><p>These photos cannot be found. Please check that the link is complete.</p></div></main>";
+    private(
+        (StatusCode::NOT_FOUND, page_html("未找到 · Not found", body)).into_response(),
+        "text/html; charset=utf-8",
+    )
+}
+
+fn gallery_html(state: &AppState, scene: &SceneRecord, photos: &[PhotoMeta], now: i64) -> String {
+    let live: Vec<&PhotoMeta> = photos.iter().filter(|p| p.expired_at.is_none()).collect();
+    let retention_s = i64::from(state.config.photos.retention_days) * 86_400;
+    let mut body = String::from(
+        "<header><h1>你的试衣照片 · Your fitting photos</h1><p class=\"sub\">长按或点击“下载”保存 · Long-press or tap “Download” to save</p></header><main>",
+    );
+    if live.is_empty() {
+        if scene_expired(scene, photos, retention_s, now) {
+            body.push_str(&format!(
+                "<div class=\"notice\" id=\"expired\"><p>这些照片已过期并已删除（保留 {d} 天）。</p><p>These photos have expired and were deleted (kept for {d} days).</p></div>",
+                d = state.config.photos.retention_days
+            ));
+        } else {
+            body.push_str("<div class=\"notice\" id=\"empty\"><p>还没有照片。在试衣镜前拍照后刷新本页。</p><p>No photos yet. Take a photo at the mirror, then reload this page.</p></div>");
+        }
+    }
+    for (i, photo) in live.iter().enumerate() {
+        let url = html_escape(&state.photo_url(&scene.scene, &photo.photo, &scene.gallery_key));
+        let n = i + 1;
+        body.push_str(&format!(
+            "<figure><a href=\"{url}\"><img src=\"{url}\" alt=\"照片 {n} · Photo {n}\" loading=\"lazy\"></a><figcaption><a class=\"dl\" href=\"{url}\" download=\"mirror-photo-{n}.jpg\">下载原图 · Download full size</a></figcaption></figure>"
+        ));
+    }
+    body.push_str("</main>");
+    page_html("你的试衣照片 · Your fitting photos", &body)
+}
+
+/// The scene if `key` is its gallery key; `None` both when the scene is unknown and when the
+/// key is wrong, so the two cannot be told apart.
+fn authorised(scene: Option<SceneRecord>, key: Option<&String>) -> Option<SceneRecord> {
+    let scene = scene?;
+    let key = key?;
+    constant_time_eq(key, &scene.gallery_key).then_some(scene)
+}
+
+/// `GET /s/{scene}?k=<key>`.
+pub(super) async fn page(
+    State(state): State<Arc<AppState>>,
+    Path(scene): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !super::valid_scene(&scene) {
+        return not_found();
+    }
+    let now = unix_now();
+    let key = q.get("k").cloned();
+    let result = state
+        .blocking(move |s| -> Result<Option<String>, super::ApiError> {
+            let Some(record) = authorised(s.store.scene(&scene)?, key.as_ref()) else {
+                return Ok(None);
+            };
+            let photos = s.store.photos_of_scene(&record.scene)?;
+            s.store.record_activity(
+                Activity::GalleryOpened,
+                &record,
+                Some(&format!("gallery:{}", record.scene)),
+                now,
+            )?;
+            Ok(Some(gallery_html(s, &record, &photos, now)))
+        })
+        .await;
+    match result {
+        Ok(Some(html)) => private(
+            (StatusCode::OK, html).into_response(),
+            "text/html; charset=utf-8",
+        ),
+        Ok(None) => not_found(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /s/{scene}/photos/{photo}.jpg?k=<key>`: the photo as uploaded.
+pub(super) async fn photo(
+    State(state): State<Arc<AppState>>,
+    Path((scene, file)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(photo) = file.strip_suffix(".jpg").map(str::to_string) else {
+        return not_found();
+    };
+    if !super::valid_scene(&scene) || !super::valid_id(&photo) {
+        return not_found();
+    }
+    let now = unix_now();
+    let key = q.get("k").cloned();
+    // WeChat fetching the card picture is not the shopper receiving the photo.
+    let counts_as_delivery = q.get("src").is_none_or(|s| s != "card");
+    let result = state
+        .blocking(move |s| -> Result<Option<Result<Vec<u8>, ()>>, super::ApiError> {
+            let Some(record) = authorised(s.store.scene(&scene)?, key.as_ref()) else {
+                return Ok(None);
+            };
+            let Some(meta) = s.store.photo(&record.scene, &photo)? else {
+                return Ok(None);
+            };
+            if meta.expired_at.is_some() {
+                return Ok(Some(Err(())));
+            }
+            let bytes = s.blobs.get(&meta.blob_key).map_err(|e| {
+                tracing::error!(error = %e, "reading photo bytes failed");
+                super::ApiError::unavailable("photo storage temporarily unavailable")
+            })?;
+            let Some(bytes) = bytes else {
+                tracing::error!(scene = %record.scene, photo = %photo, "photo row without bytes");
+                return Ok(None);
+            };
+            if counts_as_delivery {
+                s.store.record_activity(
+                    Activity::PhotoDelivered,
+                    &record,
+                    Some(&format!("delivered:{}:{}", record.scene, photo)),
+                    now,
+                )?;
+            }
+            Ok(Some(Ok(bytes)))
+        })
+        .await;
+    match result {
+        Ok(Some(Ok(bytes))) => private((StatusCode::OK, bytes).into_response(), "image/jpeg"),
+        Ok(Some(Err(()))) => private(
+            (StatusCode::GONE, "照片已过期 · This photo has expired").into_response(),
+            "text/plain; charset=utf-8",
+        ),
+        Ok(None) => not_found(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            html_escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn wrong_or_missing_key_is_not_authorised() {
+        let scene = SceneRecord {
+            scene: "s".into(),
+            device: "d".into(),
+            store: "st".into(),
+            code: None,
+            gallery_key: "k123".into(),
+            created_at: 0,
+        };
+        assert!(authorised(Some(scene.clone()), Some(&"k123".to_string())).is_some());
+        assert!(authorised(Some(scene.clone()), Some(&"k124".to_string())).is_none());
+        assert!(authorised(Some(scene.clone()), Some(&"k12".to_string())).is_none());
+        assert!(authorised(Some(scene), None).is_none());
+        assert!(authorised(None, Some(&"k123".to_string())).is_none());
+    }
+}

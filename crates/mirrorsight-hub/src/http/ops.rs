@@ -1,0 +1,213 @@
+//! Operations: `/v1/stats` (admin token), `/metrics` (Prometheus text), `/healthz`.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mirrorsight_contract::backend::error_code;
+use serde::Serialize;
+
+use super::{ApiError, AppState, bearer, constant_time_eq};
+use crate::store::StatsRow;
+
+#[derive(Debug, Serialize)]
+struct StatsAnswer {
+    /// Days are counted in this offset from UTC.
+    utc_offset_minutes: i32,
+    rows: Vec<StatsRow>,
+}
+
+fn valid_day(day: &str) -> bool {
+    let b = day.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+/// `GET /v1/stats?from=YYYY-MM-DD&to=YYYY-MM-DD`: counts per store, mirror and day.
+pub(super) async fn stats(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let authorised = match (&state.admin_token, bearer(&headers)) {
+        (Some(admin), Some(presented)) => constant_time_eq(admin.expose(), presented),
+        _ => false,
+    };
+    if !authorised {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            error_code::UNAUTHORIZED,
+            "admin token required",
+        ));
+    }
+    let from = q.get("from").cloned();
+    let to = q.get("to").cloned();
+    for (name, day) in [("from", &from), ("to", &to)] {
+        if let Some(day) = day
+            && !valid_day(day)
+        {
+            return Err(ApiError::bad_request(format!("{name} must be YYYY-MM-DD")));
+        }
+    }
+    let offset_minutes = state.config.stats.utc_offset_minutes;
+    let rows = state
+        .blocking(move |s| {
+            s.store.stats(
+                i64::from(offset_minutes) * 60,
+                from.as_deref(),
+                to.as_deref(),
+            )
+        })
+        .await?;
+    Ok(axum::Json(StatsAnswer {
+        utc_offset_minutes: offset_minutes,
+        rows,
+    })
+    .into_response())
+}
+
+/// `GET /metrics`. Aggregates only: nothing here names a scene, a shopper or a token.
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let totals = match state.blocking(|s| s.store.totals()).await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP mirrorsight_hub_activity_total Counted activity (sessions, codes minted, scans, deliveries, gallery opens) since the database was created.\n# TYPE mirrorsight_hub_activity_total counter"
+    );
+    for (kind, n) in &totals.activity {
+        let _ = writeln!(
+            out,
+            "mirrorsight_hub_activity_total{{kind=\"{}\"}} {n}",
+            kind.as_str()
+        );
+    }
+    let gauges = [
+        (
+            "photos_stored",
+            "Photos currently stored (not expired).",
+            totals.photos_stored,
+        ),
+        (
+            "photo_bytes_stored",
+            "Bytes of photos currently stored.",
+            totals.photo_bytes_stored,
+        ),
+        (
+            "devices_active",
+            "Devices with a valid token.",
+            totals.active_devices,
+        ),
+        (
+            "bindings",
+            "Scanner openids bound to sessions.",
+            totals.bindings,
+        ),
+        (
+            "wechat_events",
+            "WeChat scan pushes recorded (after deduplication).",
+            totals.wechat_events,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP mirrorsight_hub_{name} {help}\n# TYPE mirrorsight_hub_{name} gauge\nmirrorsight_hub_{name} {value}"
+        );
+    }
+    let c = &state.counters;
+    let counters = [
+        (
+            "callback_requests_total",
+            "POSTs to /wechat since start.",
+            &c.callback_requests,
+        ),
+        (
+            "callback_rejected_signature_total",
+            "Callback requests refused for a wrong signature.",
+            &c.callback_rejected_signature,
+        ),
+        (
+            "callback_malformed_total",
+            "Callback pushes refused as malformed.",
+            &c.callback_malformed,
+        ),
+        (
+            "callback_retries_answered_total",
+            "Retried pushes answered from the record.",
+            &c.callback_retries_answered,
+        ),
+        (
+            "uploads_created_total",
+            "Photos stored since start.",
+            &c.uploads_created,
+        ),
+        (
+            "uploads_repeated_total",
+            "Photo uploads that were retries of stored photos.",
+            &c.uploads_repeated,
+        ),
+        (
+            "uploads_refused_total",
+            "Photo uploads refused.",
+            &c.uploads_refused,
+        ),
+        (
+            "unauthorized_total",
+            "Relay requests without a valid device token.",
+            &c.unauthorized,
+        ),
+        (
+            "forbidden_total",
+            "Relay requests for another device's scene.",
+            &c.forbidden,
+        ),
+        (
+            "mint_failures_total",
+            "Scene codes WeChat did not mint.",
+            &c.mint_failures,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP mirrorsight_hub_{name} {help}\n# TYPE mirrorsight_hub_{name} counter\nmirrorsight_hub_{name} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    let mut response = (StatusCode::OK, out).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// `GET /healthz`: 200 when the database answers.
+pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.blocking(|s| s.store.ping()).await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days() {
+        assert!(valid_day("2026-01-31"));
+        assert!(!valid_day("2026-1-31") && !valid_day("2026/01/31") && !valid_day("x' OR 1"));
+    }
+}

@@ -1,0 +1,431 @@
+//! The relay the mirrors speak (`docs/openapi.yaml`): scene minting, photo upload and delete.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mirrorsight_contract::backend::{
+    CreateSceneRequest, CreateSceneResponse, MAX_EXPIRE_SECONDS, PHOTO_CONTENT_TYPE,
+    PhotoUploadResponse, error_code, header as h,
+};
+use mirrorsight_wechat::{ActionName, Minter};
+
+use super::{
+    ApiError, AppState, Counters, bearer, random_key, sha256_hex, unix_now, valid_id, valid_scene,
+};
+use crate::store::{Claim, Device, MintOutcome, MintedScene, PhotoInsert, PhotoMeta, SceneRecord};
+
+/// A `CreateSceneRequest` is a few dozen bytes.
+const SCENE_BODY_LIMIT: usize = 4096;
+
+async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Device, ApiError> {
+    let unauthorized = || {
+        Counters::bump(&state.counters.unauthorized);
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            error_code::UNAUTHORIZED,
+            "missing, unknown or revoked device token",
+        )
+    };
+    let Some(token) = bearer(headers) else {
+        return Err(unauthorized());
+    };
+    // Only the digest is stored, so a leaked database does not hand out working tokens.
+    let digest = sha256_hex(token.as_bytes());
+    match state
+        .blocking(move |s| s.store.device_by_token(&digest))
+        .await?
+    {
+        Some(device) => Ok(device),
+        None => Err(unauthorized()),
+    }
+}
+
+fn forbidden(state: &AppState) -> ApiError {
+    Counters::bump(&state.counters.forbidden);
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        error_code::FORBIDDEN,
+        "scene belongs to another device",
+    )
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        error_code::PAYLOAD_TOO_LARGE,
+        format!("at most {limit} bytes"),
+    )
+}
+
+/// How much of an oversized body is read and thrown away before answering `413`. Answering
+/// while the client is still sending makes it see a broken pipe instead of the `413`, and a
+/// mirror treats a broken pipe as transient and retries forever.
+const DRAIN_SLACK: u64 = 16 << 20;
+
+/// Reads a body of at most `limit` bytes; anything longer is a `413`.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    use axum::body::HttpBody;
+    let limit64 = limit as u64;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let drain_cap = limit64.saturating_add(DRAIN_SLACK);
+    if declared.is_some_and(|n| n > drain_cap) {
+        // Too big to be worth draining: the client gets a reset either way.
+        return Err(too_large(limit64));
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.map_or(0, |n| n.min(limit64) as usize));
+    let mut seen: u64 = 0;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else { break };
+        let Ok(frame) = frame else {
+            return Err(ApiError::bad_request("request body could not be read"));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len() as u64);
+        if seen > drain_cap {
+            return Err(too_large(limit64));
+        }
+        if seen <= limit64 {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > limit64 {
+        return Err(too_large(limit64));
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn response_of(scene: &SceneRecord) -> Option<CreateSceneResponse> {
+    let code = scene.code.as_ref()?;
+    Some(CreateSceneResponse {
+        scene: scene.scene.clone(),
+        url: code.url.clone(),
+        ticket: code.ticket.clone(),
+        expires_at: u64::try_from(code.expires_at).unwrap_or(0),
+    })
+}
+
+/// `POST /v1/scenes`.
+pub(super) async fn create_scene(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &headers).await?;
+    let body = read_body(&headers, body, SCENE_BODY_LIMIT).await?;
+    let request: CreateSceneRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    if !valid_scene(&request.scene) {
+        return Err(ApiError::bad_request(
+            "scene must be 1..=64 characters without whitespace or control characters",
+        ));
+    }
+    if !(1..=MAX_EXPIRE_SECONDS).contains(&request.expire_seconds) {
+        return Err(ApiError::bad_request(format!(
+            "expire_seconds must be in 1..={MAX_EXPIRE_SECONDS}"
+        )));
+    }
+    let scene = request.scene.clone();
+    let existing = state.blocking(move |s| s.store.scene(&scene)).await?;
+    if let Some(existing) = &existing {
+        if existing.device != device.id {
+            return Err(forbidden(&state));
+        }
+        // Minting is idempotent per scene: a retry must not burn another WeChat code.
+        if let Some(answer) = response_of(existing) {
+            return Ok((StatusCode::OK, axum::Json(answer)).into_response());
+        }
+    }
+
+    let minter = Minter::official_account(
+        state.wechat.clone(),
+        ActionName::QrStrScene,
+        request.expire_seconds,
+        false,
+    );
+    let minted = minter.mint(&request.scene).await.map_err(|e| {
+        Counters::bump(&state.counters.mint_failures);
+        tracing::warn!(device = %device.id, error = %e, "minting a scene code failed");
+        let code = e
+            .errcode()
+            .map(|c| format!(" (errcode {c})"))
+            .unwrap_or_default();
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            error_code::UPSTREAM,
+            format!("WeChat did not mint the code{code}"),
+        )
+    })?;
+    let now = unix_now();
+    let code = MintedScene {
+        url: minted.url.unwrap_or_default(),
+        ticket: minted.ticket,
+        expires_at: minted
+            .expires_at
+            .and_then(|t| i64::try_from(t).ok())
+            .unwrap_or(now + i64::from(request.expire_seconds)),
+        minted_at: now,
+    };
+    let gallery_key = random_key()?;
+    let scene = request.scene.clone();
+    let device_id = device.id.clone();
+    let outcome = state
+        .blocking(move |s| {
+            s.store
+                .record_minted_scene(&scene, &device, &code, &gallery_key, now)
+        })
+        .await?;
+    let (status, record) = match outcome {
+        MintOutcome::Created(record) => (StatusCode::CREATED, record),
+        MintOutcome::Existing(record) => (StatusCode::OK, record),
+        MintOutcome::Forbidden => return Err(forbidden(&state)),
+    };
+    tracing::info!(device = %device_id, scene = %record.scene, "scene minted");
+    let answer =
+        response_of(&record).ok_or_else(|| ApiError::unavailable("scene recorded without code"))?;
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+/// The headers of a photo upload, checked.
+struct UploadHeaders {
+    photo: String,
+    session: String,
+    taken_at_ms: i64,
+    trigger: String,
+    sha256: String,
+}
+
+fn upload_headers(headers: &HeaderMap) -> Result<UploadHeaders, ApiError> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let bad = ApiError::bad_request;
+    let photo = get(h::PHOTO_ID)
+        .filter(|p| valid_id(p))
+        .ok_or_else(|| bad("X-Photo-Id missing or not 1..=64 of [A-Za-z0-9_-]"))?;
+    if get(h::IDEMPOTENCY_KEY) != Some(photo) {
+        return Err(bad("Idempotency-Key must equal X-Photo-Id"));
+    }
+    let session = get(h::SESSION_ID)
+        .filter(|s| valid_id(s))
+        .ok_or_else(|| bad("X-Session-Id missing or not 1..=64 of [A-Za-z0-9_-]"))?;
+    let taken_at_ms = get(h::TAKEN_AT)
+        .filter(|v| (1..=16).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| bad("X-Taken-At must be unix milliseconds"))?;
+    let trigger = get(h::TRIGGER)
+        .filter(|t| t.chars().count() <= 64)
+        .ok_or_else(|| bad("X-Trigger missing or longer than 64 characters"))?;
+    let sha256 = get(h::CONTENT_SHA256)
+        .filter(|v| {
+            v.len() == 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or_else(|| bad("X-Content-SHA256 must be 64 lowercase hex digits"))?;
+    Ok(UploadHeaders {
+        photo: photo.to_string(),
+        session: session.to_string(),
+        taken_at_ms,
+        trigger: trigger.to_string(),
+        sha256: sha256.to_string(),
+    })
+}
+
+/// Where a photo's bytes go. Derived, never client-chosen, and different for different bytes,
+/// so two racing uploads of one id with different bytes cannot overwrite each other.
+fn blob_key(scene: &str, photo: &str, sha256: &str) -> String {
+    let id = sha256_hex(format!("{scene}\0{photo}").as_bytes());
+    format!("{}-{}", &id[..32], &sha256[..16])
+}
+
+/// `POST /v1/sessions/{scene}/photos`.
+pub(super) async fn upload_photo(
+    State(state): State<Arc<AppState>>,
+    Path(scene): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &headers).await?;
+    let result = ingest(&state, device, scene, &headers, body).await;
+    if result.is_err() {
+        Counters::bump(&state.counters.uploads_refused);
+    }
+    result
+}
+
+async fn ingest(
+    state: &Arc<AppState>,
+    device: Device,
+    scene: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !valid_scene(&scene) {
+        return Err(ApiError::bad_request("scene must be 1..=64 characters"));
+    }
+    let meta = upload_headers(headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with(PHOTO_CONTENT_TYPE)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error_code::UNSUPPORTED_MEDIA_TYPE,
+            "photos are image/jpeg",
+        ));
+    }
+    let limit = usize::try_from(state.config.photos.max_bytes).unwrap_or(usize::MAX);
+    let bytes = read_body(headers, body, limit).await?;
+    let sha256 = sha256_hex(&bytes);
+    if sha256 != meta.sha256 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            error_code::DIGEST_MISMATCH,
+            "X-Content-SHA256 does not match the body",
+        ));
+    }
+    let answer = PhotoUploadResponse {
+        photo: meta.photo.clone(),
+        sha256: sha256.clone(),
+        bytes: bytes.len() as u64,
+    };
+    let gallery_key = random_key()?;
+    let now = unix_now();
+    let outcome = state
+        .blocking(move |s| -> Result<PhotoInsert, ApiError> {
+            let record = match s.store.claim_scene(&scene, &device, &gallery_key, now)? {
+                Claim::Owned(record) => record,
+                Claim::Forbidden => return Err(forbidden(s)),
+            };
+            if let Some(existing) = s.store.photo(&scene, &meta.photo)? {
+                return Ok(if existing.sha256 == sha256 {
+                    PhotoInsert::SameBytes
+                } else {
+                    PhotoInsert::Conflict
+                });
+            }
+            // Bytes first, row second: a row never points at bytes that are not there, and a
+            // crash in between only leaves an unreferenced file that the retry overwrites.
+            let key = blob_key(&scene, &meta.photo, &sha256);
+            s.blobs.put(&key, &bytes).map_err(|e| {
+                tracing::error!(error = %e, "storing photo bytes failed");
+                ApiError::unavailable("photo storage temporarily unavailable")
+            })?;
+            let row = PhotoMeta {
+                scene: scene.clone(),
+                photo: meta.photo.clone(),
+                device: device.id.clone(),
+                session_id: meta.session.clone(),
+                taken_at_ms: meta.taken_at_ms,
+                trigger: meta.trigger.clone(),
+                sha256: sha256.clone(),
+                bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+                blob_key: key.clone(),
+                created_at: now,
+                expired_at: None,
+            };
+            let inserted = s.store.insert_photo(&row, &record.store)?;
+            if inserted == PhotoInsert::Conflict {
+                // A racing upload of this id with other bytes won; ours are nobody's.
+                let _ = s.blobs.delete(&key);
+            }
+            Ok(inserted)
+        })
+        .await?;
+    match outcome {
+        PhotoInsert::Created => {
+            Counters::bump(&state.counters.uploads_created);
+            Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+        }
+        PhotoInsert::SameBytes => {
+            Counters::bump(&state.counters.uploads_repeated);
+            Ok((StatusCode::OK, axum::Json(answer)).into_response())
+        }
+        PhotoInsert::Conflict => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            error_code::CONFLICT,
+            "photo id already stored with different bytes",
+        )),
+    }
+}
+
+/// `DELETE /v1/sessions/{scene}/photos/{photo}`.
+pub(super) async fn delete_photo(
+    State(state): State<Arc<AppState>>,
+    Path((scene, photo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &headers).await?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            error_code::NOT_FOUND,
+            "no such photo",
+        )
+    };
+    if !valid_scene(&scene) || !valid_id(&photo) {
+        return Err(not_found());
+    }
+    let deleted = state
+        .blocking(move |s| -> Result<bool, ApiError> {
+            let Some(record) = s.store.scene(&scene)? else {
+                return Ok(false);
+            };
+            if record.device != device.id {
+                return Err(forbidden(s));
+            }
+            // Row first: once it is gone nothing serves the photo, even if the file lingers.
+            let Some(row) = s.store.delete_photo(&scene, &photo)? else {
+                return Ok(false);
+            };
+            if let Err(e) = s.blobs.delete(&row.blob_key) {
+                tracing::error!(error = %e, "photo row deleted but its bytes could not be; remove by hand");
+            }
+            tracing::info!(device = %device.id, scene = %scene, photo = %photo, "photo deleted at the shopper's request");
+            Ok(true)
+        })
+        .await?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_keys_depend_on_scene_photo_and_bytes() {
+        let sha = "a".repeat(64);
+        let k = blob_key("s", "p", &sha);
+        assert_eq!(k.len(), 32 + 1 + 16);
+        assert_ne!(k, blob_key("s", "q", &sha));
+        assert_ne!(k, blob_key("s", "p", &"b".repeat(64)));
+        // "s\0p" cannot be confused with a scene ending in the photo id.
+        assert_ne!(blob_key("s1", "p", &sha), blob_key("s", "1p", &sha));
+    }
+}

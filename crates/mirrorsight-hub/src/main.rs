@@ -1,0 +1,170 @@
+//! `mirrorsight-hub serve | device add|revoke|list | sweep`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use mirrorsight_hub::store::{LocalBlobStore, SqliteStore, Store};
+use mirrorsight_hub::{Hub, HubConfig, new_device_token, sweep_expired, token_digest};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "The store's official-account server for mirrorsight mirrors"
+)]
+struct Cli {
+    /// The hub's TOML config.
+    #[arg(
+        long,
+        short,
+        default_value = "/etc/mirrorsight/hub.toml",
+        global = true
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the relay, the WeChat callback and the gallery.
+    Serve,
+    /// Manage the mirrors allowed to use the relay.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
+    /// Remove photos past `photos.retention_days` now (serve also does this periodically).
+    Sweep,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceAction {
+    /// Register a mirror and print its new token (shown once; only a digest is kept). Put it
+    /// in the mirror's `backend.device_token_file`.
+    Add {
+        /// Device id, e.g. `mirror-1`; statistics are reported per device.
+        id: String,
+        /// The shop it stands in, e.g. `shanghai-01`.
+        #[arg(long)]
+        store: String,
+    },
+    /// Revoke a mirror's token at once.
+    Revoke { id: String },
+    /// List mirrors and whether their token is valid.
+    List,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mirrorsight-hub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = HubConfig::load(&cli.config)?;
+    let now = mirrorsight_hub::http::unix_now();
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Device { action } => {
+            let store = SqliteStore::open(&config.database)?;
+            match action {
+                DeviceAction::Add { id, store: shop } => {
+                    if !valid_name(&id) || !valid_name(&shop) {
+                        return Err("device id and store: 1..=64 of [A-Za-z0-9._-]".into());
+                    }
+                    let token = new_device_token()?;
+                    store.add_device(&id, &shop, &token_digest(&token), now)?;
+                    eprintln!("device {id} added; its token follows (shown once):");
+                    println!("{token}");
+                }
+                DeviceAction::Revoke { id } => {
+                    if !store.revoke_device(&id, now)? {
+                        return Err(format!("no active device {id}").into());
+                    }
+                    eprintln!("device {id} revoked");
+                }
+                DeviceAction::List => {
+                    for d in store.list_devices()? {
+                        let state = if d.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!("{}\t{}\t{state}", d.id, d.store);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Sweep => {
+            let store = SqliteStore::open(&config.database)?;
+            let blobs = LocalBlobStore::open(&config.blob_dir)?;
+            let report = sweep_expired(&store, &blobs, config.photos.retention_days, now)?;
+            eprintln!(
+                "{} photos expired ({} already without bytes)",
+                report.expired, report.blobs_missing
+            );
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: HubConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let secrets = config.load_secrets(&|k| std::env::var(k).ok())?;
+    let addr = config.listen_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database)?);
+        let blobs = Arc::new(LocalBlobStore::open(&config.blob_dir)?);
+        let hub = Hub::with_stores(config, secrets, store, blobs)?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "mirrorsight-hub listening");
+        hub.serve(listener, shutdown_signal()).await?;
+        tracing::info!("mirrorsight-hub stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

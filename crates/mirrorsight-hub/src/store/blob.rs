@@ -1,0 +1,183 @@
+//! Photo bytes. Keys are hex digests the hub makes up (see `blob_key` in the relay), so an
+//! implementation never sees a path a client chose.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum BlobError {
+    #[error("invalid blob key {0:?}")]
+    BadKey(String),
+    #[error("blob store I/O at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where photo bytes live. Blocking, like [`super::Store`].
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores `bytes` under `key`, durably before returning; replaces what was there.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), BlobError>;
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError>;
+    /// `false` when there was nothing to delete.
+    fn delete(&self, key: &str) -> Result<bool, BlobError>;
+}
+
+/// Blobs as files under one directory: `<dir>/<key[..2]>/<key>`. Writes go to a temp file in
+/// `<dir>/tmp`, are fsynced, renamed into place and the directory fsynced, so a crash leaves
+/// either the old state or the whole new file, never a torn photo.
+#[derive(Debug, Clone)]
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+    move |source| BlobError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl LocalBlobStore {
+    pub fn open(root: &Path) -> Result<Self, BlobError> {
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        // Leftovers of writes a crash interrupted; nothing refers to them.
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
+        let valid = key.len() >= 8
+            && key.len() <= 128
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
+        if !valid {
+            return Err(BlobError::BadKey(key.to_string()));
+        }
+        Ok(self.root.join(&key[..2]).join(key))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+impl BlobStore for LocalBlobStore {
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| BlobError::BadKey(key.to_string()))?
+            .to_path_buf();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut nonce = [0u8; 8];
+        // Only uniqueness matters here; fall back to the pid if the OS has no randomness.
+        if getrandom::fill(&mut nonce).is_err() {
+            nonce = u64::from(std::process::id()).to_le_bytes();
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{key}.{}", hex::encode(nonce)));
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&path)(e));
+        }
+        sync_dir(&dir)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, BlobError> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    sync_dir(dir)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(dir.path()).unwrap();
+        let key = "0123456789abcdef-00aa";
+        assert_eq!(store.get(key).unwrap(), None);
+        store.put(key, b"first").unwrap();
+        store.put(key, b"second").unwrap();
+        assert_eq!(store.get(key).unwrap().as_deref(), Some(&b"second"[..]));
+        assert!(dir.path().join("01").join(key).exists());
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temp files left behind"
+        );
+        assert!(store.delete(key).unwrap());
+        assert!(!store.delete(key).unwrap());
+        assert_eq!(store.get(key).unwrap(), None);
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(dir.path()).unwrap();
+        for key in [
+            "../../etc/passwd",
+            "abc",
+            "ABCDEF0123456789",
+            "0123456789/abcdef",
+        ] {
+            assert!(
+                matches!(store.put(key, b"x"), Err(BlobError::BadKey(_))),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn leftover_temp_files_are_cleaned_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        fs::write(dir.path().join("tmp").join("torn.123"), b"half").unwrap();
+        LocalBlobStore::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

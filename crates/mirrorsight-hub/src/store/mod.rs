@@ -1,0 +1,273 @@
+//! Where the hub keeps its state: metadata in a [`Store`] (SQLite by default), photo bytes in a
+//! [`BlobStore`] (a local directory by default). The hub itself keeps nothing in memory that
+//! another instance would need, so both are the whole truth.
+//!
+//! Both traits are blocking: the HTTP layer calls them through `spawn_blocking`, so an
+//! implementation may do plain file or socket I/O.
+
+pub mod blob;
+pub mod sqlite;
+
+pub use blob::{BlobError, BlobStore, LocalBlobStore};
+pub use sqlite::SqliteStore;
+
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("{0} already exists")]
+    Exists(String),
+}
+
+/// A mirror allowed to talk to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub id: String,
+    /// The shop the mirror stands in; statistics are grouped by it.
+    pub store: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A scene: the hub's view of one shopper session, keyed by what its QR code carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SceneRecord {
+    pub scene: String,
+    /// The device that owns it: the one that minted it, or else the first to upload to it.
+    pub device: String,
+    pub store: String,
+    /// Set once the scene was minted through `/v1/scenes`.
+    pub code: Option<MintedScene>,
+    /// The gallery key (base64url of 128 random bits). Kept as-is because every scan and
+    /// every retry must be answered with the same link; compared in constant time.
+    pub gallery_key: String,
+    pub created_at: i64,
+}
+
+/// What WeChat answered when the scene was minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedScene {
+    pub url: String,
+    pub ticket: Option<String>,
+    pub expires_at: i64,
+    pub minted_at: i64,
+}
+
+/// Result of [`Store::record_minted_scene`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MintOutcome {
+    /// Newly recorded (also when the device had claimed the scene by uploading first).
+    Created(SceneRecord),
+    /// This device had already minted it; the stored record, unchanged.
+    Existing(SceneRecord),
+    /// Another device owns the scene.
+    Forbidden,
+}
+
+/// Result of [`Store::claim_scene`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Owned(SceneRecord),
+    Forbidden,
+}
+
+/// Metadata of one uploaded photo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhotoMeta {
+    pub scene: String,
+    pub photo: String,
+    pub device: String,
+    pub session_id: String,
+    pub taken_at_ms: i64,
+    pub trigger: String,
+    pub sha256: String,
+    pub bytes: i64,
+    pub blob_key: String,
+    pub created_at: i64,
+    /// Set when retention removed the bytes; the row stays so the gallery can say so.
+    pub expired_at: Option<i64>,
+}
+
+/// Result of [`Store::insert_photo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhotoInsert {
+    Created,
+    /// Already stored with the same digest (a retry).
+    SameBytes,
+    /// Already stored with another digest; the stored row is untouched.
+    Conflict,
+}
+
+/// Counted things, one row each in the activity log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activity {
+    /// A mirror session (`X-Session-Id`) uploaded its first photo.
+    Session,
+    CodeMinted,
+    /// `subscribe` with a scene: the scanner followed the account.
+    ScanNewFollower,
+    /// `SCAN`: the scanner was already following.
+    ScanAlreadyFollowing,
+    /// A photo was downloaded from the gallery (first time only).
+    PhotoDelivered,
+    /// A session's gallery was opened (first time only).
+    GalleryOpened,
+}
+
+impl Activity {
+    pub const ALL: [Activity; 6] = [
+        Activity::Session,
+        Activity::CodeMinted,
+        Activity::ScanNewFollower,
+        Activity::ScanAlreadyFollowing,
+        Activity::PhotoDelivered,
+        Activity::GalleryOpened,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Session => "session",
+            Activity::CodeMinted => "code_minted",
+            Activity::ScanNewFollower => "scan_new_follower",
+            Activity::ScanAlreadyFollowing => "scan_already_following",
+            Activity::PhotoDelivered => "photo_delivered",
+            Activity::GalleryOpened => "gallery_opened",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// A WeChat push to record, with the reply it got. Recording and binding happen in one
+/// transaction, keyed by `dedupe`, so a retried push is recorded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWechatEvent {
+    /// FromUserName, CreateTime, Event and EventKey together.
+    pub dedupe: String,
+    pub openid: String,
+    pub event: String,
+    pub event_key: String,
+    /// The known scene the push names, if any; with it the openid is bound to the scene.
+    pub bind_scene: Option<SceneRecord>,
+    pub activity: Option<Activity>,
+    /// The plaintext reply XML.
+    pub reply: String,
+}
+
+/// One scanner bound to a scene.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub scene: String,
+    pub openid: String,
+    pub event: String,
+    pub bound_at: i64,
+}
+
+/// Counts of one store, mirror and day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsRow {
+    pub store: String,
+    pub mirror: String,
+    /// `YYYY-MM-DD` in the configured UTC offset.
+    pub day: String,
+    pub sessions: u64,
+    pub codes_minted: u64,
+    /// New followers plus already-following.
+    pub scans: u64,
+    pub new_followers: u64,
+    pub already_following: u64,
+    pub photos_delivered: u64,
+    pub galleries_opened: u64,
+}
+
+/// Whole-hub figures for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub activity: Vec<(Activity, u64)>,
+    pub photos_stored: u64,
+    pub photo_bytes_stored: u64,
+    pub active_devices: u64,
+    pub bindings: u64,
+    pub wechat_events: u64,
+}
+
+/// The hub's metadata. Blocking; see the module docs.
+pub trait Store: Send + Sync + 'static {
+    fn ping(&self) -> Result<(), StoreError>;
+
+    fn add_device(
+        &self,
+        id: &str,
+        store: &str,
+        token_sha256: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// `false` when there is no such active device.
+    fn revoke_device(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    fn list_devices(&self) -> Result<Vec<Device>, StoreError>;
+    /// The active (not revoked) device with this token digest.
+    fn device_by_token(&self, token_sha256: &str) -> Result<Option<Device>, StoreError>;
+
+    fn scene(&self, scene: &str) -> Result<Option<SceneRecord>, StoreError>;
+    /// Records a code minted for `scene` by `device` (and a `CodeMinted` activity), unless the
+    /// scene is already minted or owned by someone else. `gallery_key` is used only when the
+    /// scene is new.
+    fn record_minted_scene(
+        &self,
+        scene: &str,
+        device: &Device,
+        code: &MintedScene,
+        gallery_key: &str,
+        now: i64,
+    ) -> Result<MintOutcome, StoreError>;
+    /// The scene for an upload or delete by `device`: its own, or claimed now if nobody has it.
+    fn claim_scene(
+        &self,
+        scene: &str,
+        device: &Device,
+        gallery_key: &str,
+        now: i64,
+    ) -> Result<Claim, StoreError>;
+
+    /// Inserts the photo unless its id is taken; also notes its mirror session.
+    fn insert_photo(&self, photo: &PhotoMeta, store: &str) -> Result<PhotoInsert, StoreError>;
+    fn photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError>;
+    /// All photos of a scene, expired ones included, in the order they were taken.
+    fn photos_of_scene(&self, scene: &str) -> Result<Vec<PhotoMeta>, StoreError>;
+    /// Removes the row; the caller then removes the bytes.
+    fn delete_photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError>;
+    /// Live photos uploaded before `cutoff`, at most `limit`.
+    fn photos_to_expire(&self, cutoff: i64, limit: usize) -> Result<Vec<PhotoMeta>, StoreError>;
+    fn mark_expired(&self, scene: &str, photo: &str, now: i64) -> Result<(), StoreError>;
+
+    /// The reply recorded for a push with this dedupe key.
+    fn wechat_reply(&self, dedupe: &str) -> Result<Option<String>, StoreError>;
+    /// Records the push, binds and counts it, all or nothing. Returns the reply to send: this
+    /// one, or the one recorded first if an identical push won a race.
+    fn record_wechat_event(&self, event: &NewWechatEvent, now: i64) -> Result<String, StoreError>;
+    fn bindings(&self, scene: &str) -> Result<Vec<Binding>, StoreError>;
+    fn wechat_event_count(&self) -> Result<u64, StoreError>;
+
+    /// Logs an activity of `scene`'s device. With a `dedupe` key it is logged at most once;
+    /// `true` when logged now.
+    fn record_activity(
+        &self,
+        kind: Activity,
+        scene: &SceneRecord,
+        dedupe: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Per store, mirror and day, for days `from..=to` (`YYYY-MM-DD`, inclusive).
+    fn stats(
+        &self,
+        utc_offset_s: i64,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<StatsRow>, StoreError>;
+    fn totals(&self) -> Result<Totals, StoreError>;
+}

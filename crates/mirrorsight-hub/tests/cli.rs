@@ -1,0 +1,110 @@
+//! The `device` and `sweep` subcommands against a real database file.
+
+use std::process::Command;
+
+use mirrorsight_hub::store::{SqliteStore, Store};
+use mirrorsight_hub::token_digest;
+
+fn hub(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mirrorsight-hub"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn device_add_list_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.sqlite3");
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_base_url = \"https://hub.example\"\ndatabase = {:?}\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n",
+            db,
+            dir.path().join("photos")
+        ),
+    )
+    .unwrap();
+
+    let out = hub(&config, &["device", "add", "mirror-1", "--store", "shop-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 43, "256 bits, base64url");
+    {
+        let store = SqliteStore::open(&db).unwrap();
+        let device = store
+            .device_by_token(&token_digest(&token))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (device.id.as_str(), device.store.as_str()),
+            ("mirror-1", "shop-1")
+        );
+        assert!(
+            store.device_by_token(&token).unwrap().is_none(),
+            "only the digest is stored"
+        );
+    }
+    let dup = hub(&config, &["device", "add", "mirror-1", "--store", "shop-1"]);
+    assert!(!dup.status.success());
+    let bad = hub(&config, &["device", "add", "../x", "--store", "shop-1"]);
+    assert!(!bad.status.success());
+
+    let list = hub(&config, &["device", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "mirror-1\tshop-1\tactive\n"
+    );
+    assert!(
+        hub(&config, &["device", "revoke", "mirror-1"])
+            .status
+            .success()
+    );
+    assert!(
+        !hub(&config, &["device", "revoke", "mirror-1"])
+            .status
+            .success()
+    );
+    let list = hub(&config, &["device", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "mirror-1\tshop-1\trevoked\n"
+    );
+    let store = SqliteStore::open(&db).unwrap();
+    assert!(
+        store
+            .device_by_token(&token_digest(&token))
+            .unwrap()
+            .is_none()
+    );
+
+    let sweep = hub(&config, &["sweep"]);
+    assert!(
+        sweep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        "public_base_url = \"https://hub.example\"\n[photos]\nretention_days = 0\n[wechat]\nappid = \"wx1\"\n",
+    )
+    .unwrap();
+    let out = hub(&config, &["device", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("photos.retention_days"), "{err}");
+}

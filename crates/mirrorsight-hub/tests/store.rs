@@ -1,0 +1,299 @@
+//! The `Store` contract on SQLite, and the retention sweep.
+
+use mirrorsight_hub::store::{
+    Activity, BlobStore, Claim, Device, LocalBlobStore, MintOutcome, MintedScene, NewWechatEvent,
+    PhotoInsert, PhotoMeta, SqliteStore, Store, StoreError,
+};
+use mirrorsight_hub::sweep_expired;
+
+const DAY: i64 = 86_400;
+/// 2026-01-01T00:00:00Z.
+const T0: i64 = 1_767_225_600;
+
+fn device(store: &SqliteStore, id: &str, shop: &str) -> Device {
+    store
+        .add_device(id, shop, &format!("digest-{id}"), T0)
+        .unwrap();
+    store
+        .device_by_token(&format!("digest-{id}"))
+        .unwrap()
+        .unwrap()
+}
+
+fn code(url: &str) -> MintedScene {
+    MintedScene {
+        url: url.into(),
+        ticket: Some("gQ==".into()),
+        expires_at: T0 + 3600,
+        minted_at: T0,
+    }
+}
+
+fn photo(scene: &str, id: &str, device: &str, session: &str, sha: &str, at: i64) -> PhotoMeta {
+    PhotoMeta {
+        scene: scene.into(),
+        photo: id.into(),
+        device: device.into(),
+        session_id: session.into(),
+        taken_at_ms: at * 1000,
+        trigger: "thumbs_up".into(),
+        sha256: sha.into(),
+        bytes: 3,
+        blob_key: format!(
+            "{:0>32}-{}",
+            id.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+            &sha[..16]
+        ),
+        created_at: at,
+        expired_at: None,
+    }
+}
+
+#[test]
+fn devices_are_hashed_revocable_and_unique() {
+    let s = SqliteStore::in_memory().unwrap();
+    let d = device(&s, "mirror-1", "shop-1");
+    assert_eq!((d.id.as_str(), d.store.as_str()), ("mirror-1", "shop-1"));
+    assert!(matches!(
+        s.add_device("mirror-1", "shop-1", "other", T0),
+        Err(StoreError::Exists(_))
+    ));
+    assert!(s.device_by_token("unknown").unwrap().is_none());
+    assert!(s.revoke_device("mirror-1", T0 + 1).unwrap());
+    assert!(
+        !s.revoke_device("mirror-1", T0 + 2).unwrap(),
+        "already revoked"
+    );
+    assert!(s.device_by_token("digest-mirror-1").unwrap().is_none());
+    let listed = s.list_devices().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].revoked_at, Some(T0 + 1));
+}
+
+#[test]
+fn scenes_belong_to_their_minter_or_first_uploader() {
+    let s = SqliteStore::in_memory().unwrap();
+    let d1 = device(&s, "mirror-1", "shop-1");
+    let d2 = device(&s, "mirror-2", "shop-1");
+    let MintOutcome::Created(rec) = s
+        .record_minted_scene("sc1", &d1, &code("u1"), "key1", T0)
+        .unwrap()
+    else {
+        panic!("created expected")
+    };
+    assert_eq!(rec.gallery_key, "key1");
+    assert_eq!(rec.code.as_ref().map(|c| c.url.as_str()), Some("u1"));
+    // A retry or a race returns the stored code, never a second one.
+    assert_eq!(
+        s.record_minted_scene("sc1", &d1, &code("u2"), "key2", T0)
+            .unwrap(),
+        MintOutcome::Existing(rec.clone())
+    );
+    assert_eq!(
+        s.record_minted_scene("sc1", &d2, &code("u3"), "key3", T0)
+            .unwrap(),
+        MintOutcome::Forbidden
+    );
+    assert_eq!(
+        s.claim_scene("sc1", &d2, "k", T0).unwrap(),
+        Claim::Forbidden
+    );
+    assert_eq!(
+        s.claim_scene("sc1", &d1, "k", T0).unwrap(),
+        Claim::Owned(rec)
+    );
+    // Unminted scene: the first uploader owns it, and may mint it afterwards.
+    let Claim::Owned(claimed) = s.claim_scene("sc2", &d2, "key-c", T0).unwrap() else {
+        panic!("claim expected")
+    };
+    assert!(claimed.code.is_none());
+    assert_eq!(
+        s.claim_scene("sc2", &d1, "k", T0).unwrap(),
+        Claim::Forbidden
+    );
+    let MintOutcome::Created(minted) = s
+        .record_minted_scene("sc2", &d2, &code("u4"), "ignored", T0)
+        .unwrap()
+    else {
+        panic!("created expected")
+    };
+    assert_eq!(minted.gallery_key, "key-c", "the gallery key never changes");
+}
+
+#[test]
+fn photos_are_idempotent_by_id() {
+    let s = SqliteStore::in_memory().unwrap();
+    let d = device(&s, "mirror-1", "shop-1");
+    s.claim_scene("sc", &d, "k", T0).unwrap();
+    let a = "a".repeat(64);
+    let b = "b".repeat(64);
+    let p1 = photo("sc", "p1", "mirror-1", "sess", &a, T0);
+    assert_eq!(s.insert_photo(&p1, "shop-1").unwrap(), PhotoInsert::Created);
+    assert_eq!(
+        s.insert_photo(&p1, "shop-1").unwrap(),
+        PhotoInsert::SameBytes
+    );
+    let p1b = photo("sc", "p1", "mirror-1", "sess", &b, T0);
+    assert_eq!(
+        s.insert_photo(&p1b, "shop-1").unwrap(),
+        PhotoInsert::Conflict
+    );
+    assert_eq!(s.photo("sc", "p1").unwrap().unwrap().sha256, a);
+    let p2 = photo("sc", "p2", "mirror-1", "sess", &b, T0 + 5);
+    assert_eq!(s.insert_photo(&p2, "shop-1").unwrap(), PhotoInsert::Created);
+    let ids: Vec<_> = s
+        .photos_of_scene("sc")
+        .unwrap()
+        .into_iter()
+        .map(|p| p.photo)
+        .collect();
+    assert_eq!(ids, ["p1", "p2"]);
+    assert_eq!(
+        s.delete_photo("sc", "p1")
+            .unwrap()
+            .map(|p| p.photo)
+            .as_deref(),
+        Some("p1")
+    );
+    assert_eq!(s.delete_photo("sc", "p1").unwrap(), None);
+    // One mirror session, however many photos.
+    let stats = s.stats(0, None, None).unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].sessions, 1);
+}
+
+#[test]
+fn wechat_events_are_recorded_once_and_bind() {
+    let s = SqliteStore::in_memory().unwrap();
+    let d = device(&s, "mirror-1", "shop-1");
+    let Claim::Owned(scene) = s.claim_scene("sc", &d, "k", T0).unwrap() else {
+        panic!()
+    };
+    let event = NewWechatEvent {
+        dedupe: "o1|1|subscribe|qrscene_sc".into(),
+        openid: "o1".into(),
+        event: "subscribe".into(),
+        event_key: "qrscene_sc".into(),
+        bind_scene: Some(scene.clone()),
+        activity: Some(Activity::ScanNewFollower),
+        reply: "<xml>first</xml>".into(),
+    };
+    assert_eq!(
+        s.record_wechat_event(&event, T0).unwrap(),
+        "<xml>first</xml>"
+    );
+    let again = NewWechatEvent {
+        reply: "<xml>second</xml>".into(),
+        ..event.clone()
+    };
+    assert_eq!(
+        s.record_wechat_event(&again, T0 + 5).unwrap(),
+        "<xml>first</xml>",
+        "a racing retry gets the first answer"
+    );
+    assert_eq!(
+        s.wechat_reply(&event.dedupe).unwrap().as_deref(),
+        Some("<xml>first</xml>")
+    );
+    assert_eq!(s.bindings("sc").unwrap().len(), 1);
+    assert_eq!(s.wechat_event_count().unwrap(), 1);
+    let rows = s.stats(0, None, None).unwrap();
+    assert_eq!((rows[0].scans, rows[0].new_followers), (1, 1));
+}
+
+#[test]
+fn stats_group_by_store_mirror_and_local_day() {
+    let s = SqliteStore::in_memory().unwrap();
+    let d1 = device(&s, "mirror-1", "shop-1");
+    let d2 = device(&s, "mirror-2", "shop-2");
+    let Claim::Owned(sc1) = s.claim_scene("sc1", &d1, "k", T0).unwrap() else {
+        panic!()
+    };
+    let Claim::Owned(sc2) = s.claim_scene("sc2", &d2, "k", T0).unwrap() else {
+        panic!()
+    };
+    // 2026-01-01 20:00 UTC is 2026-01-02 04:00 in UTC+8.
+    let evening = T0 + 20 * 3600;
+    s.record_activity(Activity::GalleryOpened, &sc1, Some("g1"), T0 + 3600)
+        .unwrap();
+    assert!(
+        !s.record_activity(Activity::GalleryOpened, &sc1, Some("g1"), T0 + 7200)
+            .unwrap()
+    );
+    s.record_activity(Activity::PhotoDelivered, &sc1, None, evening)
+        .unwrap();
+    s.record_activity(Activity::ScanAlreadyFollowing, &sc2, None, T0)
+        .unwrap();
+    let utc = s.stats(0, None, None).unwrap();
+    assert_eq!(utc.len(), 2, "{utc:?}");
+    let china = s.stats(8 * 3600, None, None).unwrap();
+    let days: Vec<_> = china
+        .iter()
+        .map(|r| (r.day.as_str(), r.mirror.as_str()))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-01-01", "mirror-1"),
+            ("2026-01-01", "mirror-2"),
+            ("2026-01-02", "mirror-1")
+        ]
+    );
+    assert_eq!(china[0].galleries_opened, 1);
+    assert_eq!(
+        (
+            china[1].store.as_str(),
+            china[1].scans,
+            china[1].already_following
+        ),
+        ("shop-2", 1, 1)
+    );
+    assert_eq!(china[2].photos_delivered, 1);
+    let only_second = s
+        .stats(8 * 3600, Some("2026-01-02"), Some("2026-01-02"))
+        .unwrap();
+    assert_eq!(only_second.len(), 1);
+    let totals = s.totals().unwrap();
+    assert!(totals.activity.contains(&(Activity::GalleryOpened, 1)));
+    assert_eq!(totals.active_devices, 2);
+}
+
+#[test]
+fn retention_sweep_removes_old_bytes_and_keeps_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("hub.sqlite3")).unwrap();
+    let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
+    let d = device(&s, "mirror-1", "shop-1");
+    s.claim_scene("sc", &d, "k", T0).unwrap();
+    let old = photo("sc", "old", "mirror-1", "s", &"a".repeat(64), T0);
+    let new = photo("sc", "new", "mirror-1", "s", &"b".repeat(64), T0 + 6 * DAY);
+    for p in [&old, &new] {
+        blobs.put(&p.blob_key, b"jpg").unwrap();
+        s.insert_photo(p, "shop-1").unwrap();
+    }
+    // Day 7 + 1 s: only the first photo is past a 7-day retention.
+    let report = sweep_expired(&s, &blobs, 7, T0 + 7 * DAY + 1).unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(blobs.get(&old.blob_key).unwrap(), None);
+    assert!(blobs.get(&new.blob_key).unwrap().is_some());
+    let rows = s.photos_of_scene("sc").unwrap();
+    assert_eq!(rows.len(), 2, "expired rows stay for the gallery notice");
+    assert_eq!(rows[0].expired_at, Some(T0 + 7 * DAY + 1));
+    assert_eq!(rows[1].expired_at, None);
+    // Idempotent, and a later sweep takes the rest.
+    assert_eq!(
+        sweep_expired(&s, &blobs, 7, T0 + 7 * DAY + 2)
+            .unwrap()
+            .expired,
+        0
+    );
+    assert_eq!(
+        sweep_expired(&s, &blobs, 7, T0 + 14 * DAY).unwrap().expired,
+        1
+    );
+    assert_eq!(s.totals().unwrap().photos_stored, 0);
+    // Reopening the same file keeps everything (and the schema check passes).
+    drop(s);
+    let s = SqliteStore::open(&dir.path().join("hub.sqlite3")).unwrap();
+    assert_eq!(s.photos_of_scene("sc").unwrap().len(), 2);
+}
