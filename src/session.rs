@@ -262,7 +262,7 @@ mod tests {
             [
                 "session_started@0.5",
                 "person_left@2.9",
-                "person_returned@4.0"
+                "person_returned@4"
             ]
         );
         feed(&mut tr, 5.0, 9.0, false, &mut log);

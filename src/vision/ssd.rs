@@ -168,9 +168,9 @@ mod tests {
         assert_eq!(a.len(), 8);
         let mut boxes = vec![0f32; 8 * 6];
         let mut scores = vec![-10f32; 8];
-        // Anchor 6 sits at (0.25, 0.75): shift it +10 px in x, 20×40 px box, keypoint at the centre.
-        boxes[6 * 6..7 * 6].copy_from_slice(&[10.0, 0.0, 20.0, 40.0, 10.0, 0.0]);
-        scores[6] = 5.0;
+        // Anchor 4 sits at (0.25, 0.75): shift it +10 px in x, 20×40 px box, keypoint at the centre.
+        boxes[4 * 6..5 * 6].copy_from_slice(&[10.0, 0.0, 20.0, 40.0, 10.0, 0.0]);
+        scores[4] = 5.0;
         // A 200×100 image letterboxed into a 200×200 square: normalised y 0.75 → 150 - 50 = 100 px.
         let roi = Roi {
             cx: 100.0,
