@@ -161,6 +161,9 @@ pub struct PresenceConfig {
     pub active_interval_s: f64,
     /// Detector period while the scene is still and nobody is there.
     pub idle_interval_s: f64,
+    /// Detector period inside a session while the body landmarks follow the shopper
+    /// confidently (they already show the shopper is there).
+    pub tracked_interval_s: f64,
     /// Mean absolute difference (0..255) of a coarse grey thumbnail that counts as motion.
     pub motion_threshold: f32,
     /// After the last detection, motion around the shopper keeps them present this long.
@@ -174,6 +177,7 @@ impl Default for PresenceConfig {
             min_height_fraction: 0.3,
             active_interval_s: 0.1,
             idle_interval_s: 1.0,
+            tracked_interval_s: 0.3,
             motion_threshold: 2.0,
             motion_grace_s: 1.5,
         }
@@ -350,6 +354,10 @@ impl Config {
             self.presence.active_interval_s,
         )?;
         positive("presence.idle_interval_s", self.presence.idle_interval_s)?;
+        positive(
+            "presence.tracked_interval_s",
+            self.presence.tracked_interval_s,
+        )?;
         if self.presence.idle_interval_s < self.presence.active_interval_s {
             return Err(key_error(
                 "presence.idle_interval_s",

@@ -47,6 +47,7 @@ pub struct VisionStage {
     tracker: SessionTracker,
     active_interval_s: f64,
     idle_interval_s: f64,
+    tracked_interval_s: f64,
     motion_threshold: f32,
     last_run: Option<f64>,
     last_motion: f64,
@@ -90,6 +91,9 @@ fn hands_may_be_up(pose: Option<&observation::PoseLandmarks>) -> bool {
         })
 }
 
+/// Pose-landmark score above which the shopper counts as followed by the landmark model.
+const FOLLOWED_POSE_SCORE: f32 = 0.9;
+
 /// A detection older than this no longer says where the shopper is.
 const SHOPPER_STALE_S: f64 = 1.0;
 
@@ -125,6 +129,7 @@ impl VisionStage {
             tracker: SessionTracker::new(config.session.clone(), ids),
             active_interval_s: config.presence.active_interval_s,
             idle_interval_s: config.presence.idle_interval_s,
+            tracked_interval_s: config.presence.tracked_interval_s,
             motion_threshold: config.presence.motion_threshold,
             last_run: None,
             last_motion: f64::NEG_INFINITY,
@@ -163,7 +168,17 @@ impl VisionStage {
         }
         let busy =
             self.tracker.wants_frequent_observations() || t - self.last_motion < MOTION_HOLD_S;
-        let interval = if busy {
+        // Inside a session, while the body landmarks follow the shopper confidently, they
+        // already say the shopper is there: the detector only needs to confirm now and then.
+        let followed = self.tracker.shopper_in_view()
+            && self
+                .observation
+                .pose
+                .as_ref()
+                .is_some_and(|p| p.score >= FOLLOWED_POSE_SCORE);
+        let interval = if followed {
+            self.tracked_interval_s
+        } else if busy {
             self.active_interval_s
         } else {
             self.idle_interval_s
