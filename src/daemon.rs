@@ -42,6 +42,12 @@ pub fn actions(
     runtime: &tokio::runtime::Runtime,
     fill_pool_first: bool,
 ) -> Result<Vec<Box<dyn Action>>> {
+    if cfg.qr.kind == mirrorsight_wechat::QrKind::MiniProgram {
+        anyhow::bail!(
+            "config key `qr.kind`: \"mini_program\" codes are images WeChat draws, which the mirror's screen \
+             does not show; use \"official_account\", \"relay\" or \"url\" here (`mirrorsight mint` makes mini-program codes)"
+        );
+    }
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("storage.dir {}", state_dir.display()))?;
     Ok(vec![
