@@ -367,7 +367,7 @@ impl Config {
         if !(self.presence.motion_grace_s >= 0.0 && self.presence.motion_grace_s.is_finite()) {
             return Err(key_error("presence.motion_grace_s", "must be >= 0"));
         }
-        if !(self.presence.motion_threshold >= 0.0) {
+        if !(self.presence.motion_threshold.is_finite() && self.presence.motion_threshold >= 0.0) {
             return Err(key_error("presence.motion_threshold", "must be >= 0"));
         }
         if !(self.session.enter_after_s >= 0.0 && self.session.enter_after_s.is_finite()) {

@@ -41,6 +41,7 @@ pub fn actions(
     state_dir: &Path,
     runtime: &tokio::runtime::Runtime,
     fill_pool_first: bool,
+    metrics: &Arc<Metrics>,
 ) -> Result<Vec<Box<dyn Action>>> {
     if cfg.qr.kind == mirrorsight_wechat::QrKind::MiniProgram {
         anyhow::bail!(
@@ -62,6 +63,7 @@ pub fn actions(
             cfg,
             seeds.fork(),
             runtime.handle().clone(),
+            metrics.clone(),
         )?),
     ])
 }
@@ -127,7 +129,14 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
     let runtime = io_runtime()?;
     let mut seeds = IdGenerator::from_os();
     let session_ids = seeds.fork();
-    let actions = actions(&cfg, &mut seeds, &state_dir(&cfg), &runtime, false)?;
+    let actions = actions(
+        &cfg,
+        &mut seeds,
+        &state_dir(&cfg),
+        &runtime,
+        false,
+        &metrics,
+    )?;
 
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     if !cfg.events.file.is_empty() {

@@ -297,7 +297,7 @@ fn replay(
         // A replay never writes into the live mirror's spool unless told to.
         cfg.photos.spool_dir = std::path::absolute(state_dir.join("spool"))?;
     }
-    let actions = daemon::actions(&cfg, &mut seeds, &state_dir, &runtime, true)?;
+    let actions = daemon::actions(&cfg, &mut seeds, &state_dir, &runtime, true, &metrics)?;
     let summary = pipeline::run(&cfg, source, session_ids, actions, sinks, metrics, opts)?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(summary)

@@ -109,18 +109,14 @@ impl Histogram {
             }
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{}}} {}",
-            labels.trim_end_matches(','),
-            self.sum_s
-        );
-        let _ = writeln!(
-            out,
-            "{name}_count{{{}}} {}",
-            labels.trim_end_matches(','),
-            self.count
-        );
+        let labels = labels.trim_end_matches(',');
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_s);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
 }
 
@@ -133,8 +129,35 @@ pub struct Metrics {
     pub palm_detector_runs: AtomicU64,
     pub sessions_started: AtomicU64,
     pub events_emitted: AtomicU64,
+    /// Bytes the photo spool uses, and photos in it not yet confirmed by the backend.
+    pub spool_bytes: AtomicU64,
+    pub spool_pending_uploads: AtomicU64,
     stages: Mutex<Vec<Histogram>>,
+    /// What happened, counted from the event stream: (metric family, label value) → count.
+    outcomes: Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
+    /// Media seconds from `session_started` to the session's `qr_minted`: how long a shopper
+    /// waits for a code.
+    qr_wait: Mutex<Histogram>,
 }
+
+/// Labelled counter families filled from the event stream.
+const OUTCOME_FAMILIES: [(&str, &str, &str); 3] = [
+    (
+        "mirrorsight_gestures_total",
+        "gesture",
+        "Gestures recognised, by kind.",
+    ),
+    (
+        "mirrorsight_qr_codes_total",
+        "outcome",
+        "QR codes shown (by source) and mint failures reported.",
+    ),
+    (
+        "mirrorsight_photos_total",
+        "outcome",
+        "Photos saved, refused, discarded, uploaded and failed upload attempts.",
+    ),
+];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -158,6 +181,27 @@ impl Metrics {
             .ok()
             .and_then(|h| h.get(stage as usize).cloned())
             .unwrap_or_default()
+    }
+
+    /// Counts one outcome in a labelled family (see `OUTCOME_FAMILIES`).
+    pub fn count(&self, family: &'static str, label: &str) {
+        if let Ok(mut m) = self.outcomes.lock() {
+            *m.entry((family, label.to_string())).or_default() += 1;
+        }
+    }
+
+    pub fn outcome(&self, family: &'static str, label: &str) -> u64 {
+        self.outcomes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(family, label.to_string())).copied())
+            .unwrap_or(0)
+    }
+
+    pub fn record_qr_wait(&self, seconds: f64) {
+        if let Ok(mut h) = self.qr_wait.lock() {
+            h.record(Duration::from_secs_f64(seconds.max(0.0)));
+        }
     }
 
     pub fn inc(counter: &AtomicU64) {
@@ -213,6 +257,42 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 Self::get(v)
             );
+        }
+        for (name, help, v) in [
+            (
+                "mirrorsight_spool_bytes",
+                "Disk space used by the photo spool.",
+                &self.spool_bytes,
+            ),
+            (
+                "mirrorsight_spool_pending_uploads",
+                "Photos in the spool the backend has not confirmed yet.",
+                &self.spool_pending_uploads,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                Self::get(v)
+            );
+        }
+        if let Ok(outcomes) = self.outcomes.lock() {
+            for (family, label, help) in OUTCOME_FAMILIES {
+                let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
+                for ((f, value), n) in outcomes.iter() {
+                    if *f == family {
+                        let _ = writeln!(out, "{family}{{{label}=\"{value}\"}} {n}");
+                    }
+                }
+            }
+        }
+        if let Ok(h) = self.qr_wait.lock() {
+            let name = "mirrorsight_qr_wait_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Media time from session start to its QR code being shown.\n# TYPE {name} histogram"
+            );
+            h.write_prometheus(&mut out, name, "");
         }
         let name = "mirrorsight_stage_seconds";
         let _ = writeln!(

@@ -110,6 +110,8 @@ pub fn run(
         .spawn(move || capture_loop(source, queue, realtime, capture_metrics))
         .map_err(|_| PipelineError::Panicked("capture"))?;
 
+    let mut sinks = sinks;
+    sinks.push(Box::new(crate::sink::MetricsSink::new(metrics.clone())));
     let (event_tx, event_rx) = bounded::<Item>(1024);
     let dispatcher = thread::Builder::new()
         .name("events".into())

@@ -45,6 +45,9 @@ pub struct PhotoAction {
     scenes: HashMap<String, String>,
     ids: IdGenerator,
     now: f64,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Media time the spool gauges were last refreshed.
+    gauges_at: f64,
 }
 
 impl PhotoAction {
@@ -52,6 +55,7 @@ impl PhotoAction {
         config: &Config,
         ids: IdGenerator,
         runtime: tokio::runtime::Handle,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, PhotoStartError> {
         let encoder = JpegEncoder::new(config.photos.jpeg_quality)?;
         let spool = match Spool::open(SpoolOptions::from_config(&config.photos)) {
@@ -85,6 +89,8 @@ impl PhotoAction {
             scenes: HashMap::new(),
             ids,
             now: 0.0,
+            metrics,
+            gauges_at: f64::NEG_INFINITY,
         })
     }
 
@@ -211,6 +217,18 @@ impl Action for PhotoAction {
     fn poll(&mut self, t: f64, emit: &mut Vec<Event>) {
         self.now = self.now.max(t);
         self.drain_uploads(emit);
+        // The spool gauges need a lock and a walk over the index: once a second is plenty.
+        if t - self.gauges_at >= 1.0
+            && let Ok(spool) = &self.spool
+        {
+            self.gauges_at = t;
+            let stats = spool.stats();
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            self.metrics.spool_bytes.store(stats.used_bytes, relaxed);
+            self.metrics
+                .spool_pending_uploads
+                .store(stats.pending as u64, relaxed);
+        }
     }
 
     fn finish(&mut self, emit: &mut Vec<Event>) {
