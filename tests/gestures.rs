@@ -118,16 +118,7 @@ fn eval_scores_gestures_per_kind() {
     let Some(clip) = footage("sense_reactive_gesture_test_1.mp4") else {
         return;
     };
-    let labels = repo().join("../shared/footage/labels/sense_reactive_gesture_test_1.json");
-    let out = run_ok(
-        bin()
-            .arg("eval")
-            .arg(&clip)
-            .arg("--labels")
-            .arg(&labels)
-            .arg("--json"),
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = eval_json(&clip, "sense_reactive_gesture_test_1.json", &[]);
     for (kind, n) in [
         ("swipe:image_left_to_right", 3),
         ("swipe:image_right_to_left", 2),

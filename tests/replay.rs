@@ -161,16 +161,11 @@ fn eval_scores_the_one_by_one_clip() {
     let Some(clip) = footage("one-by-one-person-detection.mp4") else {
         return;
     };
-    let labels = repo().join("../shared/footage/labels/one-by-one-person-detection.json");
-    let out = run_ok(
-        bin()
-            .arg("eval")
-            .arg(&clip)
-            .arg("--labels")
-            .arg(&labels)
-            .args(["--set", "session.exit_after_s=2", "--json"]),
+    let report = eval_json(
+        &clip,
+        "one-by-one-person-detection.json",
+        &["--set", "session.exit_after_s=2"],
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &report["sessions"];
     assert_eq!(s["detected"], 6);
     assert_eq!(s["matched"], 6);

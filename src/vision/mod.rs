@@ -155,10 +155,6 @@ impl VisionStage {
         self.last_t
     }
 
-    pub fn session(&self) -> Option<&str> {
-        self.tracker.session()
-    }
-
     pub fn process(&mut self, frame: &Frame, out: &mut Vec<Event>) -> Result<(), VisionError> {
         let t = frame.t;
         self.last_t = t;
@@ -194,7 +190,7 @@ impl VisionStage {
             self.metrics.record(Stage::Inference, inferred - prepared);
             Metrics::inc(&self.metrics.detector_runs);
             self.shopper = self.presence.shopper(&people).cloned();
-            let present = self.shopper.is_some() || self.moving_on(t, &frame.image);
+            let present = self.shopper.is_some() || self.moving_on(t);
             if let Some(p) = &self.shopper {
                 let (w, h) = (frame.image.width as f32, frame.image.height as f32);
                 self.last_detection = Some((
@@ -238,11 +234,6 @@ impl VisionStage {
         &self.observation
     }
 
-    /// Palm-detector runs so far.
-    pub fn palm_runs(&self) -> u64 {
-        self.hands.as_ref().map_or(0, |(_, h)| h.palm_runs())
-    }
-
     /// Body landmarks and hands of the shopper, only inside a session and only around them.
     fn observe_hands(&mut self, frame: &Frame) -> Result<(), VisionError> {
         let t = frame.t;
@@ -279,9 +270,10 @@ impl VisionStage {
         let runs_before = hands.palm_runs();
         let may_search = hands_may_be_up(self.observation.pose.as_ref());
         self.observation.hands = hands.track(t, image, search, may_search)?;
-        for _ in runs_before..hands.palm_runs() {
-            Metrics::inc(&self.metrics.palm_detector_runs);
-        }
+        self.metrics.palm_detector_runs.fetch_add(
+            hands.palm_runs() - runs_before,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.metrics.record(Stage::Hands, started.elapsed());
         Ok(())
     }
@@ -290,7 +282,7 @@ impl VisionStage {
     /// body cut off) well before they are gone. Motion next to where they were last seen
     /// keeps them present for at most `presence.motion_grace_s`, so the absence timer
     /// starts when they have actually left, not a second early.
-    fn moving_on(&self, t: f64, _image: &crate::frame::RgbImage) -> bool {
+    fn moving_on(&self, t: f64) -> bool {
         let Some((seen, r)) = self.last_detection else {
             return false;
         };

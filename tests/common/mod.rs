@@ -67,3 +67,18 @@ pub fn replay(clip: &Path, args: &[&str]) -> Vec<Event> {
 pub fn of_type<'a>(events: &'a [Event], ty: &str) -> Vec<&'a Event> {
     events.iter().filter(|e| e.type_name() == ty).collect()
 }
+
+/// Runs `mirrorsight eval <clip> --labels <shared labels> --json` and returns the report.
+pub fn eval_json(clip: &Path, labels_name: &str, args: &[&str]) -> serde_json::Value {
+    let labels = repo().join("../shared/footage/labels").join(labels_name);
+    let out = run_ok(
+        bin()
+            .arg("eval")
+            .arg(clip)
+            .arg("--labels")
+            .arg(&labels)
+            .args(args)
+            .arg("--json"),
+    );
+    serde_json::from_slice(&out.stdout).expect("eval prints JSON")
+}

@@ -222,6 +222,23 @@ pub struct Settings {
     pub backend: BackendConfig,
 }
 
+/// A request timeout from config; values `validate` would refuse fall back to 10 s.
+fn timeout_or_default(seconds: f64) -> Duration {
+    Duration::from_secs_f64(if seconds.is_finite() && seconds > 0.0 {
+        seconds
+    } else {
+        10.0
+    })
+}
+
+/// systemd credential names are file names inside `$CREDENTIALS_DIRECTORY`, never paths.
+fn validate_credential_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.contains('/') {
+        return Err(key_error(key, "a credential name, not a path"));
+    }
+    Ok(())
+}
+
 fn validate_timeout(key: &str, seconds: f64) -> Result<Duration, ConfigError> {
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 300.0 {
         return Err(key_error(
@@ -381,21 +398,12 @@ impl WechatConfig {
                 format!("{} is more than 3600", self.refresh_ahead_s),
             ));
         }
-        if self.appsecret_credential.contains('/') {
-            return Err(key_error(
-                "wechat.appsecret_credential",
-                "a credential name, not a path",
-            ));
-        }
+        validate_credential_name("wechat.appsecret_credential", &self.appsecret_credential)?;
         Ok(())
     }
 
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(if self.timeout_s.is_finite() && self.timeout_s > 0.0 {
-            self.timeout_s
-        } else {
-            10.0
-        })
+        timeout_or_default(self.timeout_s)
     }
 
     pub fn retry_policy(&self) -> crate::token::RetryPolicy {
@@ -430,21 +438,15 @@ impl BackendConfig {
             None => {}
         }
         validate_timeout("backend.timeout_s", self.timeout_s)?;
-        if self.device_token_credential.contains('/') {
-            return Err(key_error(
-                "backend.device_token_credential",
-                "a credential name, not a path",
-            ));
-        }
+        validate_credential_name(
+            "backend.device_token_credential",
+            &self.device_token_credential,
+        )?;
         Ok(())
     }
 
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(if self.timeout_s.is_finite() && self.timeout_s > 0.0 {
-            self.timeout_s
-        } else {
-            10.0
-        })
+        timeout_or_default(self.timeout_s)
     }
 }
 
