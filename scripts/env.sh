@@ -3,3 +3,5 @@
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mirrorsight/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 MIRRORSIGHT_BIN="$CARGO_TARGET_DIR/release/mirrorsight"
+# Test-only tools (the moto venv, the throwaway PostgreSQL cluster) live here too.
+export MIRRORSIGHT_CACHE="${MIRRORSIGHT_CACHE:-$HOME/.cache/mirrorsight}"

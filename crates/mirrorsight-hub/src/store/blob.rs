@@ -25,6 +25,17 @@ pub trait BlobStore: Send + Sync + 'static {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError>;
     /// `false` when there was nothing to delete.
     fn delete(&self, key: &str) -> Result<bool, BlobError>;
+    /// Every stored blob, in no particular order: the orphan sweep compares them with the
+    /// photo rows (a crash between storing the bytes and the row leaves bytes nobody owns).
+    fn list(&self) -> Result<Vec<BlobEntry>, BlobError>;
+}
+
+/// One stored blob, as [`BlobStore::list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub key: String,
+    /// Last modified, Unix seconds: the sweep leaves blobs younger than an upload could take.
+    pub modified: i64,
 }
 
 /// Blobs as files under one directory: `<dir>/<key[..2]>/<key>`. Writes go to a temp file in
@@ -129,6 +140,37 @@ impl BlobStore for LocalBlobStore {
             Err(e) => Err(io(&path)(e)),
         }
     }
+
+    fn list(&self) -> Result<Vec<BlobEntry>, BlobError> {
+        let mut out = Vec::new();
+        let shards = fs::read_dir(&self.root).map_err(io(&self.root))?;
+        for shard in shards {
+            let shard = shard.map_err(io(&self.root))?;
+            let name = shard.file_name();
+            // Only the two-hex-digit shard directories hold blobs (`tmp` holds torn writes).
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            let dir = shard.path();
+            for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+                let entry = entry.map_err(io(&dir))?;
+                let Some(key) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if self.path(&key).is_err() {
+                    continue;
+                }
+                let modified = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                out.push(BlobEntry { key, modified });
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +192,12 @@ mod tests {
             0,
             "no temp files left behind"
         );
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, key);
+        assert!(listed[0].modified > 1_700_000_000);
         assert!(store.delete(key).unwrap());
+        assert!(store.list().unwrap().is_empty());
         assert!(!store.delete(key).unwrap());
         assert_eq!(store.get(key).unwrap(), None);
     }

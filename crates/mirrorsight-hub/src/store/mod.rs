@@ -8,7 +8,7 @@
 pub mod blob;
 pub mod sqlite;
 
-pub use blob::{BlobError, BlobStore, LocalBlobStore};
+pub use blob::{BlobEntry, BlobError, BlobStore, LocalBlobStore};
 pub use sqlite::SqliteStore;
 
 use serde::Serialize;
