@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/setup-test.sh
 . scripts/env.sh
+# The hub's storage tests run against a real PostgreSQL server on loopback.
+eval "$(./scripts/pg.sh)"
 # Release profile: the replay tests run real models on real footage.
 cargo build --release --workspace --all-targets --locked
 cargo test --release --workspace --locked -- --test-threads 2

@@ -108,7 +108,9 @@ async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
 
     // The shopper scans: WeChat pushes a signed subscribe event to the hub.
     let http = reqwest::Client::new();
-    let (ts, nonce) = ("1714037059", "486452656");
+    // Signed now: the hub refuses pushes whose timestamp is far from its clock.
+    let ts = mirrorsight_hub::http::unix_now().to_string();
+    let (ts, nonce) = (ts.as_str(), "486452656");
     let push = |sig: String, xml: String| {
         http.post(format!(
             "{base}/wechat?signature={sig}&timestamp={ts}&nonce={nonce}&openid=o"

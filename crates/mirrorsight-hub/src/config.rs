@@ -63,6 +63,89 @@ pub struct HubConfig {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub stats: StatsConfig,
+    /// Metadata in PostgreSQL instead of the SQLite file `database`: what a chain running
+    /// several hub instances needs. Absent by default.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+    /// Photo bytes in an S3-compatible bucket instead of `blob_dir`. Absent by default.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+pub const DATABASE_PASSWORD_ENV: &str = "MIRRORSIGHT_HUB_DATABASE_PASSWORD";
+pub const S3_SECRET_KEY_ENV: &str = "MIRRORSIGHT_HUB_S3_SECRET_KEY";
+
+/// `[postgres]`: the shared database of a chain's hub instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:5432/dbname`, without a password (see `password_file`). Required.
+    pub url: String,
+    /// Connections per instance. Default 16.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Seconds to wait for a connection. Default 10.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// The password: this file if set, else `$CREDENTIALS_DIRECTORY/<password_credential>`,
+    /// else `$MIRRORSIGHT_HUB_DATABASE_PASSWORD`, else none (trust or peer authentication).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_password_credential")]
+    pub password_credential: String,
+}
+
+fn default_pool_size() -> u32 {
+    16
+}
+fn default_connect_timeout_s() -> u64 {
+    10
+}
+fn default_password_credential() -> String {
+    "hub-database-password".to_string()
+}
+
+/// `[s3]`: an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, OSS/COS in S3 mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://minio.internal:9000`, ... Required.
+    pub endpoint: String,
+    /// Required.
+    pub bucket: String,
+    /// Signing region. Default `"us-east-1"` (what most S3-compatible servers expect).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Prefix of every object key, e.g. `"photos/"`. Default `""`.
+    #[serde(default)]
+    pub prefix: String,
+    /// `endpoint/bucket/key` (true, what self-hosted servers use) or `bucket.endpoint/key`.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// Required. The secret key is not a key here: `secret_key_file`, else
+    /// `$CREDENTIALS_DIRECTORY/<secret_key_credential>`, else `$MIRRORSIGHT_HUB_S3_SECRET_KEY`.
+    pub access_key_id: String,
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    #[serde(default = "default_s3_credential")]
+    pub secret_key_credential: String,
+    /// Seconds per request. Default 30.
+    #[serde(default = "default_s3_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_s3_credential() -> String {
+    "hub-s3-secret-key".to_string()
+}
+fn default_s3_timeout_s() -> u64 {
+    30
 }
 
 fn default_listen() -> String {
@@ -108,6 +191,9 @@ pub struct CallbackConfig {
     pub description: String,
     /// Text reply for a scene the hub does not know or whose photos have expired.
     pub unknown_scene_text: String,
+    /// Signed requests whose `timestamp` is further than this from the hub's clock are refused
+    /// (a captured push cannot be replayed later), seconds; 0 turns the check off. Default 300.
+    pub max_timestamp_skew_s: i64,
 }
 
 impl Default for CallbackConfig {
@@ -119,6 +205,7 @@ impl Default for CallbackConfig {
             unknown_scene_text:
                 "这个二维码已过期，请在试衣镜前重新扫码。This code has expired; please scan the mirror again."
                     .to_string(),
+            max_timestamp_skew_s: 300,
         }
     }
 }
@@ -196,6 +283,8 @@ impl HubConfig {
             callback: CallbackConfig::default(),
             secrets: SecretsConfig::default(),
             stats: StatsConfig::default(),
+            postgres: None,
+            s3: None,
         }
     }
 
@@ -239,6 +328,15 @@ impl HubConfig {
                 format!("{} is not in 1024..=1048576", self.callback.max_body_bytes),
             ));
         }
+        if !(0..=86_400).contains(&self.callback.max_timestamp_skew_s) {
+            return Err(invalid(
+                "callback.max_timestamp_skew_s",
+                format!(
+                    "{} is not in 0..=86400 (0 turns the check off)",
+                    self.callback.max_timestamp_skew_s
+                ),
+            ));
+        }
         for (key, value) in [
             ("callback.title", &self.callback.title),
             (
@@ -266,6 +364,76 @@ impl HubConfig {
         ] {
             if value.contains('/') {
                 return Err(invalid(key, "a credential name, not a path"));
+            }
+        }
+        if let Some(pg) = &self.postgres {
+            if !crate::store::is_postgres_url(&pg.url) {
+                return Err(invalid(
+                    "postgres.url",
+                    format!("{:?} must start with postgres:// or postgresql://", pg.url),
+                ));
+            }
+            let userinfo = pg
+                .url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(userinfo, _)| userinfo);
+            if userinfo.is_some_and(|u| u.contains(':')) {
+                return Err(invalid(
+                    "postgres.url",
+                    "holds a password; put it in postgres.password_file (or the hub-database-password credential) instead",
+                ));
+            }
+            if !(1..=256).contains(&pg.pool_size) {
+                return Err(invalid(
+                    "postgres.pool_size",
+                    format!("{} is not in 1..=256", pg.pool_size),
+                ));
+            }
+            if !(1..=300).contains(&pg.connect_timeout_s) {
+                return Err(invalid(
+                    "postgres.connect_timeout_s",
+                    format!("{} is not in 1..=300", pg.connect_timeout_s),
+                ));
+            }
+            if pg.password_credential.contains('/') {
+                return Err(invalid(
+                    "postgres.password_credential",
+                    "a credential name, not a path",
+                ));
+            }
+        }
+        if let Some(s3) = &self.s3 {
+            let rest = s3
+                .endpoint
+                .strip_prefix("https://")
+                .or_else(|| s3.endpoint.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.trim_end_matches('/').is_empty()) {
+                return Err(invalid(
+                    "s3.endpoint",
+                    format!("{:?} must be an http:// or https:// URL", s3.endpoint),
+                ));
+            }
+            for (key, value) in [
+                ("s3.bucket", &s3.bucket),
+                ("s3.region", &s3.region),
+                ("s3.access_key_id", &s3.access_key_id),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(invalid(key, "must not be empty"));
+                }
+            }
+            if !(1..=600).contains(&s3.timeout_s) {
+                return Err(invalid(
+                    "s3.timeout_s",
+                    format!("{} is not in 1..=600", s3.timeout_s),
+                ));
+            }
+            if s3.secret_key_credential.contains('/') {
+                return Err(invalid(
+                    "s3.secret_key_credential",
+                    "a credential name, not a path",
+                ));
             }
         }
         if !(-14 * 60..=14 * 60).contains(&self.stats.utc_offset_minutes) {

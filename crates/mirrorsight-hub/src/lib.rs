@@ -7,10 +7,14 @@
 //!   the session and answers with a `news` message linking to the gallery.
 //! - The gallery `/s/{scene}?k=<key>` and scan statistics (`/v1/stats`, `/metrics`).
 //!
-//! State lives in a [`store::Store`] (SQLite) and a [`store::BlobStore`] (a directory).
+//! State lives in a [`store::Store`] (SQLite, or PostgreSQL for a chain) and a
+//! [`store::BlobStore`] (a directory, or an S3-compatible bucket); instances keep nothing
+//! else, so a chain runs several behind a load balancer ([`lease`] keeps the WeChat access
+//! token single-holder across them).
 
 pub mod config;
 pub mod http;
+pub mod lease;
 pub mod store;
 pub mod wechat;
 
@@ -18,13 +22,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lease::{LeasePolicy, LeasedTokenSource};
 use mirrorsight_wechat::WechatClient;
+use mirrorsight_wechat::token::WechatTokenSource;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
 pub use config::{ConfigError, HubConfig, HubSecrets};
 pub use http::AppState;
-use store::{BlobStore, LocalBlobStore, SqliteStore, Store};
+use mirrorsight_wechat::secret::{SecretError, SecretSpec, load_secret, require_secret};
+use store::{
+    BlobStore, LocalBlobStore, PostgresSettings, PostgresStore, S3BlobStore, S3Settings,
+    SqliteStore, Store,
+};
 use wechat::MessageCrypt;
 
 #[derive(Debug, Error)]
@@ -39,8 +49,22 @@ pub enum HubError {
     Wechat(#[from] mirrorsight_wechat::Error),
     #[error("secrets.encoding_aes_key: {0}")]
     AesKey(wechat::CryptError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A lease outlasts one token fetch with all its retries, so a live holder keeps it.
+fn lease_policy(config: &HubConfig) -> LeasePolicy {
+    let per_try = config.wechat.timeout() + Duration::from_millis(config.wechat.busy_backoff_ms);
+    let lease = (per_try * (config.wechat.busy_retries + 2)).max(Duration::from_secs(30));
+    LeasePolicy {
+        lease,
+        wait_max: lease + Duration::from_secs(5),
+        min_remaining: Duration::from_secs(config.wechat.refresh_ahead_s),
+        ..LeasePolicy::default()
+    }
 }
 
 /// A configured hub, ready to serve.
@@ -49,12 +73,72 @@ pub struct Hub {
     state: Arc<AppState>,
 }
 
+/// The metadata store and the blob store of one hub instance.
+pub type Stores = (Arc<dyn Store>, Arc<dyn BlobStore>);
+
+/// Opens the metadata store and the blob store `config` names: PostgreSQL if `[postgres]` is
+/// set, else the SQLite file `database`; the `[s3]` bucket if set, else `blob_dir`. Their
+/// credentials come from files, systemd credentials or `env`. Blocking: call it before
+/// starting the async runtime (or from a blocking thread).
+pub fn open_stores(
+    config: &HubConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stores, HubError> {
+    let store: Arc<dyn Store> = match &config.postgres {
+        Some(pg) => {
+            let password = load_secret(
+                &SecretSpec {
+                    what: "database password",
+                    file_key: "postgres.password_file",
+                    file: pg.password_file.as_deref(),
+                    credential: &pg.password_credential,
+                    env: config::DATABASE_PASSWORD_ENV,
+                },
+                env,
+            )?;
+            Arc::new(PostgresStore::open(&PostgresSettings {
+                url: pg.url.clone(),
+                password: password.map(|(secret, _)| secret.expose().to_string()),
+                pool_size: pg.pool_size,
+                connect_timeout: Duration::from_secs(pg.connect_timeout_s),
+            })?)
+        }
+        None => Arc::new(SqliteStore::open(&config.database)?),
+    };
+    let blobs: Arc<dyn BlobStore> = match &config.s3 {
+        Some(s3) => {
+            let (secret_access_key, _) = require_secret(
+                &SecretSpec {
+                    what: "S3 secret access key",
+                    file_key: "s3.secret_key_file",
+                    file: s3.secret_key_file.as_deref(),
+                    credential: &s3.secret_key_credential,
+                    env: config::S3_SECRET_KEY_ENV,
+                },
+                env,
+            )?;
+            Arc::new(S3BlobStore::new(S3Settings {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                prefix: s3.prefix.clone(),
+                path_style: s3.path_style,
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key,
+                timeout: Duration::from_secs(s3.timeout_s),
+            })?)
+        }
+        None => Arc::new(LocalBlobStore::open(&config.blob_dir)?),
+    };
+    Ok((store, blobs))
+}
+
 impl Hub {
-    /// Opens the SQLite database and blob directory named in `config`.
+    /// Opens the stores named in `config` (see [`open_stores`]) with credentials from the
+    /// process environment.
     pub fn open(config: HubConfig, secrets: HubSecrets) -> Result<Self, HubError> {
         config.validate()?;
-        let store = Arc::new(SqliteStore::open(&config.database)?);
-        let blobs = Arc::new(LocalBlobStore::open(&config.blob_dir)?);
+        let (store, blobs) = open_stores(&config, &|k| std::env::var(k).ok())?;
         Self::with_stores(config, secrets, store, blobs)
     }
 
@@ -67,7 +151,18 @@ impl Hub {
     ) -> Result<Self, HubError> {
         config.validate()?;
         let base_url = config.base_url()?;
-        let wechat = WechatClient::new(&config.wechat, secrets.appsecret.clone())?;
+        // Every instance gets its tokens through the shared database, so a chain running
+        // several never refreshes over each other (and a restart reuses the live token).
+        let upstream = WechatTokenSource::new(&config.wechat, secrets.appsecret.clone())?;
+        let tokens = LeasedTokenSource::new(
+            Arc::clone(&store),
+            upstream,
+            format!("wechat:{}", config.wechat.appid),
+            lease::instance_id(),
+            lease_policy(&config),
+        );
+        let wechat =
+            WechatClient::with_token_source(&config.wechat, tokens, config.wechat.token_policy())?;
         let crypt = secrets
             .encoding_aes_key
             .as_ref()
@@ -122,19 +217,30 @@ impl Hub {
                 tick.tick().await;
                 let s = Arc::clone(&state);
                 let result = tokio::task::spawn_blocking(move || {
-                    sweep_expired(
+                    let now = http::unix_now();
+                    let expired = sweep_expired(
                         s.store.as_ref(),
                         s.blobs.as_ref(),
                         s.config.photos.retention_days,
-                        http::unix_now(),
-                    )
+                        now,
+                    )?;
+                    let orphans =
+                        sweep_orphans(s.store.as_ref(), s.blobs.as_ref(), now, ORPHAN_GRACE_S)?;
+                    Ok::<_, HubError>((expired, orphans))
                 })
                 .await;
                 match result {
-                    Ok(Ok(report)) if report.expired > 0 => {
-                        tracing::info!(expired = report.expired, "expired photos removed");
+                    Ok(Ok((expired, orphans))) => {
+                        if expired.expired > 0 {
+                            tracing::info!(expired = expired.expired, "expired photos removed");
+                        }
+                        if orphans.deleted > 0 {
+                            tracing::warn!(
+                                deleted = orphans.deleted,
+                                "stored bytes without a photo (left by a crash) removed"
+                            );
+                        }
                     }
-                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
                     Err(e) => tracing::error!(error = %e, "retention sweep task died"),
                 }
@@ -175,6 +281,47 @@ pub fn sweep_expired(
             report.expired += 1;
         }
     }
+}
+
+/// Blobs younger than this are never orphans: an upload stores the bytes a moment before
+/// their row, and a retry may rewrite them; an hour covers any upload by far.
+pub const ORPHAN_GRACE_S: i64 = 3600;
+
+/// What one orphan sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrphanReport {
+    pub examined: usize,
+    pub deleted: usize,
+}
+
+/// Deletes stored bytes no live photo row refers to and older than `grace_s`: what a crash
+/// between storing bytes and their row, or between deleting a row and its bytes, leaves
+/// behind. Several instances may sweep at once; deletes are idempotent.
+pub fn sweep_orphans(
+    store: &dyn Store,
+    blobs: &dyn BlobStore,
+    now: i64,
+    grace_s: i64,
+) -> Result<OrphanReport, HubError> {
+    let candidates: Vec<String> = blobs
+        .list()?
+        .into_iter()
+        .filter(|b| b.modified <= now - grace_s)
+        .map(|b| b.key)
+        .collect();
+    let mut report = OrphanReport {
+        examined: candidates.len(),
+        deleted: 0,
+    };
+    for chunk in candidates.chunks(500) {
+        let live = store.referenced_blobs(chunk)?;
+        for key in chunk.iter().filter(|k| !live.contains(*k)) {
+            if blobs.delete(key)? {
+                report.deleted += 1;
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// A new device token: 256 random bits, base64url. Shown once; only its digest is stored.

@@ -1,12 +1,12 @@
 //! `mirrorsight-hub serve | device add|revoke|list | sweep`.
 
+use clap::{Parser, Subcommand};
+use mirrorsight_hub::{
+    Hub, HubConfig, ORPHAN_GRACE_S, new_device_token, open_stores, sweep_expired, sweep_orphans,
+    token_digest,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-
-use clap::{Parser, Subcommand};
-use mirrorsight_hub::store::{LocalBlobStore, SqliteStore, Store};
-use mirrorsight_hub::{Hub, HubConfig, new_device_token, sweep_expired, token_digest};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -80,13 +80,17 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = HubConfig::load(&cli.config)?;
     let now = mirrorsight_hub::http::unix_now();
     match cli.command {
         Command::Serve => serve(config),
         Command::Device { action } => {
-            let store = SqliteStore::open(&config.database)?;
+            let (store, _) = open_stores(&config, &env)?;
             match action {
                 DeviceAction::Add { id, store: shop } => {
                     if !valid_name(&id) || !valid_name(&shop) {
@@ -117,12 +121,21 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Sweep => {
-            let store = SqliteStore::open(&config.database)?;
-            let blobs = LocalBlobStore::open(&config.blob_dir)?;
-            let report = sweep_expired(&store, &blobs, config.photos.retention_days, now)?;
+            let (store, blobs) = open_stores(&config, &env)?;
+            let report = sweep_expired(
+                store.as_ref(),
+                blobs.as_ref(),
+                config.photos.retention_days,
+                now,
+            )?;
             eprintln!(
                 "{} photos expired ({} already without bytes)",
                 report.expired, report.blobs_missing
+            );
+            let orphans = sweep_orphans(store.as_ref(), blobs.as_ref(), now, ORPHAN_GRACE_S)?;
+            eprintln!(
+                "{} stored files without a photo removed ({} examined)",
+                orphans.deleted, orphans.examined
             );
             Ok(())
         }
@@ -130,14 +143,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn serve(config: HubConfig) -> Result<(), Box<dyn std::error::Error>> {
-    let secrets = config.load_secrets(&|k| std::env::var(k).ok())?;
+    let secrets = config.load_secrets(&env)?;
     let addr = config.listen_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Opened outside the runtime: the PostgreSQL driver blocks, which async threads must not.
+    let (store, blobs) = open_stores(&config, &env)?;
     runtime.block_on(async move {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database)?);
-        let blobs = Arc::new(LocalBlobStore::open(&config.blob_dir)?);
         let hub = Hub::with_stores(config, secrets, store, blobs)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "mirrorsight-hub listening");

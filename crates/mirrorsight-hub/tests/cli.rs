@@ -108,3 +108,69 @@ fn bad_config_names_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("photos.retention_days"), "{err}");
 }
+
+mod support {
+    pub mod pg;
+}
+
+/// The same commands with `[postgres]`: the device lands in the shared database.
+#[test]
+fn device_add_on_postgres_and_clear_errors_for_a_bad_database() {
+    let Some(db) = support::pg::TestDb::create("cli_devices") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    let write = |url: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "public_base_url = \"https://hub.example\"\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n[postgres]\nurl = {url:?}\nconnect_timeout_s = 2\n",
+                dir.path().join("photos")
+            ),
+        )
+        .unwrap();
+    };
+    write(&db.url);
+    let out = hub(
+        &config,
+        &["device", "add", "mirror-pg", "--store", "shop-9"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let device = db
+        .store()
+        .device_by_token(&token_digest(&token))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (device.id.as_str(), device.store.as_str()),
+        ("mirror-pg", "shop-9")
+    );
+    let listed = hub(&config, &["device", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "mirror-pg\tshop-9\tactive\n"
+    );
+
+    // Nothing listens on port 1: one line naming the server and what to check.
+    write("postgres://hub@127.0.0.1:1/hub");
+    let out = hub(&config, &["device", "list"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL at postgres://hub@127.0.0.1:1/hub"),
+        "{stderr}"
+    );
+    // A password in the URL is refused at load, naming the key.
+    write("postgres://hub:hunter2@127.0.0.1:1/hub");
+    let out = hub(&config, &["device", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("config key `postgres.url`"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

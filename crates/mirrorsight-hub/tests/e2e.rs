@@ -9,6 +9,7 @@ use mirrorsight_contract::backend::{
     photo_path, photos_path,
 };
 use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeServer, Route};
+use mirrorsight_hub::http::unix_now;
 use mirrorsight_hub::store::{LocalBlobStore, SqliteStore, Store};
 use mirrorsight_hub::wechat::xml::parse_article;
 use mirrorsight_hub::wechat::{Incoming, MessageCrypt, signature};
@@ -133,9 +134,14 @@ impl Env {
             .unwrap()
     }
 
-    /// A plaintext push signed with `token`.
+    /// A plaintext push signed with `token`, now.
     async fn push(&self, token: &str, xml: &str) -> reqwest::Response {
-        let (ts, nonce) = ("1714037059", "486452656");
+        self.push_at(token, xml, &unix_now().to_string()).await
+    }
+
+    /// A plaintext push signed with `token` at timestamp `ts`.
+    async fn push_at(&self, token: &str, xml: &str, ts: &str) -> reqwest::Response {
+        let nonce = "486452656";
         let sig = signature(&[token, ts, nonce]);
         self.http
             .post(format!(
@@ -418,7 +424,8 @@ async fn scan_to_gallery_end_to_end() {
     let envelope = format!(
         "<xml><ToUserName><![CDATA[gh_store]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
     );
-    let (ts, nonce) = ("1714037100", "1234567");
+    let ts = unix_now().to_string();
+    let (ts, nonce) = (ts.as_str(), "1234567");
     let sig = signature(&[CALLBACK_TOKEN, ts, nonce]);
     let safe_url = |msg_sig: &str| {
         format!(
@@ -495,6 +502,20 @@ async fn scan_to_gallery_end_to_end() {
         env.push(CALLBACK_TOKEN, &dtd).await.status(),
         StatusCode::BAD_REQUEST
     );
+    // Correctly signed, but an hour old: a captured push replayed later is refused.
+    let events_before = env.store.wechat_event_count().unwrap();
+    let hour_ago = (unix_now() - 3600).to_string();
+    assert_eq!(
+        env.push_at(
+            CALLBACK_TOKEN,
+            &scan_xml("o-replayed", 1_767_225_990, "SCAN", SCENE),
+            &hour_ago
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(env.store.wechat_event_count().unwrap(), events_before);
     let oversized = format!("<xml><A>{}</A></xml>", "x".repeat(70 * 1024));
     assert_eq!(
         env.push(CALLBACK_TOKEN, &oversized).await.status(),
@@ -503,10 +524,11 @@ async fn scan_to_gallery_end_to_end() {
     assert_eq!(env.bindings(), 3);
 
     // --- URL handshake. ---
+    let now = unix_now().to_string();
     let hs = |token: &str| {
-        let sig = signature(&[token, "1714037059", "486452656"]);
+        let sig = signature(&[token, &now, "486452656"]);
         format!(
-            "{}/wechat?signature={sig}&timestamp=1714037059&nonce=486452656&echostr=echo+%E4%BD%A0123",
+            "{}/wechat?signature={sig}&timestamp={now}&nonce=486452656&echostr=echo+%E4%BD%A0123",
             env.base
         )
     };
@@ -569,7 +591,7 @@ async fn scan_to_gallery_end_to_end() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("mirrorsight_hub_callback_rejected_signature_total 4"),
+        metrics.contains("mirrorsight_hub_callback_rejected_signature_total 5"),
         "{metrics}"
     );
     assert_eq!(

@@ -1,16 +1,24 @@
-//! The `Store` contract on SQLite, and the retention sweep.
+//! The `Store` contract, the same tests on SQLite and on a real PostgreSQL server; the
+//! retention sweep; writers racing on one database.
+
+mod support {
+    pub mod pg;
+}
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
 
 use mirrorsight_hub::store::{
     Activity, BlobStore, Claim, Device, LocalBlobStore, MintOutcome, MintedScene, NewWechatEvent,
-    PhotoInsert, PhotoMeta, SqliteStore, Store, StoreError,
+    PhotoInsert, PhotoMeta, PostgresStore, SharedToken, SqliteStore, Store, StoreError,
 };
-use mirrorsight_hub::sweep_expired;
+use mirrorsight_hub::{ORPHAN_GRACE_S, OrphanReport, sweep_expired, sweep_orphans};
 
 const DAY: i64 = 86_400;
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600;
 
-fn device(store: &SqliteStore, id: &str, shop: &str) -> Device {
+fn device(store: &dyn Store, id: &str, shop: &str) -> Device {
     store
         .add_device(id, shop, &format!("digest-{id}"), T0)
         .unwrap();
@@ -49,10 +57,8 @@ fn photo(scene: &str, id: &str, device: &str, session: &str, sha: &str, at: i64)
     }
 }
 
-#[test]
-fn devices_are_hashed_revocable_and_unique() {
-    let s = SqliteStore::in_memory().unwrap();
-    let d = device(&s, "mirror-1", "shop-1");
+fn devices_are_hashed_revocable_and_unique(s: &dyn Store) {
+    let d = device(s, "mirror-1", "shop-1");
     assert_eq!((d.id.as_str(), d.store.as_str()), ("mirror-1", "shop-1"));
     assert!(matches!(
         s.add_device("mirror-1", "shop-1", "other", T0),
@@ -70,11 +76,9 @@ fn devices_are_hashed_revocable_and_unique() {
     assert_eq!(listed[0].revoked_at, Some(T0 + 1));
 }
 
-#[test]
-fn scenes_belong_to_their_minter_or_first_uploader() {
-    let s = SqliteStore::in_memory().unwrap();
-    let d1 = device(&s, "mirror-1", "shop-1");
-    let d2 = device(&s, "mirror-2", "shop-1");
+fn scenes_belong_to_their_minter_or_first_uploader(s: &dyn Store) {
+    let d1 = device(s, "mirror-1", "shop-1");
+    let d2 = device(s, "mirror-2", "shop-1");
     let MintOutcome::Created(rec) = s
         .record_minted_scene("sc1", &d1, &code("u1"), "key1", T0)
         .unwrap()
@@ -120,10 +124,8 @@ fn scenes_belong_to_their_minter_or_first_uploader() {
     assert_eq!(minted.gallery_key, "key-c", "the gallery key never changes");
 }
 
-#[test]
-fn photos_are_idempotent_by_id() {
-    let s = SqliteStore::in_memory().unwrap();
-    let d = device(&s, "mirror-1", "shop-1");
+fn photos_are_idempotent_by_id(s: &dyn Store) {
+    let d = device(s, "mirror-1", "shop-1");
     s.claim_scene("sc", &d, "k", T0).unwrap();
     let a = "a".repeat(64);
     let b = "b".repeat(64);
@@ -162,10 +164,8 @@ fn photos_are_idempotent_by_id() {
     assert_eq!(stats[0].sessions, 1);
 }
 
-#[test]
-fn wechat_events_are_recorded_once_and_bind() {
-    let s = SqliteStore::in_memory().unwrap();
-    let d = device(&s, "mirror-1", "shop-1");
+fn wechat_events_are_recorded_once_and_bind(s: &dyn Store) {
+    let d = device(s, "mirror-1", "shop-1");
     let Claim::Owned(scene) = s.claim_scene("sc", &d, "k", T0).unwrap() else {
         panic!()
     };
@@ -201,11 +201,9 @@ fn wechat_events_are_recorded_once_and_bind() {
     assert_eq!((rows[0].scans, rows[0].new_followers), (1, 1));
 }
 
-#[test]
-fn stats_group_by_store_mirror_and_local_day() {
-    let s = SqliteStore::in_memory().unwrap();
-    let d1 = device(&s, "mirror-1", "shop-1");
-    let d2 = device(&s, "mirror-2", "shop-2");
+fn stats_group_by_store_mirror_and_local_day(s: &dyn Store) {
+    let d1 = device(s, "mirror-1", "shop-1");
+    let d2 = device(s, "mirror-2", "shop-2");
     let Claim::Owned(sc1) = s.claim_scene("sc1", &d1, "k", T0).unwrap() else {
         panic!()
     };
@@ -258,12 +256,10 @@ fn stats_group_by_store_mirror_and_local_day() {
     assert_eq!(totals.active_devices, 2);
 }
 
-#[test]
-fn retention_sweep_removes_old_bytes_and_keeps_rows() {
+fn retention_sweep_removes_old_bytes_and_keeps_rows(s: &dyn Store) {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("hub.sqlite3")).unwrap();
     let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
-    let d = device(&s, "mirror-1", "shop-1");
+    let d = device(s, "mirror-1", "shop-1");
     s.claim_scene("sc", &d, "k", T0).unwrap();
     let old = photo("sc", "old", "mirror-1", "s", &"a".repeat(64), T0);
     let new = photo("sc", "new", "mirror-1", "s", &"b".repeat(64), T0 + 6 * DAY);
@@ -271,8 +267,17 @@ fn retention_sweep_removes_old_bytes_and_keeps_rows() {
         blobs.put(&p.blob_key, b"jpg").unwrap();
         s.insert_photo(p, "shop-1").unwrap();
     }
+    assert_eq!(
+        s.referenced_blobs(&[
+            old.blob_key.clone(),
+            new.blob_key.clone(),
+            "0123456789abcdef".into()
+        ])
+        .unwrap(),
+        HashSet::from([old.blob_key.clone(), new.blob_key.clone()])
+    );
     // Day 7 + 1 s: only the first photo is past a 7-day retention.
-    let report = sweep_expired(&s, &blobs, 7, T0 + 7 * DAY + 1).unwrap();
+    let report = sweep_expired(s, &blobs, 7, T0 + 7 * DAY + 1).unwrap();
     assert_eq!(report.expired, 1);
     assert_eq!(blobs.get(&old.blob_key).unwrap(), None);
     assert!(blobs.get(&new.blob_key).unwrap().is_some());
@@ -280,20 +285,314 @@ fn retention_sweep_removes_old_bytes_and_keeps_rows() {
     assert_eq!(rows.len(), 2, "expired rows stay for the gallery notice");
     assert_eq!(rows[0].expired_at, Some(T0 + 7 * DAY + 1));
     assert_eq!(rows[1].expired_at, None);
+    assert_eq!(
+        s.referenced_blobs(&[old.blob_key.clone(), new.blob_key.clone()])
+            .unwrap(),
+        HashSet::from([new.blob_key.clone()]),
+        "an expired photo no longer needs its bytes"
+    );
     // Idempotent, and a later sweep takes the rest.
     assert_eq!(
-        sweep_expired(&s, &blobs, 7, T0 + 7 * DAY + 2)
+        sweep_expired(s, &blobs, 7, T0 + 7 * DAY + 2)
             .unwrap()
             .expired,
         0
     );
     assert_eq!(
-        sweep_expired(&s, &blobs, 7, T0 + 14 * DAY).unwrap().expired,
+        sweep_expired(s, &blobs, 7, T0 + 14 * DAY).unwrap().expired,
         1
     );
     assert_eq!(s.totals().unwrap().photos_stored, 0);
-    // Reopening the same file keeps everything (and the schema check passes).
+}
+
+fn orphaned_bytes_are_swept_after_a_grace_period(s: &dyn Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = LocalBlobStore::open(dir.path()).unwrap();
+    let d = device(s, "mirror-1", "shop-1");
+    s.claim_scene("sc", &d, "k", T0).unwrap();
+    let kept = photo("sc", "kept", "mirror-1", "s", &"a".repeat(64), T0);
+    blobs.put(&kept.blob_key, b"live").unwrap();
+    s.insert_photo(&kept, "shop-1").unwrap();
+    // Bytes whose row never made it (a crash between the two writes).
+    let orphan = photo("sc", "orphan", "mirror-1", "s", &"b".repeat(64), T0);
+    blobs.put(&orphan.blob_key, b"nobody's").unwrap();
+    let wall_now = mirrorsight_hub::http::unix_now();
+    // Young bytes may belong to an upload in flight: left alone.
+    let young = sweep_orphans(s, &blobs, wall_now, ORPHAN_GRACE_S).unwrap();
+    assert_eq!(
+        young,
+        OrphanReport {
+            examined: 0,
+            deleted: 0
+        }
+    );
+    let later = wall_now + ORPHAN_GRACE_S + 1;
+    let report = sweep_orphans(s, &blobs, later, ORPHAN_GRACE_S).unwrap();
+    assert_eq!(
+        report,
+        OrphanReport {
+            examined: 2,
+            deleted: 1
+        }
+    );
+    assert_eq!(blobs.get(&orphan.blob_key).unwrap(), None);
+    assert_eq!(
+        blobs.get(&kept.blob_key).unwrap().as_deref(),
+        Some(&b"live"[..])
+    );
+    assert_eq!(
+        sweep_orphans(s, &blobs, later, ORPHAN_GRACE_S).unwrap(),
+        OrphanReport {
+            examined: 1,
+            deleted: 0
+        }
+    );
+}
+
+fn the_token_lease_has_one_holder_at_a_time(s: &dyn Store) {
+    let name = "wechat:wx-test";
+    assert_eq!(s.shared_token(name).unwrap(), None);
+    assert!(s.acquire_token_lease(name, "hub-a", T0, T0 + 30).unwrap());
+    assert!(
+        !s.acquire_token_lease(name, "hub-b", T0 + 1, T0 + 31)
+            .unwrap(),
+        "held by hub-a"
+    );
+    assert!(
+        s.acquire_token_lease(name, "hub-a", T0 + 1, T0 + 31)
+            .unwrap(),
+        "renewed by its holder"
+    );
+    let token = SharedToken {
+        token: "ACCESS-1".into(),
+        expires_at: T0 + 7200,
+        fetched_at: T0 + 2,
+        holder: "hub-a".into(),
+    };
+    assert!(
+        !s.publish_token(name, "hub-b", &token).unwrap(),
+        "only the holder publishes"
+    );
+    assert_eq!(s.shared_token(name).unwrap(), None);
+    assert!(s.publish_token(name, "hub-a", &token).unwrap());
+    assert_eq!(s.shared_token(name).unwrap(), Some(token.clone()));
+    // Publishing freed the lease.
+    assert!(
+        s.acquire_token_lease(name, "hub-b", T0 + 3, T0 + 33)
+            .unwrap()
+    );
+    // A holder that dies keeps it only until it runs out.
+    assert!(
+        !s.acquire_token_lease(name, "hub-c", T0 + 32, T0 + 62)
+            .unwrap()
+    );
+    assert!(
+        s.acquire_token_lease(name, "hub-c", T0 + 33, T0 + 63)
+            .unwrap()
+    );
+    s.release_token_lease(name, "hub-b").unwrap();
+    assert!(
+        !s.acquire_token_lease(name, "hub-b", T0 + 34, T0 + 64)
+            .unwrap(),
+        "not hub-b's to free"
+    );
+    s.release_token_lease(name, "hub-c").unwrap();
+    assert!(
+        s.acquire_token_lease(name, "hub-b", T0 + 34, T0 + 64)
+            .unwrap()
+    );
+    assert_eq!(
+        s.shared_token(name).unwrap(),
+        Some(token),
+        "the token outlives leases"
+    );
+    assert_eq!(s.shared_token("wechat:other").unwrap(), None);
+}
+
+/// Several instances (threads here) taking the same push, photo and scene at once: one row
+/// each, and every racer gets the winner's answer.
+fn racing_writers_store_everything_once(s: Arc<dyn Store>) {
+    let d = device(s.as_ref(), "mirror-1", "shop-1");
+    let Claim::Owned(scene) = s.claim_scene("sc", &d, "k", T0).unwrap() else {
+        panic!()
+    };
+    let racers = 8;
+    let barrier = Arc::new(Barrier::new(racers));
+    let handles: Vec<_> = (0..racers)
+        .map(|i| {
+            let (s, d, scene, barrier) = (
+                Arc::clone(&s),
+                d.clone(),
+                scene.clone(),
+                Arc::clone(&barrier),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                let minted = s
+                    .record_minted_scene(
+                        &format!("race-{}", i % 2),
+                        &d,
+                        &code(&format!("u{i}")),
+                        "key",
+                        T0,
+                    )
+                    .unwrap();
+                let inserted = s
+                    .insert_photo(
+                        &photo("sc", "p1", "mirror-1", "sess", &"a".repeat(64), T0),
+                        "shop-1",
+                    )
+                    .unwrap();
+                let reply = s
+                    .record_wechat_event(
+                        &NewWechatEvent {
+                            dedupe: "o1|1|SCAN|sc".into(),
+                            openid: "o1".into(),
+                            event: "SCAN".into(),
+                            event_key: "sc".into(),
+                            bind_scene: Some(scene),
+                            activity: Some(Activity::ScanAlreadyFollowing),
+                            reply: format!("<xml>{i}</xml>"),
+                        },
+                        T0,
+                    )
+                    .unwrap();
+                (minted, inserted, reply)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let created = results
+        .iter()
+        .filter(|r| r.1 == PhotoInsert::Created)
+        .count();
+    assert_eq!(created, 1, "{results:?}");
+    assert!(results.iter().all(|r| r.1 != PhotoInsert::Conflict));
+    let replies: HashSet<_> = results.iter().map(|r| r.2.clone()).collect();
+    assert_eq!(
+        replies.len(),
+        1,
+        "every racer answers with the first reply: {replies:?}"
+    );
+    assert_eq!(s.wechat_event_count().unwrap(), 1);
+    assert_eq!(s.bindings("sc").unwrap().len(), 1);
+    for race in ["race-0", "race-1"] {
+        let urls: HashSet<_> = results
+            .iter()
+            .filter_map(|r| match &r.0 {
+                MintOutcome::Created(rec) | MintOutcome::Existing(rec) if rec.scene == race => {
+                    rec.code.as_ref().map(|c| c.url.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(urls.len(), 1, "one code per scene: {urls:?}");
+    }
+    let totals = s.totals().unwrap();
+    assert!(
+        totals.activity.contains(&(Activity::CodeMinted, 2)),
+        "{totals:?}"
+    );
+    assert!(
+        totals.activity.contains(&(Activity::Session, 1)),
+        "{totals:?}"
+    );
+    assert!(
+        totals
+            .activity
+            .contains(&(Activity::ScanAlreadyFollowing, 1)),
+        "{totals:?}"
+    );
+}
+
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    let store = mirrorsight_hub::store::SqliteStore::in_memory().unwrap();
+                    super::$name(&store);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(db) = crate::support::pg::TestDb::create(stringify!($name)) {
+                        super::$name(db.store().as_ref());
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    devices_are_hashed_revocable_and_unique,
+    scenes_belong_to_their_minter_or_first_uploader,
+    photos_are_idempotent_by_id,
+    wechat_events_are_recorded_once_and_bind,
+    stats_group_by_store_mirror_and_local_day,
+    retention_sweep_removes_old_bytes_and_keeps_rows,
+    orphaned_bytes_are_swept_after_a_grace_period,
+    the_token_lease_has_one_holder_at_a_time,
+);
+
+#[test]
+fn sqlite_racing_writers_store_everything_once() {
+    // A file, not memory: the race goes through SQLite's own locking.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("hub.sqlite3")).unwrap();
+    racing_writers_store_everything_once(Arc::new(store));
+}
+
+#[test]
+fn postgres_racing_writers_store_everything_once() {
+    if let Some(db) = support::pg::TestDb::create("racing_writers") {
+        racing_writers_store_everything_once(db.store());
+    }
+}
+
+#[test]
+fn sqlite_reopens_with_everything_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.sqlite3");
+    let s = SqliteStore::open(&path).unwrap();
+    let d = device(&s, "mirror-1", "shop-1");
+    s.claim_scene("sc", &d, "k", T0).unwrap();
+    s.insert_photo(
+        &photo("sc", "p", "mirror-1", "s", &"a".repeat(64), T0),
+        "shop-1",
+    )
+    .unwrap();
     drop(s);
-    let s = SqliteStore::open(&dir.path().join("hub.sqlite3")).unwrap();
-    assert_eq!(s.photos_of_scene("sc").unwrap().len(), 2);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.photos_of_scene("sc").unwrap().len(), 1);
+}
+
+#[test]
+fn postgres_reopens_with_everything_kept_and_migrates_once() {
+    let Some(db) = support::pg::TestDb::create("reopen") else {
+        return;
+    };
+    let s = db.store();
+    let d = device(s.as_ref(), "mirror-1", "shop-1");
+    s.claim_scene("sc", &d, "k", T0).unwrap();
+    // Instances starting together each open (and check) the schema.
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            std::thread::spawn(move || {
+                PostgresStore::open(&support::pg::settings(&url)).map(|_| ())
+            })
+        })
+        .collect();
+    for h in opened {
+        h.join().unwrap().unwrap();
+    }
+    let again = PostgresStore::open(&support::pg::settings(&db.url)).unwrap();
+    assert_eq!(again.scene("sc").unwrap().unwrap().device, "mirror-1");
+    assert_eq!(again.list_devices().unwrap().len(), 1);
 }

@@ -37,18 +37,7 @@ struct Inner {
 impl WechatClient {
     /// A client for `config` that fetches its own tokens with `appsecret`.
     pub fn new(config: &WechatConfig, appsecret: Secret) -> Result<Self, Error> {
-        let api_base = base(&config.api_base, "wechat.api_base")?;
-        let timeout = config.timeout();
-        let http = http::build_client(timeout)?;
-        let source = WechatTokenSource {
-            http: http.clone(),
-            api_base: api_base.clone(),
-            appid: config.appid.clone(),
-            appsecret,
-            endpoint: config.token_endpoint,
-            timeout,
-            retry: config.retry_policy(),
-        };
+        let source = WechatTokenSource::new(config, appsecret)?;
         Self::with_token_source(config, source, config.token_policy())
     }
 
@@ -175,7 +164,7 @@ impl WechatClient {
     }
 }
 
-fn base(url: &str, key: &str) -> Result<String, Error> {
+pub(crate) fn base(url: &str, key: &str) -> Result<String, Error> {
     validate_base_url(key, url).map_err(|e: ConfigError| Error::Client(e.to_string()))
 }
 

@@ -108,6 +108,11 @@ pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 
+    /// Where several instances share one token (a hub's database), it could not be read or
+    /// its refresh lease taken.
+    #[error("shared access token: {0}")]
+    SharedToken(String),
+
     /// A background task died before it could answer.
     #[error("internal: {0}")]
     Internal(String),
@@ -146,6 +151,7 @@ impl Error {
             | Self::NotJson { .. }
             | Self::MalformedResponse { .. }
             | Self::TicketNotFound
+            | Self::SharedToken(_)
             | Self::Internal(_) => true,
             Self::HttpStatus { status, .. } | Self::Backend { status, .. } => {
                 *status == 429 || *status >= 500

@@ -347,6 +347,20 @@ pub(crate) const STABLE_TOKEN_ENDPOINT: &str = "cgi-bin/stable_token";
 pub(crate) const TOKEN_ENDPOINT: &str = "cgi-bin/token";
 
 impl WechatTokenSource {
+    /// The source `config` describes, fetching with `appsecret`.
+    pub fn new(config: &crate::WechatConfig, appsecret: Secret) -> Result<Self, Error> {
+        let timeout = config.timeout();
+        Ok(Self {
+            http: http::build_client(timeout)?,
+            api_base: crate::client::base(&config.api_base, "wechat.api_base")?,
+            appid: config.appid.clone(),
+            appsecret,
+            endpoint: config.token_endpoint,
+            timeout,
+            retry: config.retry_policy(),
+        })
+    }
+
     async fn fetch_once(&self) -> Result<FetchedToken, Error> {
         let (endpoint, raw) = match self.endpoint {
             TokenEndpoint::StableToken => {

@@ -41,20 +41,38 @@ struct Signed<'a> {
     nonce: &'a str,
 }
 
-/// Checks `signature` over token, timestamp and nonce.
+/// Checks `signature` over token, timestamp and nonce, and that the timestamp is recent: a
+/// push captured on the way (logs, a proxy) cannot be replayed days later.
 fn check_signature<'a>(state: &AppState, q: &'a HashMap<String, String>) -> Option<Signed<'a>> {
     let sig = q.get("signature")?;
     let timestamp = q.get("timestamp")?;
     let nonce = q.get("nonce")?;
-    verify_signature(
+    let signed = verify_signature(
         sig,
         &[
             state.callback_token.expose(),
             timestamp.as_str(),
             nonce.as_str(),
         ],
-    )
-    .then_some(Signed { timestamp, nonce })
+    );
+    if !signed {
+        return None;
+    }
+    let max_skew = state.config.callback.max_timestamp_skew_s;
+    if max_skew > 0 {
+        let skew = timestamp
+            .parse::<i64>()
+            .map(|t| (super::unix_now() - t).abs());
+        if !matches!(skew, Ok(s) if s <= max_skew) {
+            tracing::warn!(
+                timestamp = %timestamp,
+                max_skew_s = max_skew,
+                "signed request with a stale or unreadable timestamp refused (replay, or this host's clock is off)"
+            );
+            return None;
+        }
+    }
+    Some(Signed { timestamp, nonce })
 }
 
 /// `GET /wechat`: answer `echostr` verbatim when the signature is right.

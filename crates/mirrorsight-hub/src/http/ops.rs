@@ -134,7 +134,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ),
         (
             "callback_rejected_signature_total",
-            "Callback requests refused for a wrong signature.",
+            "Callback requests refused for a wrong or stale signature.",
             &c.callback_rejected_signature,
         ),
         (

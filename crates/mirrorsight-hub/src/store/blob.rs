@@ -16,6 +16,14 @@ pub enum BlobError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An object store (S3) request failed; `message` is one line: the HTTP status with the
+    /// store's error code and message, or the transport error, and what to check.
+    #[error("object store {op} {key}: {message}")]
+    Remote {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
 }
 
 /// Where photo bytes live. Blocking, like [`super::Store`].

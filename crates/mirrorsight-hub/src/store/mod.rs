@@ -1,15 +1,22 @@
-//! Where the hub keeps its state: metadata in a [`Store`] (SQLite by default), photo bytes in a
-//! [`BlobStore`] (a local directory by default). The hub itself keeps nothing in memory that
+//! Where the hub keeps its state: metadata in a [`Store`] (SQLite by default, PostgreSQL for a
+//! chain running several instances), photo bytes in a [`BlobStore`] (a local directory by
+//! default, an S3-compatible bucket for a fleet). The hub itself keeps nothing in memory that
 //! another instance would need, so both are the whole truth.
 //!
 //! Both traits are blocking: the HTTP layer calls them through `spawn_blocking`, so an
 //! implementation may do plain file or socket I/O.
 
 pub mod blob;
+pub mod postgres;
+pub mod s3;
 pub mod sqlite;
 
+pub use self::postgres::{PostgresSettings, PostgresStore, is_postgres_url};
 pub use blob::{BlobEntry, BlobError, BlobStore, LocalBlobStore};
+pub use s3::{S3BlobStore, S3Settings};
 pub use sqlite::SqliteStore;
+
+use std::collections::HashSet;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -196,6 +203,18 @@ pub struct Totals {
     pub wechat_events: u64,
 }
 
+/// The access token every hub instance shares (see `crate::lease`), as the lease holder
+/// published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedToken {
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub fetched_at: i64,
+    /// The instance that fetched it.
+    pub holder: String,
+}
+
 /// The hub's metadata. Blocking; see the module docs.
 pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> Result<(), StoreError>;
@@ -270,4 +289,31 @@ pub trait Store: Send + Sync + 'static {
         to: Option<&str>,
     ) -> Result<Vec<StatsRow>, StoreError>;
     fn totals(&self) -> Result<Totals, StoreError>;
+
+    /// Which of `keys` a photo row still needs (live or not yet expired); the orphan sweep
+    /// deletes blobs outside this set.
+    fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>, StoreError>;
+
+    /// The access token named `name` as last published, if any.
+    fn shared_token(&self, name: &str) -> Result<Option<SharedToken>, StoreError>;
+    /// Takes the refresh lease of `name` for `holder` until `until` (Unix seconds) if it is
+    /// free, expired or already `holder`'s. `true` when `holder` now holds it. Only the holder
+    /// asks WeChat for a token, so a chain's instances never refresh over each other.
+    fn acquire_token_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+    /// Publishes a fetched token and frees the lease, if `holder` still holds it (`false`
+    /// otherwise: the lease ran out and another instance took over; the token is dropped).
+    fn publish_token(
+        &self,
+        name: &str,
+        holder: &str,
+        token: &SharedToken,
+    ) -> Result<bool, StoreError>;
+    /// Frees the lease without publishing (the fetch failed).
+    fn release_token_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }

@@ -1,6 +1,7 @@
 //! [`Store`] on an embedded SQLite database (WAL, `synchronous=FULL`: a binding acknowledged to
 //! WeChat survives a power cut).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -9,10 +10,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, PhotoInsert,
-    PhotoMeta, SceneRecord, StatsRow, Store, StoreError, Totals,
+    PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+// 2: access_tokens (the shared token and its refresh lease), photos_by_blob.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -81,6 +83,16 @@ CREATE TABLE IF NOT EXISTS activity (
     dedupe TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS activity_by_time ON activity (at);
+CREATE INDEX IF NOT EXISTS photos_by_blob ON photos (blob_key);
+CREATE TABLE IF NOT EXISTS access_tokens (
+    name TEXT PRIMARY KEY,
+    token TEXT,
+    expires_at INTEGER,
+    fetched_at INTEGER,
+    fetched_by TEXT,
+    lease_holder TEXT,
+    lease_until INTEGER
+);
 ";
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: SQLite serialises writers anyway,
@@ -711,5 +723,91 @@ impl Store for SqliteStore {
             bindings: one("SELECT COUNT(*) FROM bindings")?,
             wechat_events: one("SELECT COUNT(*) FROM wechat_events")?,
         })
+    }
+
+    fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let conn = self.conn();
+        let mut out = HashSet::new();
+        // Well under SQLite's bound-parameter limit.
+        for chunk in keys.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT DISTINCT blob_key FROM photos WHERE expired_at IS NULL AND blob_key IN ({marks})"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(chunk), |r| r.get::<_, String>(0))
+                .map_err(db)?;
+            for key in rows {
+                out.insert(key.map_err(db)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn shared_token(&self, name: &str) -> Result<Option<SharedToken>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT token, expires_at, fetched_at, fetched_by FROM access_tokens WHERE name = ?1 AND token IS NOT NULL",
+                [name],
+                |r| {
+                    Ok(SharedToken {
+                        token: r.get(0)?,
+                        expires_at: r.get(1)?,
+                        fetched_at: r.get(2)?,
+                        holder: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    fn acquire_token_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO access_tokens (name, lease_holder, lease_until) VALUES (?1, ?2, ?4)
+                 ON CONFLICT (name) DO UPDATE SET lease_holder = excluded.lease_holder, lease_until = excluded.lease_until
+                 WHERE access_tokens.lease_holder IS NULL OR access_tokens.lease_until <= ?3 OR access_tokens.lease_holder = ?2",
+                params![name, holder, now, until],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    fn publish_token(
+        &self,
+        name: &str,
+        holder: &str,
+        token: &SharedToken,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE access_tokens SET token = ?3, expires_at = ?4, fetched_at = ?5, fetched_by = ?2,
+                     lease_holder = NULL, lease_until = NULL
+                 WHERE name = ?1 AND lease_holder = ?2",
+                params![name, holder, token.token, token.expires_at, token.fetched_at],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    fn release_token_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE access_tokens SET lease_holder = NULL, lease_until = NULL WHERE name = ?1 AND lease_holder = ?2",
+                params![name, holder],
+            )
+            .map_err(db)?;
+        Ok(())
     }
 }
