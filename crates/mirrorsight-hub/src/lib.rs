@@ -117,7 +117,7 @@ pub fn open_stores(
                 },
                 env,
             )?;
-            Arc::new(S3BlobStore::new(S3Settings {
+            let bucket = S3BlobStore::new(S3Settings {
                 endpoint: s3.endpoint.clone(),
                 bucket: s3.bucket.clone(),
                 region: s3.region.clone(),
@@ -126,7 +126,10 @@ pub fn open_stores(
                 access_key_id: s3.access_key_id.clone(),
                 secret_access_key,
                 timeout: Duration::from_secs(s3.timeout_s),
-            })?)
+            })?;
+            // A wrong endpoint, bucket or key fails here, in one line, not on the first photo.
+            bucket.check()?;
+            Arc::new(bucket)
         }
         None => Arc::new(LocalBlobStore::open(&config.blob_dir)?),
     };

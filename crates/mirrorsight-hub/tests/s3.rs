@@ -13,15 +13,28 @@
 //! Without moto the tests print a skip line and pass, except under `CI=true`, where it fails.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mirrorsight_contract::backend::{
+    CreateSceneResponse, PhotoUploadResponse, SCENES_PATH, header as h, photo_path, photos_path,
+};
+use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeServer};
 use mirrorsight_hub::store::{BlobError, BlobStore, LocalBlobStore, S3BlobStore, S3Settings};
+use mirrorsight_hub::wechat::signature;
+use mirrorsight_hub::wechat::xml::parse_article;
+use mirrorsight_hub::{
+    Hub, HubConfig, HubSecrets, ORPHAN_GRACE_S, open_stores, sweep_orphans, token_digest,
+};
 use mirrorsight_wechat::Secret;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+use tokio::task::block_in_place;
 
 /// Longest wait for a fresh moto to answer on its port.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -661,4 +674,401 @@ fn unreachable_endpoints_are_one_clear_line() {
         ),
         "{line}"
     );
+}
+
+#[test]
+fn check_probes_the_bucket_and_the_credentials() {
+    let Some(moto) = moto_or_skip(
+        "check_probes_the_bucket_and_the_credentials",
+        Signatures::Checked,
+    ) else {
+        return;
+    };
+    // An empty bucket and one with objects both pass; the probe writes nothing.
+    let good = moto.store("probed", "hub-");
+    good.check().unwrap();
+    assert!(good.list().unwrap().is_empty());
+    good.put(&key(1), b"x").unwrap();
+    good.put(&key(2), b"y").unwrap();
+    good.check().unwrap();
+    S3BlobStore::new(moto.settings("probed", "other-prefix-"))
+        .unwrap()
+        .check()
+        .unwrap();
+
+    let wrong_secret = S3BlobStore::new(S3Settings {
+        secret_access_key: Secret::new("not-the-secret"),
+        ..moto.settings("probed", "hub-")
+    })
+    .unwrap();
+    let (op, line) = remote_error(wrong_secret.check());
+    assert_eq!(op, "check");
+    assert_eq!(
+        line,
+        "object store check probed/hub-: HTTP 403 SignatureDoesNotMatch: The request signature \
+         we calculated does not match the signature you provided. Check your key and signing \
+         method.; check s3.access_key_id and the secret key"
+    );
+    assert!(!line.contains(&moto.secret_access_key), "{line}");
+
+    let unknown_key = S3BlobStore::new(S3Settings {
+        access_key_id: "AKIAUNKNOWNUNKNOWN00".into(),
+        ..moto.settings("probed", "hub-")
+    })
+    .unwrap();
+    let (_, line) = remote_error(unknown_key.check());
+    assert!(
+        line.starts_with("object store check probed/hub-: HTTP 403 InvalidAccessKeyId: ")
+            && line.ends_with("; check s3.access_key_id and the secret key"),
+        "{line}"
+    );
+
+    let missing = S3BlobStore::new(moto.settings("no-such-bucket", "hub-")).unwrap();
+    assert_eq!(
+        remote_error(missing.check()),
+        (
+            "check".to_string(),
+            "object store check no-such-bucket/hub-: HTTP 404 NoSuchBucket: The specified bucket \
+             does not exist; check the bucket name and the endpoint"
+                .to_string()
+        )
+    );
+    assert_eq!(keys(&good), BTreeSet::from([key(1), key(2)]));
+}
+
+#[test]
+fn check_without_an_object_store() {
+    // Nothing listens on the port.
+    let port = free_port();
+    let settings = |endpoint: String| S3Settings {
+        endpoint,
+        bucket: "photos".into(),
+        region: REGION.into(),
+        prefix: "hub-".into(),
+        path_style: true,
+        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        timeout: Duration::from_secs(2),
+    };
+    let closed = S3BlobStore::new(settings(format!("http://127.0.0.1:{port}"))).unwrap();
+    assert_eq!(
+        remote_error(closed.check()),
+        (
+            "check".to_string(),
+            format!(
+                "object store check photos/hub-: connection refused by http://127.0.0.1:{port}; \
+                 check the endpoint and that the object store is running"
+            )
+        )
+    );
+
+    // Something answers 200, but it is no S3 API (a web console, a default vhost).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Some(mut conn) = listener.incoming().flatten().next() {
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let page = "<html><body>MinIO Console</body></html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let console = S3BlobStore::new(settings(format!("http://127.0.0.1:{port}"))).unwrap();
+    assert_eq!(
+        remote_error(console.check()).1,
+        "object store check photos/hub-: HTTP 200 but not a ListObjectsV2 answer; check the \
+         endpoint (the S3 API port, not a console) and path_style"
+    );
+}
+
+const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
+const MIRROR: &str = "device-token-mirror-1-xxxxxxxxxxxx";
+const SCENE: &str = "s3Scene_Zq8R0aUe-1mVbN4w";
+
+/// A hub config file as an operator writes it, with `[s3]` on `bucket` of `moto` and the
+/// secret key in the file `secret_file`.
+fn hub_toml(
+    dir: &Path,
+    name: &str,
+    base: &str,
+    fake_url: &str,
+    moto: &Moto,
+    bucket: &str,
+    secret: &str,
+) -> PathBuf {
+    let secret_file = dir.join(format!("{name}.s3-secret"));
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let text = format!(
+        r#"public_base_url = "{base}"
+database = "{database}"
+blob_dir = "{blob_dir}"
+
+[wechat]
+appid = "{FAKE_APPID}"
+api_base = "{fake_url}"
+mp_base = "{fake_url}"
+
+[s3]
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+region = "{REGION}"
+prefix = "hub-photos-"
+path_style = true
+access_key_id = "{access_key_id}"
+secret_key_file = "{secret_file}"
+timeout_s = 10
+"#,
+        database = dir.join(format!("{name}.sqlite3")).display(),
+        blob_dir = dir.join(format!("{name}-local-photos")).display(),
+        endpoint = moto.endpoint(),
+        access_key_id = moto.access_key_id,
+        secret_file = secret_file.display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// JPEG-framed bytes that do not compress.
+fn photo_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    b.extend(noise(len, seed));
+    b.extend([0xFF, 0xD9]);
+    b
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The absolute photo URLs the gallery page at `url` shows.
+async fn gallery(http: &reqwest::Client, base: &str, url: &str) -> Vec<String> {
+    let html = http.get(url).send().await.unwrap().text().await.unwrap();
+    html.split("<img src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|s| s.replace("&amp;", "&"))
+        .map(|s| {
+            if s.starts_with("http") {
+                s
+            } else {
+                format!("{base}{s}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
+    let test = "hub_configured_with_s3_serves_photos_from_the_bucket";
+    let Some(moto) = block_in_place(|| moto_or_skip(test, Signatures::Checked)) else {
+        return;
+    };
+    // The bucket is the operator's to make; the hub only probes it.
+    let bucket = block_in_place(|| moto.store("hub-bucket", "hub-photos-"));
+    let (fake_url, _fake) = FakeServer::start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let no_env = |_: &str| None;
+
+    // A wrong secret or a missing bucket stops the hub at startup, in one line.
+    for (name, bucket_name, secret, expected) in [
+        (
+            "wrong-secret",
+            "hub-bucket",
+            "not-the-secret",
+            "HTTP 403 SignatureDoesNotMatch",
+        ),
+        (
+            "no-bucket",
+            "no-such-bucket",
+            moto.secret_access_key.as_str(),
+            "HTTP 404 NoSuchBucket",
+        ),
+    ] {
+        let path = hub_toml(
+            dir.path(),
+            name,
+            &base,
+            &fake_url,
+            &moto,
+            bucket_name,
+            secret,
+        );
+        let config = HubConfig::load(&path).unwrap();
+        let e = block_in_place(|| open_stores(&config, &no_env))
+            .err()
+            .unwrap_or_else(|| panic!("{name}: opened"));
+        let line = e.to_string();
+        assert!(
+            line.starts_with(&format!(
+                "blob store: object store check {bucket_name}/hub-photos-: {expected}"
+            )) && !line.contains('\n')
+                && line.len() < 400,
+            "{name}: {line}"
+        );
+        assert!(!line.contains(&moto.secret_access_key), "{line}");
+        if name == "wrong-secret" {
+            assert!(
+                line.ends_with("; check s3.access_key_id and the secret key"),
+                "{line}"
+            );
+        }
+    }
+
+    let path = hub_toml(
+        dir.path(),
+        "hub",
+        &base,
+        &fake_url,
+        &moto,
+        "hub-bucket",
+        &moto.secret_access_key,
+    );
+    let config = HubConfig::load(&path).unwrap();
+    let (store, blobs) = block_in_place(|| open_stores(&config, &no_env)).unwrap();
+    block_in_place(|| store.add_device("mirror-1", "shop-1", &token_digest(MIRROR), 0)).unwrap();
+    let secrets = HubSecrets {
+        appsecret: Secret::new(FAKE_APPSECRET),
+        callback_token: Secret::new(CALLBACK_TOKEN),
+        encoding_aes_key: None,
+        admin_token: None,
+    };
+    let hub = Hub::with_stores(config, secrets, Arc::clone(&store), Arc::clone(&blobs)).unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(hub.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+
+    // The mirror mints a scene and uploads two photos through the relay.
+    let resp = http
+        .post(format!("{base}{SCENES_PATH}"))
+        .bearer_auth(MIRROR)
+        .json(&serde_json::json!({"scene": SCENE, "expire_seconds": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(
+        resp.json::<CreateSceneResponse>().await.unwrap().scene,
+        SCENE
+    );
+    let photos = [
+        ("photoS3AAAAAAAAAAAAAAA", photo_bytes(300_000, 11)),
+        ("photoS3BBBBBBBBBBBBBBB", photo_bytes(123_457, 12)),
+    ];
+    for (id, bytes) in &photos {
+        let resp = http
+            .post(format!("{base}{}", photos_path(SCENE)))
+            .bearer_auth(MIRROR)
+            .header("Content-Type", "image/jpeg")
+            .header(h::IDEMPOTENCY_KEY, *id)
+            .header(h::PHOTO_ID, *id)
+            .header(h::SESSION_ID, SCENE)
+            .header(h::TAKEN_AT, "1767225600123")
+            .header(h::TRIGGER, "thumbs_up")
+            .header(h::CONTENT_SHA256, sha(bytes))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let stored: PhotoUploadResponse = resp.json().await.unwrap();
+        assert_eq!(
+            (stored.photo.as_str(), stored.bytes, stored.sha256),
+            (*id, bytes.len() as u64, sha(bytes))
+        );
+    }
+
+    // The bytes are in the bucket, under the prefix, byte for byte; nothing went to disk.
+    let rows = block_in_place(|| store.photos_of_scene(SCENE)).unwrap();
+    let blob_key = |id: &str| {
+        rows.iter()
+            .find(|r| r.photo == id)
+            .unwrap_or_else(|| panic!("row of {id}"))
+            .blob_key
+            .clone()
+    };
+    let (key_a, key_b) = (blob_key(photos[0].0), blob_key(photos[1].0));
+    block_in_place(|| {
+        assert_eq!(
+            keys(&bucket),
+            BTreeSet::from([key_a.clone(), key_b.clone()])
+        );
+        assert_eq!(bucket.get(&key_a).unwrap().as_ref(), Some(&photos[0].1));
+        assert_eq!(bucket.get(&key_b).unwrap().as_ref(), Some(&photos[1].1));
+    });
+    assert!(!dir.path().join("hub-local-photos").exists());
+
+    // A shopper scans; the gallery the reply links to serves both photos from the bucket.
+    let ts = mirrorsight_hub::http::unix_now().to_string();
+    let sig = signature(&[CALLBACK_TOKEN, &ts, "42"]);
+    let push = format!(
+        "<xml><ToUserName><![CDATA[gh_store]]></ToUserName><FromUserName><![CDATA[oShopper]]></FromUserName><CreateTime>1767225700</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[{SCENE}]]></EventKey></xml>"
+    );
+    let reply = http
+        .post(format!(
+            "{base}/wechat?signature={sig}&timestamp={ts}&nonce=42&openid=o"
+        ))
+        .body(push)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let article = parse_article(&reply)
+        .unwrap_or_else(|e| panic!("news reply: {e:?}: {reply}"))
+        .unwrap_or_else(|| panic!("an article in {reply}"));
+    assert!(article.url.starts_with(&base), "{}", article.url);
+    let srcs = gallery(&http, &base, &article.url).await;
+    assert_eq!(srcs.len(), 2, "{srcs:?}");
+    let mut served = Vec::new();
+    for src in &srcs {
+        let resp = http.get(src).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{src}");
+        served.push(resp.bytes().await.unwrap().to_vec());
+    }
+    served.sort();
+    let mut uploaded = vec![photos[0].1.clone(), photos[1].1.clone()];
+    uploaded.sort();
+    assert!(served == uploaded, "the gallery serves the uploaded bytes");
+
+    // The shopper has one photo deleted: its object leaves the bucket.
+    let resp = http
+        .delete(format!("{base}{}", photo_path(SCENE, photos[1].0)))
+        .bearer_auth(MIRROR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    block_in_place(|| {
+        assert_eq!(bucket.get(&key_b).unwrap(), None);
+        assert_eq!(keys(&bucket), BTreeSet::from([key_a.clone()]));
+    });
+    assert_eq!(gallery(&http, &base, &article.url).await.len(), 1);
+
+    // Bytes nobody refers to (a crash between storing them and their row) are swept once
+    // old enough; the live photo stays.
+    let orphan = "0123456789abcdef-0badc0de";
+    block_in_place(|| {
+        bucket.put(orphan, b"left by a crash").unwrap();
+        let later = now() + ORPHAN_GRACE_S + 1;
+        let report = sweep_orphans(store.as_ref(), blobs.as_ref(), later, ORPHAN_GRACE_S).unwrap();
+        assert_eq!((report.examined, report.deleted), (2, 1));
+        assert_eq!(keys(&bucket), BTreeSet::from([key_a.clone()]));
+        assert_eq!(bucket.get(&key_a).unwrap().as_ref(), Some(&photos[0].1));
+    });
+    let srcs = gallery(&http, &base, &article.url).await;
+    assert_eq!(srcs.len(), 1);
+    let resp = http.get(&srcs[0]).send().await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), photos[0].1.as_slice());
+    block_in_place(move || drop(moto));
 }

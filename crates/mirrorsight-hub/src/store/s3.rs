@@ -232,6 +232,41 @@ impl S3BlobStore {
         Err(self.http_error("create bucket", "", &reply))
     }
 
+    /// Probes the bucket the way the hub will use it, so a wrong endpoint, bucket or key is
+    /// one line at startup rather than an error on the first photo: one signed ListObjectsV2
+    /// of at most one key under the prefix (what the orphan sweep lists). HEAD of the bucket
+    /// would be cheaper still, but its answers carry no body, so a wrong secret, an unknown
+    /// key id and missing permissions would all be a bare 403; the list answer's error code
+    /// tells them apart. Reads nothing but one key name and writes nothing.
+    ///
+    /// Errors are [`BlobError::Remote`] with `op` `"check"`, one line like every other
+    /// operation's: `NoSuchBucket`, a refused connection, a timeout, a TLS failure each say
+    /// what to check; `InvalidAccessKeyId` and `SignatureDoesNotMatch` (which one an
+    /// S3-compatible server answers for a mismatched pair varies) both point at the key pair.
+    pub fn check(&self) -> Result<(), BlobError> {
+        let mut query = vec![("list-type", "2"), ("max-keys", "1")];
+        if !self.prefix.is_empty() {
+            query.push(("prefix", self.prefix.as_str()));
+        }
+        let reply = self.send("check", "", Method::GET, None, &query, &[])?;
+        let message = if reply.status == 200 {
+            if is_list_result(&reply.body) {
+                return Ok(());
+            }
+            // Something answers, but not as S3 does: a web server, a console port, a proxy.
+            "HTTP 200 but not a ListObjectsV2 answer; check the endpoint (the S3 API port, not \
+             a console) and path_style"
+                .to_string()
+        } else {
+            http_message_with(reply.status, &reply.body, check_hint)
+        };
+        Err(BlobError::Remote {
+            op: "check",
+            key: self.location(""),
+            message,
+        })
+    }
+
     /// `bucket/prefix+key`, for messages.
     fn location(&self, key: &str) -> String {
         format!("{}/{}{key}", self.bucket, self.prefix)
@@ -397,6 +432,15 @@ impl S3BlobStore {
 
 /// `HTTP <status> <Code>: <Message>; <what to check>`, one line.
 fn http_message(status: u16, body: &[u8]) -> String {
+    http_message_with(status, body, hint)
+}
+
+/// [`http_message`] with another choice of what to check.
+fn http_message_with(
+    status: u16,
+    body: &[u8],
+    hint: fn(Option<&str>, u16) -> Option<&'static str>,
+) -> String {
     let (code, message) = parse_error(body);
     let mut out = format!("HTTP {status}");
     match (&code, &message) {
@@ -450,6 +494,31 @@ fn hint(code: Option<&str>, status: u16) -> Option<&'static str> {
             _ => "check the endpoint",
         },
     })
+}
+
+/// What to check when the startup probe ([`S3BlobStore::check`]) is refused: said in terms of
+/// the hub's `[s3]` keys. A wrong secret and a key id from another pair look alike to the
+/// server, so both credential errors name both halves.
+fn check_hint(code: Option<&str>, status: u16) -> Option<&'static str> {
+    match code {
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+            Some("check s3.access_key_id and the secret key")
+        }
+        _ => hint(code, status),
+    }
+}
+
+/// Whether `body` is a ListObjectsV2 (or V1) answer: an XML document whose root is
+/// `ListBucketResult`.
+fn is_list_result(body: &[u8]) -> bool {
+    let mut root = false;
+    walk_xml(body, |path, _| {
+        if let [only] = path {
+            root |= only == "ListBucketResult";
+        }
+    })
+    .is_ok()
+        && root
 }
 
 /// Collapses whitespace (newlines included) and caps the length, so a message is one line.
@@ -1203,6 +1272,48 @@ mod tests {
             parse_error(b"<!DOCTYPE x [<!ENTITY a \"b\">]><Error><Code>&a;</Code></Error>")
                 .0
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn probe_answers_are_judged() {
+        assert!(is_list_result(
+            b"<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+              <Name>photos</Name><KeyCount>0</KeyCount></ListBucketResult>"
+        ));
+        assert!(is_list_result(b"<ListBucketResult/>"));
+        for not_a_listing in [
+            &b""[..],
+            b"<html><body>MinIO Console</body></html>",
+            b"<Error><Code>NoSuchBucket</Code></Error>",
+            b"<x><ListBucketResult/></x>",
+            b"{\"ListBucketResult\": []}",
+        ] {
+            assert!(
+                !is_list_result(not_a_listing),
+                "{}",
+                String::from_utf8_lossy(not_a_listing)
+            );
+        }
+        let signature = b"<Error><Code>SignatureDoesNotMatch</Code><Message>m</Message></Error>";
+        assert_eq!(
+            http_message_with(403, signature, check_hint),
+            "HTTP 403 SignatureDoesNotMatch: m; check s3.access_key_id and the secret key"
+        );
+        let unknown = b"<Error><Code>InvalidAccessKeyId</Code><Message>m</Message></Error>";
+        assert_eq!(
+            http_message_with(403, unknown, check_hint),
+            "HTTP 403 InvalidAccessKeyId: m; check s3.access_key_id and the secret key"
+        );
+        // Everything else says what the other operations say.
+        let missing = b"<Error><Code>NoSuchBucket</Code><Message>m</Message></Error>";
+        assert_eq!(
+            http_message_with(404, missing, check_hint),
+            http_message(404, missing)
+        );
+        assert_eq!(
+            http_message_with(403, b"", check_hint),
+            http_message(403, b"")
         );
     }
 
