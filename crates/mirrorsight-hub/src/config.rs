@@ -631,6 +631,86 @@ mod tests {
         assert_eq!(c.photos, PhotosConfig::default());
     }
 
+    /// The commented chain sections of the example, uncommented, are a valid config too.
+    #[test]
+    fn example_chain_sections_are_valid() {
+        let text = include_str!("../hub.example.toml");
+        let (single, chain) = text
+            .split_once("# A chain running several")
+            .expect("the chain part of the example");
+        let uncommented: String = chain
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#') && (l.starts_with('[') || l.contains(" = ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c: HubConfig = toml::from_str(&format!("{single}\n{uncommented}")).unwrap();
+        c.validate().unwrap();
+        let pg = c.postgres.expect("[postgres]");
+        assert_eq!(
+            (pg.pool_size, pg.password_credential.as_str()),
+            (16, "hub-database-password")
+        );
+        let s3 = c.s3.expect("[s3]");
+        assert_eq!(
+            (s3.bucket.as_str(), s3.path_style),
+            ("mirrorsight-photos", true)
+        );
+    }
+
+    #[test]
+    fn storage_errors_name_the_key() {
+        let pg = |url: &str| {
+            let mut c = valid();
+            c.postgres = Some(PostgresConfig {
+                url: url.into(),
+                pool_size: 16,
+                connect_timeout_s: 10,
+                password_file: None,
+                password_credential: "hub-database-password".into(),
+            });
+            c
+        };
+        assert_eq!(key_of(pg("mysql://db/hub").validate()), "postgres.url");
+        let err = pg("postgres://hub:hunter2@db/hub")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("postgres.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let mut c = pg("postgres://hub@db/hub");
+        c.validate().unwrap();
+        if let Some(p) = c.postgres.as_mut() {
+            p.pool_size = 0;
+        }
+        assert_eq!(key_of(c.validate()), "postgres.pool_size");
+
+        let s3 = |endpoint: &str, bucket: &str| {
+            let mut c = valid();
+            c.s3 = Some(S3Config {
+                endpoint: endpoint.into(),
+                bucket: bucket.into(),
+                region: "us-east-1".into(),
+                prefix: String::new(),
+                path_style: true,
+                access_key_id: "AKIA".into(),
+                secret_key_file: None,
+                secret_key_credential: "hub-s3-secret-key".into(),
+                timeout_s: 30,
+            });
+            c
+        };
+        s3("http://127.0.0.1:9000", "photos").validate().unwrap();
+        assert_eq!(key_of(s3("minio:9000", "photos").validate()), "s3.endpoint");
+        assert_eq!(key_of(s3("https://", "photos").validate()), "s3.endpoint");
+        assert_eq!(
+            key_of(s3("https://s3.example", " ").validate()),
+            "s3.bucket"
+        );
+    }
+
     #[test]
     fn secrets_come_from_files_or_env_only() {
         let c = valid();
