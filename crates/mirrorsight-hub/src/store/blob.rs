@@ -26,6 +26,15 @@ pub enum BlobError {
     },
 }
 
+/// The keys the hub makes (lowercase hex and `-`, 8 to 128 long), the only ones any blob
+/// store accepts: nothing a client sends can become a path or an object name.
+pub(crate) fn valid_key(key: &str) -> bool {
+    (8..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+}
+
 /// Where photo bytes live. Blocking, like [`super::Store`].
 pub trait BlobStore: Send + Sync + 'static {
     /// Stores `bytes` under `key`, durably before returning; replaces what was there.
@@ -77,12 +86,7 @@ impl LocalBlobStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
-        let valid = key.len() >= 8
-            && key.len() <= 128
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
-        if !valid {
+        if !valid_key(key) {
             return Err(BlobError::BadKey(key.to_string()));
         }
         Ok(self.root.join(&key[..2]).join(key))

@@ -192,6 +192,62 @@ pub struct StatsRow {
     pub galleries_opened: u64,
 }
 
+/// Folds `(store, mirror, day, activity kind, count)` rows, sorted by day, store and mirror,
+/// into one [`StatsRow`] per store, mirror and day. Shared by the stores so the definitions
+/// (scans = new followers + already following) cannot differ between backends.
+pub(crate) fn fold_stats(
+    rows: impl IntoIterator<Item = (String, String, String, String, i64)>,
+) -> Vec<StatsRow> {
+    let mut out: Vec<StatsRow> = Vec::new();
+    for (store, mirror, day, kind, n) in rows {
+        let same = out
+            .last()
+            .is_some_and(|l| l.store == store && l.mirror == mirror && l.day == day);
+        if !same {
+            out.push(StatsRow {
+                store,
+                mirror,
+                day,
+                ..StatsRow::default()
+            });
+        }
+        let Some(entry) = out.last_mut() else {
+            continue;
+        };
+        let n = u64::try_from(n).unwrap_or(0);
+        match Activity::parse(&kind) {
+            Some(Activity::Session) => entry.sessions += n,
+            Some(Activity::CodeMinted) => entry.codes_minted += n,
+            Some(Activity::ScanNewFollower) => {
+                entry.new_followers += n;
+                entry.scans += n;
+            }
+            Some(Activity::ScanAlreadyFollowing) => {
+                entry.already_following += n;
+                entry.scans += n;
+            }
+            Some(Activity::PhotoDelivered) => entry.photos_delivered += n,
+            Some(Activity::GalleryOpened) => entry.galleries_opened += n,
+            None => {}
+        }
+    }
+    out
+}
+
+/// Per-kind activity totals, every kind present (zero when never logged).
+pub(crate) fn activity_totals(
+    rows: impl IntoIterator<Item = (String, i64)>,
+) -> Vec<(Activity, u64)> {
+    let by_kind: std::collections::HashMap<Activity, u64> = rows
+        .into_iter()
+        .filter_map(|(kind, n)| Some((Activity::parse(&kind)?, u64::try_from(n).unwrap_or(0))))
+        .collect();
+    Activity::ALL
+        .into_iter()
+        .map(|k| (k, by_kind.get(&k).copied().unwrap_or(0)))
+        .collect()
+}
+
 /// Whole-hub figures for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {

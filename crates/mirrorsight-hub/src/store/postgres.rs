@@ -16,7 +16,8 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, PhotoInsert,
-    PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals,
+    PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals, activity_totals,
+    fold_stats,
 };
 
 const SCHEMA_VERSION: i32 = 2;
@@ -811,59 +812,19 @@ impl Store for Db {
                 &[&utc_offset_s, &from, &to],
             )
             .map_err(db)?;
-        let mut out: Vec<StatsRow> = Vec::new();
-        for row in &rows {
-            let (store, mirror, day, kind, n): (String, String, String, String, i64) =
-                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-            let same = out
-                .last()
-                .is_some_and(|l| l.store == store && l.mirror == mirror && l.day == day);
-            if !same {
-                out.push(StatsRow {
-                    store,
-                    mirror,
-                    day,
-                    ..StatsRow::default()
-                });
-            }
-            let Some(entry) = out.last_mut() else {
-                continue;
-            };
-            let n = count(n);
-            match Activity::parse(&kind) {
-                Some(Activity::Session) => entry.sessions += n,
-                Some(Activity::CodeMinted) => entry.codes_minted += n,
-                Some(Activity::ScanNewFollower) => {
-                    entry.new_followers += n;
-                    entry.scans += n;
-                }
-                Some(Activity::ScanAlreadyFollowing) => {
-                    entry.already_following += n;
-                    entry.scans += n;
-                }
-                Some(Activity::PhotoDelivered) => entry.photos_delivered += n,
-                Some(Activity::GalleryOpened) => entry.galleries_opened += n,
-                None => {}
-            }
-        }
-        Ok(out)
+        Ok(fold_stats(rows.iter().map(|row| {
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+        })))
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
         let mut conn = self.conn()?;
-        let mut by_kind = std::collections::HashMap::new();
-        for row in conn
-            .query("SELECT kind, COUNT(*) FROM activity GROUP BY kind", &[])
-            .map_err(db)?
-        {
-            if let Some(kind) = Activity::parse(row.get(0)) {
-                by_kind.insert(kind, count(row.get(1)));
-            }
-        }
-        let activity = Activity::ALL
-            .into_iter()
-            .map(|k| (k, by_kind.get(&k).copied().unwrap_or(0)))
-            .collect();
+        let activity = activity_totals(
+            conn.query("SELECT kind, COUNT(*) FROM activity GROUP BY kind", &[])
+                .map_err(db)?
+                .iter()
+                .map(|row| (row.get(0), row.get(1))),
+        );
         let row = conn
             .query_one(
                 "SELECT

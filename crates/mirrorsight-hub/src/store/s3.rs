@@ -16,6 +16,7 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 use ureq::http::{Method, StatusCode};
 
+use super::blob::valid_key;
 use super::blob::{BlobEntry, BlobError, BlobStore};
 
 /// Where the bucket is and how to sign for it.
@@ -65,15 +66,6 @@ pub struct S3BlobStore {
 const MAX_BODY: u64 = 1 << 30;
 /// Pause before the one retry of a request that failed in transit or with a 5xx.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
-
-/// Keys the hub makes: the same rule as [`super::LocalBlobStore`].
-fn valid_key(key: &str) -> bool {
-    key.len() >= 8
-        && key.len() <= 128
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
-}
 
 fn settings_error(field: &'static str, message: String) -> BlobError {
     BlobError::Remote {

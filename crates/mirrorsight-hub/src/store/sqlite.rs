@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, PhotoInsert,
-    PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals,
+    PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals, activity_totals,
+    fold_stats,
 };
 
 // 2: access_tokens (the shared token and its refresh lease), photos_by_blob.
@@ -647,41 +648,8 @@ impl Store for SqliteStore {
                 ))
             })
             .map_err(db)?;
-        let mut out: Vec<StatsRow> = Vec::new();
-        for row in rows {
-            let (store, mirror, day, kind, n) = row.map_err(db)?;
-            let same = out
-                .last()
-                .is_some_and(|l| l.store == store && l.mirror == mirror && l.day == day);
-            if !same {
-                out.push(StatsRow {
-                    store,
-                    mirror,
-                    day,
-                    ..StatsRow::default()
-                });
-            }
-            let Some(entry) = out.last_mut() else {
-                continue;
-            };
-            let n = count(n);
-            match Activity::parse(&kind) {
-                Some(Activity::Session) => entry.sessions += n,
-                Some(Activity::CodeMinted) => entry.codes_minted += n,
-                Some(Activity::ScanNewFollower) => {
-                    entry.new_followers += n;
-                    entry.scans += n;
-                }
-                Some(Activity::ScanAlreadyFollowing) => {
-                    entry.already_following += n;
-                    entry.scans += n;
-                }
-                Some(Activity::PhotoDelivered) => entry.photos_delivered += n,
-                Some(Activity::GalleryOpened) => entry.galleries_opened += n,
-                None => {}
-            }
-        }
-        Ok(out)
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(db)?;
+        Ok(fold_stats(rows))
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
@@ -692,17 +660,7 @@ impl Store for SqliteStore {
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .map_err(db)?;
-        let mut by_kind = std::collections::HashMap::new();
-        for row in rows {
-            let (kind, n) = row.map_err(db)?;
-            if let Some(kind) = Activity::parse(&kind) {
-                by_kind.insert(kind, count(n));
-            }
-        }
-        let activity = Activity::ALL
-            .into_iter()
-            .map(|k| (k, by_kind.get(&k).copied().unwrap_or(0)))
-            .collect();
+        let activity = activity_totals(rows.collect::<Result<Vec<_>, _>>().map_err(db)?);
         let (photos_stored, photo_bytes_stored): (i64, i64) = conn
             .query_row(
                 "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM photos WHERE expired_at IS NULL",
