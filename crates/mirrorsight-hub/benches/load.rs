@@ -19,6 +19,11 @@
 mod load;
 #[path = "../tests/support/pg.rs"]
 mod pg;
+/// `load` uses it as `crate::support::hub`, as from `tests/load.rs`.
+#[path = "../tests/support"]
+mod support {
+    pub mod hub;
+}
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -171,8 +171,8 @@ impl LeasedTokenSource {
             let leased = self
                 .blocking(move |s| s.acquire_token_lease(&name, &holder, now, until))
                 .await?;
-            if leased {
-                return self.refresh_holding_lease().await;
+            if leased && let Some(token) = self.refresh_holding_lease().await? {
+                return Ok(token);
             }
             if Instant::now() >= deadline {
                 return Err(Error::SharedToken(format!(
@@ -186,11 +186,13 @@ impl LeasedTokenSource {
         }
     }
 
-    async fn refresh_holding_lease(&self) -> Result<FetchedToken, Error> {
+    /// `None` when the lease ran out during the fetch: the caller then waits for what the
+    /// instance that took over publishes.
+    async fn refresh_holding_lease(&self) -> Result<Option<FetchedToken>, Error> {
         // Another instance may have published between our read and our lease.
         if let Some(token) = self.usable(self.read().await?, unix_now()) {
             self.release().await;
-            return Ok(token);
+            return Ok(Some(token));
         }
         let fetched = match self.upstream.fetch().await {
             Ok(fetched) => fetched,
@@ -210,15 +212,16 @@ impl LeasedTokenSource {
         let published = self
             .blocking(move |s| s.publish_token(&name, &holder, &row))
             .await?;
-        if published {
-            tracing::info!(name = %self.name, expires_in_s = fetched.expires_in.as_secs(), "fetched and shared a new access token");
-        } else {
-            // Our lease ran out mid-fetch and another instance took over. The token we got
-            // is still valid (a normal-mode fetch never invalidates others), so use it.
-            tracing::warn!(name = %self.name, "refresh lease lost during the fetch; token not shared");
+        if !published {
+            // Our lease ran out mid-fetch and another instance took over. Its token is the
+            // one every instance will use, and ours may already be superseded by it
+            // (`cgi-bin/token` retires the previous token), so drop ours and wait for it.
+            tracing::warn!(name = %self.name, "refresh lease lost during the fetch; waiting for the new holder's token");
+            return Ok(None);
         }
+        tracing::info!(name = %self.name, expires_in_s = fetched.expires_in.as_secs(), "fetched and shared a new access token");
         self.remember(fetched.token.expose());
-        Ok(fetched)
+        Ok(Some(fetched))
     }
 
     async fn release(&self) {
@@ -279,7 +282,7 @@ mod tests {
             "wechat:wx-test",
             holder,
             LeasePolicy {
-                lease: Duration::from_secs(2),
+                lease: Duration::from_secs(1),
                 poll: Duration::from_millis(10),
                 wait_max: Duration::from_secs(5),
                 min_remaining: Duration::from_secs(300),
@@ -355,6 +358,41 @@ mod tests {
                 .unwrap()
                 .holder,
             "hub-live"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_holder_that_outlives_its_lease_takes_the_new_holders_token() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let calls = Arc::new(AtomicU64::new(0));
+        // `slow` takes the lease first and is still fetching when the 1 s lease runs out.
+        let slow = Arc::new(source(
+            &store,
+            &calls,
+            "hub-slow",
+            Duration::from_millis(2500),
+        ));
+        let fast = source(&store, &calls, "hub-fast", Duration::ZERO);
+        let slow_task = {
+            let slow = Arc::clone(&slow);
+            tokio::spawn(async move { slow.fetch().await.map(|t| t.token.expose().to_string()) })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let fast_token = fast.fetch().await.unwrap();
+        assert_eq!(
+            fast_token.token.expose(),
+            "token-1",
+            "took over the expired lease"
+        );
+        let slow_token = slow_task.await.unwrap().unwrap();
+        assert_eq!(
+            slow_token, "token-1",
+            "dropped its own late token for the shared one"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            store.shared_token("wechat:wx-test").unwrap().unwrap().token,
+            "token-1"
         );
     }
 

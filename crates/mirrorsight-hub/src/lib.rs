@@ -309,7 +309,7 @@ pub fn sweep_orphans(
     let candidates: Vec<String> = blobs
         .list()?
         .into_iter()
-        .filter(|b| b.modified <= now - grace_s)
+        .filter(|b| b.modified <= now - grace_s && store::blob::is_photo_blob_key(&b.key))
         .map(|b| b.key)
         .collect();
     let mut report = OrphanReport {

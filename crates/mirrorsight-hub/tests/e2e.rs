@@ -2,21 +2,21 @@
 //! uploads photos over the contract; signed pushes bind scanners and get a `news` reply whose
 //! gallery serves exactly those photos.
 
-use std::sync::Arc;
+mod support {
+    pub mod hub;
+}
 
 use mirrorsight_contract::backend::{
-    CreateSceneResponse, ErrorBody, PhotoUploadResponse, SCENES_PATH, error_code, header as h,
-    photo_path, photos_path,
+    CreateSceneResponse, ErrorBody, PhotoUploadResponse, error_code, photo_path,
 };
-use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeServer, Route};
+use mirrorsight_fake_backend::{FAKE_APPID, Route};
 use mirrorsight_hub::http::unix_now;
-use mirrorsight_hub::store::{LocalBlobStore, SqliteStore, Store};
 use mirrorsight_hub::wechat::xml::parse_article;
 use mirrorsight_hub::wechat::{Incoming, MessageCrypt, signature};
-use mirrorsight_hub::{Hub, HubConfig, HubSecrets, sweep_expired, token_digest};
+use mirrorsight_hub::{HubSecrets, sweep_expired};
 use mirrorsight_wechat::Secret;
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
+use support::hub::{self, LocalHub, img_srcs, sha256_hex as sha};
 
 const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -25,57 +25,26 @@ const MIRROR_1: &str = "device-token-mirror-1-xxxxxxxxxxxx";
 const MIRROR_2: &str = "device-token-mirror-2-yyyyyyyyyyyy";
 const SCENE: &str = "kJ3x_Zq8R0aUe-1mVbN4wA";
 const SESSION: &str = "kJ3x_Zq8R0aUe-1mVbN4wA";
+/// The nonce this test's plaintext pushes are signed with.
+const NONCE: &str = "486452656";
 
-struct Env {
-    base: String,
-    http: reqwest::Client,
-    store: Arc<dyn Store>,
-    blobs: Arc<LocalBlobStore>,
-    fake: mirrorsight_fake_backend::FakeHandle,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+/// The hub on SQLite, in front of the fake WeChat, with this test's requests below.
+type Env = LocalHub;
 
 async fn start() -> Env {
-    let (fake_url, fake) = FakeServer::start().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = HubConfig::with_base_url(&base);
-    config.database = dir.path().join("hub.sqlite3");
-    config.blob_dir = dir.path().join("photos");
-    config.wechat.api_base = fake_url.clone();
-    config.wechat.mp_base = fake_url;
-    config.wechat.appid = FAKE_APPID.into();
-    config.photos.max_bytes = 64 * 1024;
     let secrets = HubSecrets {
-        appsecret: Secret::new(FAKE_APPSECRET),
-        callback_token: Secret::new(CALLBACK_TOKEN),
         encoding_aes_key: Some(Secret::new(AES_KEY)),
         admin_token: Some(Secret::new(ADMIN)),
+        ..hub::fake_wechat_secrets(CALLBACK_TOKEN)
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).unwrap());
-    let blobs = Arc::new(LocalBlobStore::open(&config.blob_dir).unwrap());
-    store
-        .add_device("mirror-1", "shop-1", &token_digest(MIRROR_1), 0)
-        .unwrap();
-    store
-        .add_device("mirror-2", "shop-1", &token_digest(MIRROR_2), 0)
-        .unwrap();
-    let hub = Hub::with_stores(config, secrets, Arc::clone(&store), blobs.clone()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hub.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Env {
-        base,
-        http: reqwest::Client::new(),
-        store,
-        blobs,
-        fake,
-        _dir: dir,
-        _stop: stop,
-    }
+    let devices = [
+        ("mirror-1", "shop-1", MIRROR_1),
+        ("mirror-2", "shop-1", MIRROR_2),
+    ];
+    LocalHub::start(secrets, &devices, |config| {
+        config.photos.max_bytes = 64 * 1024;
+    })
+    .await
 }
 
 fn jpeg(label: &str) -> Vec<u8> {
@@ -85,16 +54,9 @@ fn jpeg(label: &str) -> Vec<u8> {
     b
 }
 
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 impl Env {
     async fn mint(&self, token: &str, scene: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}{SCENES_PATH}", self.base))
-            .bearer_auth(token)
-            .json(&serde_json::json!({"scene": scene, "expire_seconds": 3600}))
+        hub::mint_request(&self.http, &self.base, token, scene)
             .send()
             .await
             .unwrap()
@@ -109,17 +71,15 @@ impl Env {
         bytes: &[u8],
         digest: &str,
     ) -> reqwest::Response {
-        self.http
-            .post(format!("{}{}", self.base, photos_path(scene)))
-            .bearer_auth(token)
-            .header("Content-Type", "image/jpeg")
-            .header(h::IDEMPOTENCY_KEY, photo)
-            .header(h::PHOTO_ID, photo)
-            .header(h::SESSION_ID, SESSION)
-            .header(h::TAKEN_AT, "1767225600123")
-            .header(h::TRIGGER, "thumbs_up")
-            .header(h::CONTENT_SHA256, digest)
-            .body(bytes.to_vec())
+        let upload = hub::Upload {
+            token,
+            scene,
+            session: SESSION,
+            photo,
+            digest,
+        };
+        upload
+            .request(&self.http, &self.base, 1_767_225_600_123, bytes.to_vec())
             .send()
             .await
             .unwrap()
@@ -136,22 +96,12 @@ impl Env {
 
     /// A plaintext push signed with `token`, now.
     async fn push(&self, token: &str, xml: &str) -> reqwest::Response {
-        self.push_at(token, xml, &unix_now().to_string()).await
+        hub::push(&self.http, &self.base, token, NONCE, xml).await
     }
 
     /// A plaintext push signed with `token` at timestamp `ts`.
     async fn push_at(&self, token: &str, xml: &str, ts: &str) -> reqwest::Response {
-        let nonce = "486452656";
-        let sig = signature(&[token, ts, nonce]);
-        self.http
-            .post(format!(
-                "{}/wechat?signature={sig}&timestamp={ts}&nonce={nonce}&openid=o",
-                self.base
-            ))
-            .body(xml.to_string())
-            .send()
-            .await
-            .unwrap()
+        hub::push_at(&self.http, &self.base, token, ts, NONCE, xml).await
     }
 
     async fn get(&self, url: &str) -> reqwest::Response {
@@ -167,25 +117,15 @@ impl Env {
     }
 }
 
-fn scan_xml(openid: &str, create_time: u64, event: &str, key: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_store]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[{event}]]></Event><EventKey><![CDATA[{key}]]></EventKey><Ticket><![CDATA[gQH00001+fake/Ticket1AAAA==]]></Ticket></xml>"
-    )
+/// A scan push to the store's official account.
+fn scan_xml(openid: &str, create_time: i64, event: &str, key: &str) -> String {
+    hub::scan_xml("gh_store", openid, create_time, event, key)
 }
 
 async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
     let status = resp.status();
     let body: ErrorBody = resp.json().await.unwrap();
     (status, body.error)
-}
-
-/// The photo URLs a gallery page shows, in order.
-fn img_srcs(html: &str) -> Vec<String> {
-    html.split("<img src=\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(|s| s.replace("&amp;", "&"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,16 +162,8 @@ async fn scan_to_gallery_end_to_end() {
         error_of(env.mint("nope", SCENE).await).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let bad = env
-        .http
-        .post(format!("{}{SCENES_PATH}", env.base))
-        .bearer_auth(MIRROR_1)
-        .json(&serde_json::json!({"scene": "a b", "expire_seconds": 3600}))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        error_of(bad).await,
+        error_of(env.mint(MIRROR_1, "a b").await).await,
         (StatusCode::BAD_REQUEST, error_code::BAD_REQUEST.into())
     );
 
@@ -426,10 +358,10 @@ async fn scan_to_gallery_end_to_end() {
     );
     let ts = unix_now().to_string();
     let (ts, nonce) = (ts.as_str(), "1234567");
-    let sig = signature(&[CALLBACK_TOKEN, ts, nonce]);
+    let signed = hub::signed_query(CALLBACK_TOKEN, ts, nonce);
     let safe_url = |msg_sig: &str| {
         format!(
-            "{}/wechat?signature={sig}&timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={msg_sig}",
+            "{}/wechat?{signed}&encrypt_type=aes&msg_signature={msg_sig}",
             env.base
         )
     };
@@ -526,11 +458,8 @@ async fn scan_to_gallery_end_to_end() {
     // --- URL handshake. ---
     let now = unix_now().to_string();
     let hs = |token: &str| {
-        let sig = signature(&[token, &now, "486452656"]);
-        format!(
-            "{}/wechat?signature={sig}&timestamp={now}&nonce=486452656&echostr=echo+%E4%BD%A0123",
-            env.base
-        )
+        let signed = hub::signed_query(token, &now, NONCE);
+        format!("{}/wechat?{signed}&echostr=echo+%E4%BD%A0123", env.base)
     };
     let ok = env.get(&hs(CALLBACK_TOKEN)).await;
     assert_eq!(ok.status(), StatusCode::OK);

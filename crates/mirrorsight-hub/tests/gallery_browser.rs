@@ -16,22 +16,18 @@
 //! cargo test --release -p mirrorsight-hub --test gallery_browser -- --ignored docs_screenshot
 //! ```
 
-use std::collections::HashMap;
+mod support {
+    pub mod hub;
+}
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mirrorsight_contract::backend::{SCENES_PATH, header as h, photos_path};
-use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeServer};
-use mirrorsight_hub::store::{LocalBlobStore, SqliteStore, Store};
-use mirrorsight_hub::wechat::signature;
-use mirrorsight_hub::wechat::xml::parse_article;
-use mirrorsight_hub::{Hub, HubConfig, HubSecrets, sweep_expired, token_digest};
-use mirrorsight_wechat::Secret;
+use mirrorsight_hub::sweep_expired;
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
+use support::hub::{self, LocalHub, img_srcs, tags};
 
 const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
 const MIRROR: &str = "device-token-mirror-1-xxxxxxxxxxxx";
@@ -196,64 +192,6 @@ async fn dom_and_screenshot(bin: &Path, url: &str, height: u32, name: &str) -> (
 }
 
 // ---------------------------------------------------------------------------------------------
-// DOM
-
-/// The attributes of every `<name …>` start tag, in document order (values unescaped).
-fn tags(html: &str, name: &str) -> Vec<HashMap<String, String>> {
-    let open = format!("<{name}");
-    let mut out = Vec::new();
-    let mut rest = html;
-    while let Some(i) = rest.find(&open) {
-        let after = &rest[i + open.len()..];
-        rest = after;
-        if !after.starts_with(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/') {
-            continue; // `<a` matched `<abbr`, say
-        }
-        let end = after.find('>').unwrap_or(after.len());
-        out.push(attributes(&after[..end]));
-    }
-    out
-}
-
-fn attributes(mut s: &str) -> HashMap<String, String> {
-    let mut attrs = HashMap::new();
-    loop {
-        s = s.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '/');
-        if s.is_empty() {
-            return attrs;
-        }
-        let name_end = s
-            .find(|c: char| c.is_ascii_whitespace() || c == '=')
-            .unwrap_or(s.len());
-        let name = s[..name_end].to_ascii_lowercase();
-        s = &s[name_end..];
-        let mut value = String::new();
-        if let Some(v) = s.strip_prefix("=\"") {
-            let end = v.find('"').unwrap_or(v.len());
-            value = unescape(&v[..end]);
-            s = &v[(end + 1).min(v.len())..];
-        }
-        attrs.insert(name, value);
-    }
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
-/// The photo `<img>` elements' `src`, in order.
-fn img_srcs(dom: &str) -> Vec<String> {
-    tags(dom, "img")
-        .into_iter()
-        .map(|a| a.get("src").cloned().unwrap_or_default())
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
 // Pixels
 
 /// An RGB screenshot.
@@ -329,109 +267,55 @@ impl Rgb {
 // ---------------------------------------------------------------------------------------------
 // The hub and the mirror
 
-struct Env {
-    base: String,
-    http: reqwest::Client,
-    store: Arc<dyn Store>,
-    blobs: Arc<LocalBlobStore>,
-    _fake: mirrorsight_fake_backend::FakeHandle,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+/// The hub on SQLite, in front of the fake WeChat, with the mirror's session below.
+type Env = LocalHub;
 
 async fn start() -> Env {
-    let (fake_url, fake) = FakeServer::start().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = HubConfig::with_base_url(&base);
-    config.database = dir.path().join("hub.sqlite3");
-    config.blob_dir = dir.path().join("photos");
-    config.wechat.api_base = fake_url.clone();
-    config.wechat.mp_base = fake_url;
-    config.wechat.appid = FAKE_APPID.into();
-    let secrets = HubSecrets {
-        appsecret: Secret::new(FAKE_APPSECRET),
-        callback_token: Secret::new(CALLBACK_TOKEN),
-        encoding_aes_key: None,
-        admin_token: None,
-    };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).unwrap());
-    let blobs = Arc::new(LocalBlobStore::open(&config.blob_dir).unwrap());
-    store
-        .add_device("mirror-1", "shop-1", &token_digest(MIRROR), 0)
-        .unwrap();
-    let hub = Hub::with_stores(config, secrets, Arc::clone(&store), blobs.clone()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hub.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Env {
-        base,
-        http: reqwest::Client::new(),
-        store,
-        blobs,
-        _fake: fake,
-        _dir: dir,
-        _stop: stop,
-    }
+    let devices = [("mirror-1", "shop-1", MIRROR)];
+    LocalHub::start(hub::fake_wechat_secrets(CALLBACK_TOKEN), &devices, |_| {}).await
 }
 
 impl Env {
     /// The mirror mints the scene, uploads `photos` (id, JPEG) with the contract headers, and
     /// a shopper scans: the gallery link of the `news` reply.
     async fn session_with(&self, photos: &[(String, Vec<u8>)]) -> String {
-        let resp = self
-            .http
-            .post(format!("{}{SCENES_PATH}", self.base))
-            .bearer_auth(MIRROR)
-            .json(&serde_json::json!({"scene": SCENE, "expire_seconds": 3600}))
+        let resp = hub::mint_request(&self.http, &self.base, MIRROR, SCENE)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED);
         // Taken five seconds apart; the gallery lists them in the order they were taken.
         for (i, (id, bytes)) in photos.iter().enumerate() {
-            let taken_at_ms = 1_767_225_600_123 + 5_000 * i as u64;
-            let resp = self
-                .http
-                .post(format!("{}{}", self.base, photos_path(SCENE)))
-                .bearer_auth(MIRROR)
-                .header("Content-Type", "image/jpeg")
-                .header(h::IDEMPOTENCY_KEY, id)
-                .header(h::PHOTO_ID, id)
-                .header(h::SESSION_ID, SESSION)
-                .header(h::TAKEN_AT, taken_at_ms.to_string())
-                .header(h::TRIGGER, "thumbs_up")
-                .header(h::CONTENT_SHA256, hex::encode(Sha256::digest(bytes)))
-                .body(bytes.clone())
+            let taken_at_ms = 1_767_225_600_123 + 5_000 * i as i64;
+            let digest = hub::sha256_hex(bytes);
+            let upload = hub::Upload {
+                token: MIRROR,
+                scene: SCENE,
+                session: SESSION,
+                photo: id,
+                digest: &digest,
+            };
+            let resp = upload
+                .request(&self.http, &self.base, taken_at_ms, bytes.clone())
                 .send()
                 .await
                 .unwrap();
             assert_eq!(resp.status(), StatusCode::CREATED);
         }
         // Signed now: the hub refuses pushes with a stale timestamp.
-        let (ts, nonce) = (mirrorsight_hub::http::unix_now().to_string(), "486452656");
-        let sig = signature(&[CALLBACK_TOKEN, &ts, nonce]);
-        let push = format!(
-            "<xml><ToUserName><![CDATA[gh_store]]></ToUserName><FromUserName><![CDATA[oShopperA]]></FromUserName><CreateTime>1767225700</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_{SCENE}]]></EventKey><Ticket><![CDATA[gQH00001+fake/Ticket1AAAA==]]></Ticket></xml>"
+        let push = hub::scan_xml(
+            "gh_store",
+            "oShopperA",
+            1_767_225_700,
+            "subscribe",
+            &format!("qrscene_{SCENE}"),
         );
-        let reply = self
-            .http
-            .post(format!(
-                "{}/wechat?signature={sig}&timestamp={ts}&nonce={nonce}&openid=o",
-                self.base
-            ))
-            .body(push)
-            .send()
+        let reply = hub::push(&self.http, &self.base, CALLBACK_TOKEN, "486452656", &push)
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
-        let article = parse_article(&reply)
-            .unwrap()
-            .unwrap_or_else(|| panic!("no news reply: {reply}"));
+        let article = hub::news_article(&reply);
         let key = self.store.scene(SCENE).unwrap().unwrap().gallery_key;
         assert_eq!(article.url, format!("{}/s/{SCENE}?k={key}", self.base));
         article.url
@@ -528,10 +412,7 @@ async fn gallery_renders_in_chromium() {
         assert!(dom.contains(text), "{text:?} missing from the DOM:\n{dom}");
     }
     assert_eq!(img_srcs(&dom), photo_urls, "{dom}");
-    let downloads: Vec<HashMap<String, String>> = tags(&dom, "a")
-        .into_iter()
-        .filter(|a| a.contains_key("download"))
-        .collect();
+    let downloads = hub::download_links(&dom);
     assert_eq!(downloads.len(), 3, "{dom}");
     for (i, (a, url)) in downloads.iter().zip(&photo_urls).enumerate() {
         assert_eq!(a.get("href"), Some(url), "{dom}");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use load::{Backends, Kind, LoadConfig};
 
 mod support {
+    pub mod hub;
     pub mod pg;
 }
 

@@ -12,6 +12,10 @@
 //!
 //! Without moto the tests print a skip line and pass, except under `CI=true`, where it fails.
 
+mod support {
+    pub mod hub;
+}
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,20 +24,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mirrorsight_contract::backend::{
-    CreateSceneResponse, PhotoUploadResponse, SCENES_PATH, header as h, photo_path, photos_path,
-};
-use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeServer};
+use mirrorsight_contract::backend::{CreateSceneResponse, PhotoUploadResponse, photo_path};
+use mirrorsight_fake_backend::{FAKE_APPID, FakeServer};
 use mirrorsight_hub::store::{BlobError, BlobStore, LocalBlobStore, S3BlobStore, S3Settings};
-use mirrorsight_hub::wechat::signature;
-use mirrorsight_hub::wechat::xml::parse_article;
-use mirrorsight_hub::{
-    Hub, HubConfig, HubSecrets, ORPHAN_GRACE_S, open_stores, sweep_orphans, token_digest,
-};
+use mirrorsight_hub::{HubConfig, ORPHAN_GRACE_S, open_stores, sweep_orphans, token_digest};
 use mirrorsight_wechat::Secret;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
+use support::hub::{self, gallery_photos as gallery, sha256_hex as sha};
 use tokio::task::block_in_place;
 
 /// Longest wait for a fresh moto to answer on its port.
@@ -842,27 +840,6 @@ fn photo_bytes(len: usize, seed: u64) -> Vec<u8> {
     b
 }
 
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// The absolute photo URLs the gallery page at `url` shows.
-async fn gallery(http: &reqwest::Client, base: &str, url: &str) -> Vec<String> {
-    let html = http.get(url).send().await.unwrap().text().await.unwrap();
-    html.split("<img src=\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(|s| s.replace("&amp;", "&"))
-        .map(|s| {
-            if s.starts_with("http") {
-                s
-            } else {
-                format!("{base}{s}")
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
     let test = "hub_configured_with_s3_serves_photos_from_the_bucket";
@@ -872,8 +849,7 @@ async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
     // The bucket is the operator's to make; the hub only probes it.
     let bucket = block_in_place(|| moto.store("hub-bucket", "hub-photos-"));
     let (fake_url, _fake) = FakeServer::start().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, base) = hub::listen().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let no_env = |_: &str| None;
 
@@ -934,24 +910,20 @@ async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
     let config = HubConfig::load(&path).unwrap();
     let (store, blobs) = block_in_place(|| open_stores(&config, &no_env)).unwrap();
     block_in_place(|| store.add_device("mirror-1", "shop-1", &token_digest(MIRROR), 0)).unwrap();
-    let secrets = HubSecrets {
-        appsecret: Secret::new(FAKE_APPSECRET),
-        callback_token: Secret::new(CALLBACK_TOKEN),
-        encoding_aes_key: None,
-        admin_token: None,
-    };
-    let hub = Hub::with_stores(config, secrets, Arc::clone(&store), Arc::clone(&blobs)).unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hub.serve(listener, async move {
-        let _ = stopped.await;
-    }));
+    let secrets = hub::fake_wechat_secrets(CALLBACK_TOKEN);
+    let _running = hub::serve(
+        listener,
+        base.clone(),
+        config,
+        secrets,
+        Arc::clone(&store),
+        Arc::clone(&blobs),
+    )
+    .unwrap();
     let http = reqwest::Client::new();
 
     // The mirror mints a scene and uploads two photos through the relay.
-    let resp = http
-        .post(format!("{base}{SCENES_PATH}"))
-        .bearer_auth(MIRROR)
-        .json(&serde_json::json!({"scene": SCENE, "expire_seconds": 3600}))
+    let resp = hub::mint_request(&http, &base, MIRROR, SCENE)
         .send()
         .await
         .unwrap();
@@ -965,17 +937,16 @@ async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
         ("photoS3BBBBBBBBBBBBBBB", photo_bytes(123_457, 12)),
     ];
     for (id, bytes) in &photos {
-        let resp = http
-            .post(format!("{base}{}", photos_path(SCENE)))
-            .bearer_auth(MIRROR)
-            .header("Content-Type", "image/jpeg")
-            .header(h::IDEMPOTENCY_KEY, *id)
-            .header(h::PHOTO_ID, *id)
-            .header(h::SESSION_ID, SCENE)
-            .header(h::TAKEN_AT, "1767225600123")
-            .header(h::TRIGGER, "thumbs_up")
-            .header(h::CONTENT_SHA256, sha(bytes))
-            .body(bytes.clone())
+        let digest = sha(bytes);
+        let upload = hub::Upload {
+            token: MIRROR,
+            scene: SCENE,
+            session: SCENE,
+            photo: id,
+            digest: &digest,
+        };
+        let resp = upload
+            .request(&http, &base, 1_767_225_600_123, bytes.clone())
             .send()
             .await
             .unwrap();
@@ -1008,25 +979,13 @@ async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
     assert!(!dir.path().join("hub-local-photos").exists());
 
     // A shopper scans; the gallery the reply links to serves both photos from the bucket.
-    let ts = mirrorsight_hub::http::unix_now().to_string();
-    let sig = signature(&[CALLBACK_TOKEN, &ts, "42"]);
-    let push = format!(
-        "<xml><ToUserName><![CDATA[gh_store]]></ToUserName><FromUserName><![CDATA[oShopper]]></FromUserName><CreateTime>1767225700</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[{SCENE}]]></EventKey></xml>"
-    );
-    let reply = http
-        .post(format!(
-            "{base}/wechat?signature={sig}&timestamp={ts}&nonce=42&openid=o"
-        ))
-        .body(push)
-        .send()
+    let push = hub::scan_xml("gh_store", "oShopper", 1_767_225_700, "SCAN", SCENE);
+    let reply = hub::push(&http, &base, CALLBACK_TOKEN, "42", &push)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
-    let article = parse_article(&reply)
-        .unwrap_or_else(|e| panic!("news reply: {e:?}: {reply}"))
-        .unwrap_or_else(|| panic!("an article in {reply}"));
+    let article = hub::news_article(&reply);
     assert!(article.url.starts_with(&base), "{}", article.url);
     let srcs = gallery(&http, &base, &article.url).await;
     assert_eq!(srcs.len(), 2, "{srcs:?}");
@@ -1057,7 +1016,8 @@ async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
 
     // Bytes nobody refers to (a crash between storing them and their row) are swept once
     // old enough; the live photo stays.
-    let orphan = "0123456789abcdef-0badc0de";
+    // Shaped like a photo key: the sweep touches nothing else in the bucket.
+    let orphan = "0123456789abcdef0123456789abcdef-0badc0de0badc0de-00000000deadbeef";
     block_in_place(|| {
         bucket.put(orphan, b"left by a crash").unwrap();
         let later = now() + ORPHAN_GRACE_S + 1;

@@ -4,61 +4,37 @@
 //! access token, also after WeChat expired it.
 
 mod support {
+    pub mod hub;
     pub mod pg;
 }
 
 use std::sync::Arc;
 
-use mirrorsight_contract::backend::{CreateSceneResponse, SCENES_PATH, header as h, photos_path};
-use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeHandle, FakeServer, Route};
+use mirrorsight_contract::backend::CreateSceneResponse;
+use mirrorsight_fake_backend::{FAKE_APPID, FakeHandle, FakeServer, Route};
 use mirrorsight_hub::http::unix_now;
 use mirrorsight_hub::store::{BlobStore, LocalBlobStore, Store};
-use mirrorsight_hub::wechat::signature;
-use mirrorsight_hub::wechat::xml::parse_article;
-use mirrorsight_hub::{Hub, HubConfig, HubSecrets, token_digest};
-use mirrorsight_wechat::Secret;
+use mirrorsight_hub::token_digest;
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
+use support::hub;
 use tokio::task::block_in_place;
 
 const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
 const MIRROR: &str = "device-token-mirror-1-xxxxxxxxxxxx";
 
-struct Instance {
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 async fn start_instance(
     fake_url: &str,
     store: Arc<dyn Store>,
     blobs: Arc<dyn BlobStore>,
-) -> Instance {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = HubConfig::with_base_url(&base);
-    config.wechat.api_base = fake_url.to_string();
-    config.wechat.mp_base = fake_url.to_string();
-    config.wechat.appid = FAKE_APPID.into();
-    let secrets = HubSecrets {
-        appsecret: Secret::new(FAKE_APPSECRET),
-        callback_token: Secret::new(CALLBACK_TOKEN),
-        encoding_aes_key: None,
-        admin_token: None,
-    };
-    let hub = Hub::with_stores(config, secrets, store, blobs).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hub.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Instance { base, _stop: stop }
+) -> hub::Running {
+    let secrets = hub::fake_wechat_secrets(CALLBACK_TOKEN);
+    hub::start(fake_url, secrets, store, blobs, |_| {})
+        .await
+        .unwrap()
 }
 
 async fn mint(http: &reqwest::Client, base: &str, scene: &str) -> StatusCode {
-    let resp = http
-        .post(format!("{base}{SCENES_PATH}"))
-        .bearer_auth(MIRROR)
-        .json(&serde_json::json!({"scene": scene, "expire_seconds": 3600}))
+    let resp = hub::mint_request(http, base, MIRROR, scene)
         .send()
         .await
         .unwrap();
@@ -133,64 +109,34 @@ async fn two_instances_share_state_and_one_token() {
     // A photo uploaded through one instance, a scan pushed to the other, the gallery read
     // through the first: stateless instances, one truth.
     let photo = b"\xFF\xD8\xFF\xE0scale-out photo\xFF\xD9".to_vec();
-    let digest = hex::encode(Sha256::digest(&photo));
-    let resp = http
-        .post(format!("{}{}", a.base, photos_path(&scenes[1])))
-        .bearer_auth(MIRROR)
-        .header("Content-Type", "image/jpeg")
-        .header(h::IDEMPOTENCY_KEY, "photo-1")
-        .header(h::PHOTO_ID, "photo-1")
-        .header(h::SESSION_ID, "session-1")
-        .header(h::TAKEN_AT, "1767225600123")
-        .header(h::TRIGGER, "thumbs_up")
-        .header(h::CONTENT_SHA256, &digest)
-        .body(photo.clone())
+    let digest = hub::sha256_hex(&photo);
+    let upload = hub::Upload {
+        token: MIRROR,
+        scene: &scenes[1],
+        session: "session-1",
+        photo: "photo-1",
+        digest: &digest,
+    };
+    let resp = upload
+        .request(&http, &a.base, 1_767_225_600_123, photo.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let ts = unix_now().to_string();
-    let sig = signature(&[CALLBACK_TOKEN, &ts, "42"]);
-    let push = format!(
-        "<xml><ToUserName><![CDATA[gh_store]]></ToUserName><FromUserName><![CDATA[oShopper]]></FromUserName><CreateTime>1767225700</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[{}]]></EventKey></xml>",
-        scenes[1]
-    );
-    let reply = http
-        .post(format!(
-            "{}/wechat?signature={sig}&timestamp={ts}&nonce=42&openid=o",
-            b.base
-        ))
-        .body(push)
-        .send()
+    let push = hub::scan_xml("gh_store", "oShopper", 1_767_225_700, "SCAN", &scenes[1]);
+    let reply = hub::push(&http, &b.base, CALLBACK_TOKEN, "42", &push)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
-    let article = parse_article(&reply)
-        .unwrap_or_else(|e| panic!("news reply: {e:?}: {reply}"))
-        .unwrap_or_else(|| panic!("an article in {reply}"));
+    let article = hub::news_article(&reply);
     assert!(article.url.starts_with(&b.base));
     let gallery_on_a = article.url.replacen(&b.base, &a.base, 1);
-    let html = http
-        .get(&gallery_on_a)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let src = html
-        .split("src=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("a photo in {html}"))
-        .replace("&amp;", "&");
-    let src = if src.starts_with("http") {
-        src
-    } else {
-        format!("{}{src}", a.base)
-    };
+    let html = hub::page(&http, &gallery_on_a).await;
+    let src = hub::photo_urls(&html, &a.base)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("a photo in {html}"));
     let served = http.get(&src).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(served.as_ref(), photo.as_slice());
     assert_eq!(

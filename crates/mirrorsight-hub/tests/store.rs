@@ -316,6 +316,10 @@ fn orphaned_bytes_are_swept_after_a_grace_period(s: &dyn Store) {
     // Bytes whose row never made it (a crash between the two writes).
     let orphan = photo("sc", "orphan", "mirror-1", "s", &"b".repeat(64), T0);
     blobs.put(&orphan.blob_key, b"nobody's").unwrap();
+    // Not shaped like a photo key (another hub's, under a prefix that extends ours, or
+    // another application's): never the sweep's to delete.
+    let foreign = format!("0{}", orphan.blob_key);
+    blobs.put(&foreign, b"someone else's").unwrap();
     let wall_now = mirrorsight_hub::http::unix_now();
     // Young bytes may belong to an upload in flight: left alone.
     let young = sweep_orphans(s, &blobs, wall_now, ORPHAN_GRACE_S).unwrap();
@@ -336,6 +340,7 @@ fn orphaned_bytes_are_swept_after_a_grace_period(s: &dyn Store) {
         }
     );
     assert_eq!(blobs.get(&orphan.blob_key).unwrap(), None);
+    assert!(blobs.get(&foreign).unwrap().is_some(), "foreign bytes kept");
     assert_eq!(
         blobs.get(&kept.blob_key).unwrap().as_deref(),
         Some(&b"live"[..])
@@ -595,4 +600,25 @@ fn postgres_reopens_with_everything_kept_and_migrates_once() {
     let again = PostgresStore::open(&support::pg::settings(&db.url)).unwrap();
     assert_eq!(again.scene("sc").unwrap().unwrap().device, "mirror-1");
     assert_eq!(again.list_devices().unwrap().len(), 1);
+
+    // Once migrated, the hub needs no DDL: a role that may only read and write rows runs it.
+    let role = format!("hub_rw_{}", std::process::id());
+    let mut admin = ::postgres::Client::connect(&db.url, ::postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .unwrap();
+    let rw_url = db.url.replacen("://postgres@", &format!("://{role}@"), 1);
+    assert_ne!(rw_url, db.url, "the test URL names its user");
+    let rw = PostgresStore::open(&support::pg::settings(&rw_url)).unwrap();
+    let d2 = device(&rw, "mirror-2", "shop-1");
+    rw.claim_scene("sc-rw", &d2, "k", T0).unwrap();
+    assert_eq!(rw.list_devices().unwrap().len(), 2);
+    drop(rw);
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .unwrap();
 }

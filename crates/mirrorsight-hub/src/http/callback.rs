@@ -62,8 +62,8 @@ fn check_signature<'a>(state: &AppState, q: &'a HashMap<String, String>) -> Opti
     if max_skew > 0 {
         let skew = timestamp
             .parse::<i64>()
-            .map(|t| (super::unix_now() - t).abs());
-        if !matches!(skew, Ok(s) if s <= max_skew) {
+            .map(|t| super::unix_now().abs_diff(t));
+        if !matches!(skew, Ok(s) if s <= max_skew.unsigned_abs()) {
             tracing::warn!(
                 timestamp = %timestamp,
                 max_skew_s = max_skew,

@@ -248,11 +248,25 @@ fn upload_headers(headers: &HeaderMap) -> Result<UploadHeaders, ApiError> {
     })
 }
 
-/// Where a photo's bytes go. Derived, never client-chosen, and different for different bytes,
-/// so two racing uploads of one id with different bytes cannot overwrite each other.
-fn blob_key(scene: &str, photo: &str, sha256: &str) -> String {
+/// Where a photo's bytes go: derived from scene, photo id and bytes (never client-chosen),
+/// plus 64 random bits per upload attempt. So no two attempts ever write the same key: bytes
+/// an interrupted attempt left behind are never reused by a retry, which is what lets the
+/// orphan sweep delete them safely, and racing uploads cannot overwrite each other.
+fn blob_key(scene: &str, photo: &str, sha256: &str, attempt: [u8; 8]) -> String {
     let id = sha256_hex(format!("{scene}\0{photo}").as_bytes());
-    format!("{}-{}", &id[..32], &sha256[..16])
+    format!("{}-{}-{}", &id[..32], &sha256[..16], hex::encode(attempt))
+}
+
+fn attempt_nonce() -> [u8; 8] {
+    let mut nonce = [0u8; 8];
+    // Uniqueness is what matters; without OS randomness, time and pid still differ per attempt.
+    if getrandom::fill(&mut nonce).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nonce = (t ^ u64::from(std::process::id()).rotate_left(48)).to_le_bytes();
+    }
+    nonce
 }
 
 /// `POST /v1/sessions/{scene}/photos`.
@@ -328,7 +342,7 @@ async fn ingest(
             }
             // Bytes first, row second: a row never points at bytes that are not there, and a
             // crash in between only leaves an unreferenced file that the retry overwrites.
-            let key = blob_key(&scene, &meta.photo, &sha256);
+            let key = blob_key(&scene, &meta.photo, &sha256, attempt_nonce());
             s.blobs.put(&key, &bytes).map_err(|e| {
                 tracing::error!(error = %e, "storing photo bytes failed");
                 ApiError::unavailable("photo storage temporarily unavailable")
@@ -347,8 +361,8 @@ async fn ingest(
                 expired_at: None,
             };
             let inserted = s.store.insert_photo(&row, &record.store)?;
-            if inserted == PhotoInsert::Conflict {
-                // A racing upload of this id with other bytes won; ours are nobody's.
+            if inserted != PhotoInsert::Created {
+                // A racing upload of this id won (same bytes or not); ours are nobody's.
                 let _ = s.blobs.delete(&key);
             }
             Ok(inserted)
@@ -419,13 +433,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blob_keys_depend_on_scene_photo_and_bytes() {
+    fn blob_keys_depend_on_scene_photo_bytes_and_attempt() {
         let sha = "a".repeat(64);
-        let k = blob_key("s", "p", &sha);
-        assert_eq!(k.len(), 32 + 1 + 16);
-        assert_ne!(k, blob_key("s", "q", &sha));
-        assert_ne!(k, blob_key("s", "p", &"b".repeat(64)));
+        let n = [7u8; 8];
+        let k = blob_key("s", "p", &sha, n);
+        assert_eq!(k.len(), 32 + 1 + 16 + 1 + 16);
+        assert!(crate::store::blob::is_photo_blob_key(&k), "{k}");
+        assert_ne!(k, blob_key("s", "q", &sha, n));
+        assert_ne!(k, blob_key("s", "p", &"b".repeat(64), n));
+        assert_ne!(k, blob_key("s", "p", &sha, [8u8; 8]));
+        assert_ne!(k, blob_key("s", "p", &sha, attempt_nonce()));
         // "s\0p" cannot be confused with a scene ending in the photo id.
-        assert_ne!(blob_key("s1", "p", &sha), blob_key("s", "1p", &sha));
+        assert_ne!(blob_key("s1", "p", &sha, n), blob_key("s", "1p", &sha, n));
     }
 }

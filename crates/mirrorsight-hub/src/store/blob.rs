@@ -35,6 +35,25 @@ pub(crate) fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
 }
 
+/// The exact shape of the keys the relay makes: `<32 hex>-<16 hex>-<16 hex>` (scene and
+/// photo, bytes, upload attempt), or `<32 hex>-<16 hex>` as written before the attempt part.
+/// The orphan sweep deletes nothing else, so other objects sharing a bucket or prefix (or
+/// another hub's, whose prefix extends ours) are never touched.
+pub fn is_photo_blob_key(key: &str) -> bool {
+    let hex = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let parts: Vec<&str> = key.split('-').collect();
+    match parts.as_slice() {
+        [id, bytes] => hex(id, 32) && hex(bytes, 16),
+        [id, bytes, attempt] => hex(id, 32) && hex(bytes, 16) && hex(attempt, 16),
+        _ => false,
+    }
+}
+
 /// Where photo bytes live. Blocking, like [`super::Store`].
 pub trait BlobStore: Send + Sync + 'static {
     /// Stores `bytes` under `key`, durably before returning; replaces what was there.
@@ -228,6 +247,24 @@ mod tests {
                 matches!(store.put(key, b"x"), Err(BlobError::BadKey(_))),
                 "{key}"
             );
+        }
+    }
+
+    #[test]
+    fn photo_blob_keys_have_one_exact_shape() {
+        let id = "0".repeat(32);
+        let b = "a".repeat(16);
+        assert!(is_photo_blob_key(&format!("{id}-{b}")));
+        assert!(is_photo_blob_key(&format!("{id}-{b}-{b}")));
+        for other in [
+            format!("0{id}-{b}"), // what another hub's longer prefix leaves after ours
+            format!("{id}-{b}-{b}-{b}"),
+            format!("{id}-{b}-"),
+            format!("{id}{b}"),
+            format!("{}-{b}", "A".repeat(32)),
+            "0123456789abcdef-00aa".to_string(),
+        ] {
+            assert!(!is_photo_blob_key(&other), "{other}");
         }
     }
 

@@ -214,6 +214,12 @@ impl PostgresStore {
             config.password(password);
         }
         config.connect_timeout(settings.connect_timeout);
+        // A database host that vanishes without closing connections (failover, partition)
+        // must cost seconds, not the kernel's quarter of an hour of retransmits; a stuck lock
+        // or query fails the request instead of holding a pooled connection forever.
+        config.keepalives_idle(Duration::from_secs(30));
+        config.tcp_user_timeout(Duration::from_secs(30));
+        config.options("-c statement_timeout=30000 -c lock_timeout=30000");
         config.application_name("mirrorsight-hub");
         // One direct connection first: the pool only reports "timed out", while this names
         // the cause (refused, unknown host, authentication failed, no such database).
@@ -279,11 +285,27 @@ impl Db {
         let mut tx = conn.transaction().map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(db)?;
-        tx.batch_execute(SCHEMA).map_err(db)?;
-        let version: Option<i32> = tx
-            .query_opt("SELECT max(version) FROM schema_version", &[])
+        // Read the version before any DDL: a database already at this version needs none,
+        // so the hub's role may be one that can only read and write rows.
+        let has_version_table: bool = tx
+            .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
             .map_err(db)?
-            .and_then(|r| r.get(0));
+            .get(0);
+        let read_version = |tx: &mut postgres::Transaction<'_>| -> Result<Option<i32>, StoreError> {
+            Ok(tx
+                .query_opt("SELECT max(version) FROM schema_version", &[])
+                .map_err(db)?
+                .and_then(|r| r.get(0)))
+        };
+        let mut version = if has_version_table {
+            read_version(&mut tx)?
+        } else {
+            None
+        };
+        if version.is_none_or(|v| v < SCHEMA_VERSION) {
+            tx.batch_execute(SCHEMA).map_err(db)?;
+            version = read_version(&mut tx)?;
+        }
         match version {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Db(format!(
@@ -451,7 +473,7 @@ impl Store for Db {
         Ok(self
             .conn()?
             .query(
-                "SELECT id, store, created_at, revoked_at FROM devices ORDER BY id",
+                "SELECT id, store, created_at, revoked_at FROM devices ORDER BY id COLLATE \"C\"",
                 &[],
             )
             .map_err(db)?
@@ -634,7 +656,7 @@ impl Store for Db {
             .conn()?
             .query(
                 &format!(
-                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 ORDER BY taken_at_ms, photo"
+                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 ORDER BY taken_at_ms, photo COLLATE \"C\""
                 ),
                 &[&scene],
             )
@@ -751,7 +773,7 @@ impl Store for Db {
         Ok(self
             .conn()?
             .query(
-                "SELECT scene, openid, event, bound_at FROM bindings WHERE scene = $1 ORDER BY bound_at, openid",
+                "SELECT scene, openid, event, bound_at FROM bindings WHERE scene = $1 ORDER BY bound_at, openid COLLATE \"C\"",
                 &[&scene],
             )
             .map_err(db)?
@@ -808,7 +830,7 @@ impl Store for Db {
                  ) AS a
                  WHERE ($2::TEXT IS NULL OR day >= $2) AND ($3::TEXT IS NULL OR day <= $3)
                  GROUP BY store, device, day, kind
-                 ORDER BY day, store, device",
+                 ORDER BY day COLLATE \"C\", store COLLATE \"C\", device COLLATE \"C\"",
                 &[&utc_offset_s, &from, &to],
             )
             .map_err(db)?;

@@ -36,17 +36,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mirrorsight_contract::backend::{
-    CreateSceneResponse, PhotoUploadResponse, SCENES_PATH, header as h, photos_path,
-};
-use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeHandle, FakeServer, Route};
+use mirrorsight_contract::backend::{CreateSceneResponse, PhotoUploadResponse};
+use mirrorsight_fake_backend::{FakeHandle, FakeServer, Route};
 use mirrorsight_hub::http::unix_now;
 use mirrorsight_hub::store::{Activity, BlobStore, LocalBlobStore, SqliteStore, Store};
+use mirrorsight_hub::wechat::Incoming;
 use mirrorsight_hub::wechat::xml::parse_article;
-use mirrorsight_hub::wechat::{Incoming, signature};
-use mirrorsight_hub::{Hub, HubConfig, HubSecrets, new_device_token, token_digest};
-use mirrorsight_wechat::Secret;
-use sha2::{Digest, Sha256};
+use mirrorsight_hub::{new_device_token, token_digest};
+
+// `support::hub` beside this file: whoever includes this file declares both.
+use crate::support::hub::{self, sha256_hex as sha_hex};
 
 /// The callback Token the generated pushes are signed with.
 pub const CALLBACK_TOKEN: &str = "load-callback-token-0123456789";
@@ -447,10 +446,6 @@ fn per_s(n: f64, over: Duration) -> f64 {
     if s > 0.0 { n / s } else { 0.0 }
 }
 
-fn sha_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// SplitMix64: small, fast, good enough to pick things and fill payloads.
 #[derive(Debug, Clone)]
 struct Rng(u64);
@@ -603,11 +598,7 @@ async fn mint(
     scene: &str,
     kind: Kind,
 ) -> Option<CreateSceneResponse> {
-    let request = shared
-        .http
-        .post(format!("{}{SCENES_PATH}", shared.base))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"scene": scene, "expire_seconds": 3600}));
+    let request = hub::mint_request(&shared.http, &shared.base, token, scene);
     let want = if kind == Kind::Mint { 201 } else { 200 };
     match timed(request).await {
         Ok((status, body, latency)) => {
@@ -641,42 +632,16 @@ async fn mint(
     }
 }
 
-/// Who uploads which photo where.
-struct PhotoRef<'a> {
-    token: &'a str,
-    scene: &'a str,
-    session: &'a str,
-    photo: &'a str,
-    digest: &'a str,
-}
-
 /// Uploads one photo with the contract headers; the answer, when its status is in `want`.
 async fn upload(
     shared: &Shared,
-    to: &PhotoRef<'_>,
+    to: &hub::Upload<'_>,
     bytes: Vec<u8>,
     kind: Kind,
     want: &[u16],
 ) -> Option<PhotoUploadResponse> {
-    let PhotoRef {
-        token,
-        scene,
-        session,
-        photo,
-        digest,
-    } = *to;
-    let request = shared
-        .http
-        .post(format!("{}{}", shared.base, photos_path(scene)))
-        .bearer_auth(token)
-        .header("Content-Type", "image/jpeg")
-        .header(h::IDEMPOTENCY_KEY, photo)
-        .header(h::PHOTO_ID, photo)
-        .header(h::SESSION_ID, session)
-        .header(h::TAKEN_AT, (unix_now() * 1000).to_string())
-        .header(h::TRIGGER, "thumbs_up")
-        .header(h::CONTENT_SHA256, digest)
-        .body(bytes);
+    let (scene, photo) = (to.scene, to.photo);
+    let request = to.request(&shared.http, &shared.base, unix_now() * 1000, bytes);
     match timed(request).await {
         Ok((status, body, latency)) => {
             shared.record(kind, latency);
@@ -746,7 +711,7 @@ async fn mirror(shared: Arc<Shared>, index: usize, token: String) -> Vec<SentSce
             }
             let id = format!("{}m{index:03}s{s:03}p{p:04}", shared.run);
             let (bytes, digest) = make_payload(c.seed, index, s, p, c.photo_bytes).await;
-            let to = PhotoRef {
+            let to = hub::Upload {
                 token: &token,
                 scene: &scene,
                 session: &session,
@@ -782,7 +747,7 @@ async fn mirror(shared: Arc<Shared>, index: usize, token: String) -> Vec<SentSce
             let photo = &mut photos[i];
             // Once acknowledged, a retry must find it stored; before, it may still create it.
             let want: &[u16] = if photo.acked { &[200] } else { &[200, 201] };
-            let to = PhotoRef {
+            let to = hub::Upload {
                 token: &token,
                 scene: &scene,
                 session: &session,
@@ -855,18 +820,10 @@ fn check_upload(
     false
 }
 
-fn scan_xml(openid: &str, create_time: i64, event: &str, key: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[{event}]]></Event><EventKey><![CDATA[{key}]]></EventKey><Ticket><![CDATA[gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9x]]></Ticket></xml>"
-    )
-}
-
 /// A signed `/wechat` URL; the nonce is fresh, so only an exact re-send repeats it.
 fn push_url(base: &str, rng: &mut Rng, openid: &str) -> String {
-    let timestamp = unix_now().to_string();
     let nonce = (rng.next_u64() % 1_000_000_000).to_string();
-    let sig = signature(&[CALLBACK_TOKEN, &timestamp, &nonce]);
-    format!("{base}/wechat?signature={sig}&timestamp={timestamp}&nonce={nonce}&openid={openid}")
+    hub::push_url(base, CALLBACK_TOKEN, &nonce, openid)
 }
 
 /// The reply, when it is this scene's `news` message for `openid`.
@@ -909,7 +866,7 @@ async fn distinct_push(
     } else {
         scene.clone()
     };
-    let xml = scan_xml(&openid, create_time, event, &key);
+    let xml = hub::scan_xml(ACCOUNT, &openid, create_time, event, &key);
     let url = push_url(&shared.base, &mut Rng::new(nonce_seed), &openid);
     let result = timed(shared.http.post(&url).body(xml.clone())).await;
     let checked = match result {
@@ -1059,56 +1016,29 @@ async fn pusher(shared: Arc<Shared>) -> Duration {
     sending
 }
 
-/// The in-process hub in front of the fake WeChat.
-struct RunningHub {
-    base: String,
-    fake: FakeHandle,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn start_hub(config: &LoadConfig, backends: &Backends) -> Result<RunningHub, String> {
+/// The in-process hub in front of the fake WeChat, and the fake.
+async fn start_hub(
+    config: &LoadConfig,
+    backends: &Backends,
+) -> Result<(hub::Running, FakeHandle), String> {
     let (fake_url, fake) = FakeServer::start()
         .await
         .map_err(|e| format!("fake WeChat: {e}"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("listen: {e}"))?;
-    let base = format!(
-        "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    let mut hub_config = HubConfig::with_base_url(&base);
-    // Not opened: the hub runs on the given backends.
-    hub_config.database = "unused-by-with_stores.sqlite3".into();
-    hub_config.blob_dir = "unused-by-with_stores".into();
-    hub_config.wechat.api_base = fake_url.clone();
-    hub_config.wechat.mp_base = fake_url;
-    hub_config.wechat.appid = FAKE_APPID.into();
-    hub_config.photos.max_bytes = hub_config.photos.max_bytes.max(config.photo_bytes as u64);
-    let secrets = HubSecrets {
-        appsecret: Secret::new(FAKE_APPSECRET),
-        callback_token: Secret::new(CALLBACK_TOKEN),
-        encoding_aes_key: None,
-        admin_token: None,
-    };
-    let hub = Hub::with_stores(
-        hub_config,
-        secrets,
+    let running = hub::start(
+        &fake_url,
+        hub::fake_wechat_secrets(CALLBACK_TOKEN),
         Arc::clone(&backends.store),
         Arc::clone(&backends.blobs),
+        |hub_config| {
+            // Not opened: the hub runs on the given backends.
+            hub_config.database = "unused-by-with_stores.sqlite3".into();
+            hub_config.blob_dir = "unused-by-with_stores".into();
+            hub_config.photos.max_bytes =
+                hub_config.photos.max_bytes.max(config.photo_bytes as u64);
+        },
     )
-    .map_err(|e| format!("hub: {e}"))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(hub.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Ok(RunningHub {
-        base,
-        fake,
-        stop,
-        server,
-    })
+    .await?;
+    Ok((running, fake))
 }
 
 /// What the stores held before the run.
@@ -1166,7 +1096,7 @@ pub async fn run(config: &LoadConfig, backends: Backends) -> Result<LoadReport, 
             .await
             .map_err(|e| e.to_string())??
     };
-    let hub = start_hub(config, &backends).await?;
+    let (running, fake) = start_hub(config, &backends).await?;
     let http = reqwest::Client::builder()
         .timeout(config.request_timeout)
         .build()
@@ -1175,7 +1105,7 @@ pub async fn run(config: &LoadConfig, backends: Backends) -> Result<LoadReport, 
     let shared = Arc::new(Shared {
         config: config.clone(),
         run,
-        base: hub.base.clone(),
+        base: running.base.clone(),
         http,
         start,
         deadline: start + config.duration_cap,
@@ -1199,14 +1129,14 @@ pub async fn run(config: &LoadConfig, backends: Backends) -> Result<LoadReport, 
     shared.mirrors_done.store(true, Ordering::Relaxed);
     let push_elapsed = push_task.await.map_err(|e| format!("pusher: {e}"))?;
     let elapsed = start.elapsed();
-    let codes_minted = hub.fake.count(Route::QrcodeCreate);
+    let codes_minted = fake.count(Route::QrcodeCreate);
 
     let shared = Arc::try_unwrap(shared).map_err(|_| "a task still holds the run".to_string())?;
     // The client's idle connections closed first, so the hub's graceful shutdown is quick.
     drop(shared.http);
-    let _ = hub.stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), hub.server).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), hub.fake.stop()).await;
+    let _ = running.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), running.server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), fake.stop()).await;
     let recorder = shared.recorder.into_inner().unwrap();
     let pushes = shared.pushes.into_inner().unwrap();
     let timed_out = shared.timed_out.load(Ordering::Relaxed);
