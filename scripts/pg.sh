@@ -23,8 +23,31 @@ if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$root"; fi
 if [ ! -f "$data/PG_VERSION" ]; then
   as_owner "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
 fi
+# TLS, as a chain's database would have it: a throwaway CA and a server certificate for
+# 127.0.0.1; the tests connect with that CA (MIRRORSIGHT_TEST_POSTGRES_CA).
+tls="$root/tls"
+if [ ! -f "$tls/server.crt" ]; then
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=mirrorsight-test-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$tls/ext"
+  openssl x509 -req -days 3650 -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+    -CAcreateserial -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
+  chmod 0600 "$tls/server.key"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$tls"; fi
+fi
+options="-c listen_addresses=127.0.0.1 -p $PORT -k $root -c fsync=off -c max_connections=200"
+options="$options -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key"
+if as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 && [ ! -f "$root/tls-on" ]; then
+  # Started by an older version of this script, without TLS.
+  as_owner "$bin/pg_ctl" -D "$data" -w -t 60 stop >/dev/null
+fi
 if ! as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-  as_owner "$bin/pg_ctl" -D "$data" -w -t 60 -l "$root/server.log" \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $root -c fsync=off -c max_connections=200" start >/dev/null
+  as_owner "$bin/pg_ctl" -D "$data" -w -t 60 -l "$root/server.log" -o "$options" start >/dev/null
+  touch "$root/tls-on"
 fi
 echo "export MIRRORSIGHT_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PORT/postgres"
+echo "export MIRRORSIGHT_TEST_POSTGRES_CA=$tls/ca.crt"

@@ -93,6 +93,11 @@ pub struct PostgresConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default = "default_password_credential")]
     pub password_credential: String,
+    /// PEM file of the CA that signed the database server's certificate; without it the
+    /// system's roots are trusted. TLS itself follows the URL's `sslmode` (`prefer` by
+    /// default; add `?sslmode=require` to refuse a server without TLS).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_pool_size() -> u32 {
@@ -668,6 +673,7 @@ mod tests {
                 connect_timeout_s: 10,
                 password_file: None,
                 password_credential: "hub-database-password".into(),
+                ca_file: None,
             });
             c
         };

@@ -101,6 +101,7 @@ pub fn open_stores(
                 password: password.map(|(secret, _)| secret.expose().to_string()),
                 pool_size: pg.pool_size,
                 connect_timeout: Duration::from_secs(pg.connect_timeout_s),
+                ca_file: pg.ca_file.clone(),
             })?)
         }
         None => Arc::new(SqliteStore::open(&config.database)?),

@@ -57,10 +57,16 @@ enum DeviceAction {
     List,
 }
 
+const QUIET_VERIFIER: &str = "rustls_platform_verifier=off";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // The certificate verifier logs each failure itself; the error that reaches the
+            // operator already names the cause, so that log would only repeat it.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info"))
+                .add_directive(QUIET_VERIFIER.parse().expect("a valid directive")),
         )
         .with_writer(std::io::stderr)
         .init();

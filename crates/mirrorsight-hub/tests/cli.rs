@@ -121,16 +121,19 @@ fn device_add_on_postgres_and_clear_errors_for_a_bad_database() {
     };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hub.toml");
-    let write = |url: &str| {
+    let ca = std::env::var(support::pg::CA_ENV).ok();
+    let write_with = |url: &str, ca: Option<&str>| {
+        let ca_line = ca.map(|c| format!("ca_file = {c:?}\n")).unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "public_base_url = \"https://hub.example\"\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n[postgres]\nurl = {url:?}\nconnect_timeout_s = 2\n",
+                "public_base_url = \"https://hub.example\"\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n[postgres]\nurl = {url:?}\nconnect_timeout_s = 2\n{ca_line}",
                 dir.path().join("photos")
             ),
         )
         .unwrap();
     };
+    let write = |url: &str| write_with(url, ca.as_deref());
     write(&db.url);
     let out = hub(
         &config,
@@ -156,6 +159,19 @@ fn device_add_on_postgres_and_clear_errors_for_a_bad_database() {
         String::from_utf8_lossy(&listed.stdout),
         "mirror-pg\tshop-9\tactive\n"
     );
+
+    // TLS required, but the server's certificate is signed by a CA we were not given.
+    if ca.is_some() {
+        write_with(&format!("{}?sslmode=require", db.url), None);
+        let out = hub(&config, &["device", "list"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("UnknownIssuer") && stderr.contains("postgres.ca_file"),
+            "{stderr}"
+        );
+    }
 
     // Nothing listens on port 1: one line naming the server and what to check.
     write("postgres://hub@127.0.0.1:1/hub");

@@ -598,6 +598,10 @@ fn postgres_reopens_with_everything_kept_and_migrates_once() {
         h.join().unwrap().unwrap();
     }
     let again = PostgresStore::open(&support::pg::settings(&db.url)).unwrap();
+    if std::env::var_os(support::pg::CA_ENV).is_some() {
+        // The test server speaks TLS with its own CA, and the store verified and used it.
+        assert_eq!(again.tls_version().unwrap().as_deref(), Some("TLSv1.3"));
+    }
     assert_eq!(again.scene("sc").unwrap().unwrap().device, "mirror-1");
     assert_eq!(again.list_devices().unwrap().len(), 1);
 

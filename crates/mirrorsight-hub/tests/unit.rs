@@ -55,7 +55,10 @@ fn systemd_analyze_verify_accepts_the_hub_unit() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed: {stderr}"
+    );
     assert!(
         !stderr.contains("mirrorsight-hub.service"),
         "systemd-analyze verify complains about the unit: {stderr}"

@@ -10,9 +10,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use postgres::types::ToSql;
-use postgres::{GenericClient, NoTls, Row};
+use postgres::{GenericClient, Row};
 use r2d2_postgres::PostgresConnectionManager;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, PhotoInsert,
@@ -106,8 +112,8 @@ CREATE TABLE IF NOT EXISTS access_tokens (
 );
 ";
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+type Conn = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
 
 /// How the hub connects: the URL from `database`, the password from the secrets.
 #[derive(Clone)]
@@ -119,6 +125,10 @@ pub struct PostgresSettings {
     pub pool_size: u32,
     /// How long a request waits for a free connection (and a new connection for the server).
     pub connect_timeout: Duration,
+    /// PEM file of the CA that signed the server's certificate (a chain's private CA); without
+    /// it the system's trusted roots are used. Whether TLS is used at all is the URL's
+    /// `sslmode` (`prefer` by default, `require` to refuse a plaintext server).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -127,6 +137,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("url", &self.url)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -223,18 +234,28 @@ impl PostgresStore {
         config.application_name("mirrorsight-hub");
         // One direct connection first: the pool only reports "timed out", while this names
         // the cause (refused, unknown host, authentication failed, no such database).
-        let probe = config.connect(NoTls).map_err(|e| {
+        let tls = tls_connector(settings)?;
+        let probe = config.connect(tls.clone()).map_err(|e| {
             let cause = match e.as_db_error() {
                 Some(server) => server.message().to_string(),
-                None => e.to_string(),
+                // The driver's text is "error performing TLS handshake"; the why is below it.
+                None => match std::error::Error::source(&e) {
+                    Some(source) => format!("{e}: {source}"),
+                    None => e.to_string(),
+                },
+            };
+            let check = if cause.contains("TLS") || cause.contains("certificate") {
+                "check `postgres.ca_file` (the CA that signed the server's certificate) and the URL's sslmode"
+            } else {
+                "check `postgres.url`, that the server is up, and the password"
             };
             StoreError::Db(format!(
-                "cannot connect to PostgreSQL at {}: {cause}; check `postgres.url`, that the server is up, and the password",
+                "cannot connect to PostgreSQL at {}: {cause}; {check}",
                 redact_url(&settings.url)
             ))
         })?;
         drop(probe);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config, tls);
         let pool = r2d2::Pool::builder()
             .max_size(settings.pool_size.max(1))
             .min_idle(Some(1))
@@ -252,7 +273,30 @@ impl PostgresStore {
             })?;
         let db = Db { pool };
         db.migrate()?;
-        Ok(Self { db: Some(db) })
+        let store = Self { db: Some(db) };
+        match store.tls_version() {
+            Ok(Some(version)) => tracing::info!(tls = %version, "connected to PostgreSQL"),
+            Ok(None) => tracing::warn!(
+                "connected to PostgreSQL without TLS; add ?sslmode=require to the URL to refuse that"
+            ),
+            Err(e) => tracing::warn!(error = %e, "connected to PostgreSQL; TLS state unknown"),
+        }
+        Ok(store)
+    }
+
+    /// The TLS version of a pooled connection (`None`: plaintext), as the server sees it.
+    pub fn tls_version(&self) -> Result<Option<String>, StoreError> {
+        let inner = self.db()?;
+        off_runtime(|| {
+            let row = inner
+                .conn()?
+                .query_opt(
+                    "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                    &[],
+                )
+                .map_err(db)?;
+            Ok(row.map(|r| r.get(0)))
+        })
     }
 
     fn db(&self) -> Result<&Db, StoreError> {
@@ -324,6 +368,43 @@ impl Db {
         }
         tx.commit().map_err(db)
     }
+}
+
+/// The TLS client: certificates checked against `ca_file` or the system's roots, with the
+/// same crypto provider the rest of the hub uses.
+fn tls_connector(settings: &PostgresSettings) -> Result<MakeRustlsConnect, StoreError> {
+    let tls_error =
+        |what: String| StoreError::Db(format!("PostgreSQL TLS: {what}; check `postgres.ca_file`"));
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_error(e.to_string()))?;
+    let config = match &settings.ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| tls_error(format!("cannot read {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| tls_error(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| tls_error(format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(tls_error(format!("no certificate in {}", path.display())));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder
+                .with_platform_verifier()
+                .map_err(|e| tls_error(format!("system roots: {e}")))?
+                .with_no_client_auth()
+        }
+    };
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// The URL without its password, for messages.
@@ -1013,6 +1094,7 @@ mod tests {
             password: None,
             pool_size: 1,
             connect_timeout: Duration::from_millis(500),
+            ca_file: None,
         })
         .unwrap_err()
         .to_string();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use mirrorsight_hub::store::{PostgresSettings, PostgresStore, Store};
 
 pub const URL_ENV: &str = "MIRRORSIGHT_TEST_POSTGRES";
+pub const CA_ENV: &str = "MIRRORSIGHT_TEST_POSTGRES_CA";
 
 pub struct TestDb {
     store: Option<Arc<PostgresStore>>,
@@ -48,6 +49,8 @@ pub fn settings(url: &str) -> PostgresSettings {
         password: None,
         pool_size: 8,
         connect_timeout: Duration::from_secs(10),
+        // The test server speaks TLS with its own CA (scripts/pg.sh).
+        ca_file: std::env::var_os(CA_ENV).map(std::path::PathBuf::from),
     }
 }
 
