@@ -15,6 +15,7 @@
 //!
 //! The token manager in front of this source still gives single-flight within an instance.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +49,23 @@ impl Default for LeasePolicy {
     }
 }
 
+/// What this instance's token source did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LeaseCounters {
+    /// Tokens this instance fetched from WeChat (holding the lease).
+    pub fetched: AtomicU64,
+    /// Tokens taken from the database, fetched by another instance (or before a restart).
+    pub shared: AtomicU64,
+    /// Times this instance found the lease held and waited for the holder.
+    pub waits: AtomicU64,
+    /// Fetches whose lease ran out before they finished (their token was dropped).
+    pub lost: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A [`TokenSource`] that fetches through `upstream` only while holding the database lease.
 pub struct LeasedTokenSource {
     store: Arc<dyn Store>,
@@ -55,6 +73,7 @@ pub struct LeasedTokenSource {
     name: String,
     holder: String,
     policy: LeasePolicy,
+    counters: Arc<LeaseCounters>,
     /// The token this instance was last given: when its manager asks again, that one is
     /// spent (expiring or refused by WeChat), so only a different one will do.
     last: Mutex<Option<String>>,
@@ -108,12 +127,18 @@ impl LeasedTokenSource {
             name: name.into(),
             holder: holder.into(),
             policy,
+            counters: Arc::default(),
             last: Mutex::new(None),
         }
     }
 
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// Shared with `/metrics`.
+    pub fn counters(&self) -> Arc<LeaseCounters> {
+        Arc::clone(&self.counters)
     }
 
     fn last(&self) -> Option<String> {
@@ -133,6 +158,7 @@ impl LeasedTokenSource {
             return None;
         }
         self.remember(&row.token);
+        bump(&self.counters.shared);
         Some(FetchedToken {
             token: Secret::new(row.token),
             expires_in: Duration::from_secs(remaining.max(1) as u64),
@@ -181,6 +207,9 @@ impl LeasedTokenSource {
                     self.policy.wait_max.as_secs()
                 )));
             }
+            if !waited {
+                bump(&self.counters.waits);
+            }
             waited = true;
             tokio::time::sleep(self.policy.poll).await;
         }
@@ -217,8 +246,10 @@ impl LeasedTokenSource {
             // one every instance will use, and ours may already be superseded by it
             // (`cgi-bin/token` retires the previous token), so drop ours and wait for it.
             tracing::warn!(name = %self.name, "refresh lease lost during the fetch; waiting for the new holder's token");
+            bump(&self.counters.lost);
             return Ok(None);
         }
+        bump(&self.counters.fetched);
         tracing::info!(name = %self.name, expires_in_s = fetched.expires_in.as_secs(), "fetched and shared a new access token");
         self.remember(fetched.token.expose());
         Ok(Some(fetched))
@@ -246,7 +277,6 @@ impl TokenSource for LeasedTokenSource {
 mod tests {
     use super::*;
     use crate::store::SqliteStore;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Hands out `token-1`, `token-2`, … and counts calls; optionally slow.
     struct Counting {
@@ -315,6 +345,19 @@ mod tests {
             assert_eq!(task.await.unwrap().unwrap(), "token-1");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let fetched: u64 = instances
+            .iter()
+            .map(|s| s.counters.fetched.load(Ordering::Relaxed))
+            .sum();
+        let shared: u64 = instances
+            .iter()
+            .map(|s| s.counters.shared.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(
+            (fetched, shared),
+            (1, 3),
+            "one fetched, three took it from the database"
+        );
         let row = store.shared_token("wechat:wx-test").unwrap().unwrap();
         assert_eq!(row.token, "token-1");
         assert!(row.holder.starts_with("hub-"));
@@ -390,6 +433,7 @@ mod tests {
             "dropped its own late token for the shared one"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(slow.counters.lost.load(Ordering::Relaxed), 1);
         assert_eq!(
             store.shared_token("wechat:wx-test").unwrap().unwrap().token,
             "token-1"

@@ -165,6 +165,7 @@ impl Hub {
             lease::instance_id(),
             lease_policy(&config),
         );
+        let token_lease = tokens.counters();
         let wechat =
             WechatClient::with_token_source(&config.wechat, tokens, config.wechat.token_policy())?;
         let crypt = secrets
@@ -183,6 +184,7 @@ impl Hub {
                 crypt,
                 admin_token: secrets.admin_token,
                 counters: http::Counters::default(),
+                token_lease,
                 config,
             }),
         })

@@ -105,6 +105,33 @@ async fn two_instances_share_state_and_one_token() {
         .unwrap()
         .unwrap();
     assert!(shared.expires_at > unix_now());
+    // Each instance's /metrics says where its tokens came from: two fetches in the chain, and
+    // b used a's refreshed token without one.
+    let mut fetched = 0;
+    for base in [&a.base, &b.base] {
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        fetched += metric(
+            &metrics,
+            "mirrorsight_hub_access_tokens_total{source=\"fetched\"}",
+        );
+        if *base == b.base {
+            assert!(
+                metric(
+                    &metrics,
+                    "mirrorsight_hub_access_tokens_total{source=\"shared\"}"
+                ) >= 1,
+                "{metrics}"
+            );
+        }
+    }
+    assert_eq!(fetched, 2);
 
     // A photo uploaded through one instance, a scan pushed to the other, the gallery read
     // through the first: stateless instances, one truth.
@@ -144,4 +171,11 @@ async fn two_instances_share_state_and_one_token() {
         1
     );
     block_in_place(move || drop(db));
+}
+
+/// The value of one Prometheus sample line.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} in {text}"))
 }

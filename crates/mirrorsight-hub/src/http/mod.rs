@@ -36,6 +36,8 @@ pub struct AppState {
     pub crypt: Option<MessageCrypt>,
     pub admin_token: Option<Secret>,
     pub counters: Counters,
+    /// What the shared-token source did (fetches, waits), for `/metrics`.
+    pub token_lease: Arc<crate::lease::LeaseCounters>,
 }
 
 /// In-process counters for `/metrics` (what the database does not record).

@@ -178,6 +178,25 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             &c.mint_failures,
         ),
     ];
+    let lease = &state.token_lease;
+    let _ = writeln!(
+        out,
+        "# HELP mirrorsight_hub_access_tokens_total Access tokens this instance started using, by where they came from (fetched from WeChat holding the lease, or shared through the database).\n# TYPE mirrorsight_hub_access_tokens_total counter\nmirrorsight_hub_access_tokens_total{{source=\"fetched\"}} {}\nmirrorsight_hub_access_tokens_total{{source=\"shared\"}} {}",
+        lease.fetched.load(Ordering::Relaxed),
+        lease.shared.load(Ordering::Relaxed)
+    );
+    let counters = counters.into_iter().chain([
+        (
+            "token_lease_waits_total",
+            "Times this instance waited for another instance's token refresh.",
+            &lease.waits,
+        ),
+        (
+            "token_leases_lost_total",
+            "Token fetches whose lease ran out before they finished.",
+            &lease.lost,
+        ),
+    ]);
     for (name, help, counter) in counters {
         let _ = writeln!(
             out,
