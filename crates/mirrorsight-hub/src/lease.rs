@@ -132,10 +132,6 @@ impl LeasedTokenSource {
         }
     }
 
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     /// Shared with `/metrics`.
     pub fn counters(&self) -> Arc<LeaseCounters> {
         Arc::clone(&self.counters)

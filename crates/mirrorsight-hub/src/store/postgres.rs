@@ -304,19 +304,6 @@ impl PostgresStore {
             .as_ref()
             .ok_or_else(|| StoreError::Db("store closed".into()))
     }
-
-    /// Drops every table of the hub: for tests that share one server.
-    pub fn drop_all(&self) -> Result<(), StoreError> {
-        let inner = self.db()?;
-        off_runtime(|| {
-            inner
-                .conn()?
-                .batch_execute(
-                    "DROP TABLE IF EXISTS schema_version, devices, scenes, sessions, photos, bindings, wechat_events, activity, access_tokens",
-                )
-                .map_err(db)
-        })
-    }
 }
 
 impl Db {
