@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use mirrorsight_core::session::SessionConfig;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -180,27 +182,6 @@ impl Default for PresenceConfig {
             tracked_interval_s: 0.3,
             motion_threshold: 2.0,
             motion_grace_s: 1.5,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SessionConfig {
-    /// A shopper must be seen this long before a session starts.
-    pub enter_after_s: f64,
-    /// Unseen this long inside a session: `person_left`.
-    pub absent_after_s: f64,
-    /// Unseen this long: the session ends.
-    pub exit_after_s: f64,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            enter_after_s: 0.5,
-            absent_after_s: 1.0,
-            exit_after_s: 30.0,
         }
     }
 }

@@ -49,3 +49,9 @@ pub struct Frame {
     pub t: f64,
     pub image: Arc<RgbImage>,
 }
+
+impl mirrorsight_core::frame::Timed for Frame {
+    fn t(&self) -> f64 {
+        self.t
+    }
+}

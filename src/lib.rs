@@ -5,18 +5,16 @@
 //! clip behaves exactly like the live camera it was recorded from.
 
 pub mod actions;
-pub mod capture;
 pub mod config;
 pub mod eval;
 pub mod frame;
-pub mod gesture;
-pub mod ids;
 pub mod metrics;
 pub mod pipeline;
 pub mod service;
-pub mod session;
 pub mod sink;
 pub mod source;
 pub mod vision;
 
 pub use mirrorsight_contract::events;
+// The sans-IO core, re-exported under the names the rest of the crate and the tests use.
+pub use mirrorsight_core::{capture, gesture, ids, observation, session};

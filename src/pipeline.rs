@@ -12,14 +12,18 @@ use mirrorsight_contract::events::{EndReason, Event, EventKind};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::capture::{Capture, CaptureScheduler};
+use crate::capture::CaptureScheduler;
 use crate::config::Config;
+use crate::frame::Frame;
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
 use crate::service::{Health, Shutdown};
 use crate::sink::{Action, EventSink, SinkError};
 use crate::source::{FrameQueue, QueuePolicy, Source, SourceError, SourceInfo};
 use crate::vision::{VisionError, VisionStage};
+
+/// A photo due now, with candidate frames from the pipeline.
+pub type Capture = mirrorsight_core::capture::Capture<Frame>;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -83,7 +87,7 @@ pub fn run(
 ) -> Result<RunSummary, PipelineError> {
     let info = source.info().clone();
     let mut vision = VisionStage::new(config, ids, metrics.clone())?;
-    let mut photos = CaptureScheduler::new(
+    let mut photos = CaptureScheduler::<Frame>::new(
         config.photos.ring_frames,
         config.photos.best_frame_window_s,
         config.photos.countdown_s,

@@ -36,7 +36,7 @@ pub trait EventSink: Send {
 pub trait Action: Send {
     fn on_event(&mut self, event: &Event, emit: &mut Vec<Event>);
     /// A photo is due (see [`crate::capture`]).
-    fn on_capture(&mut self, _capture: &crate::capture::Capture, _emit: &mut Vec<Event>) {}
+    fn on_capture(&mut self, _capture: &crate::pipeline::Capture, _emit: &mut Vec<Event>) {}
     /// Media time advanced to `t`: deliver results of background work finished meanwhile.
     fn poll(&mut self, _t: f64, _emit: &mut Vec<Event>) {}
     /// Called once at the end of the stream: finish what is in flight (bounded wait).

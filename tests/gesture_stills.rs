@@ -5,9 +5,9 @@ mod common;
 
 use mirrorsight::config::Config;
 use mirrorsight::gesture::{HandShape, classify};
+use mirrorsight::observation::HandLandmarks;
 use mirrorsight::source::{Source, VideoFile};
 use mirrorsight::vision::hands::HandTracker;
-use mirrorsight::vision::observation::HandLandmarks;
 use mirrorsight::vision::runtime::{ModelsDir, Runtime};
 
 /// Every hand the models find in the still, looking everywhere in the picture.

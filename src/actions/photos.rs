@@ -14,9 +14,9 @@ use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
-use crate::capture::Capture;
 use crate::config::Config;
 use crate::ids::IdGenerator;
+use crate::pipeline::Capture;
 use crate::sink::Action;
 
 /// At the end of a replay (or a shutdown): how long queued uploads may still go out, then

@@ -7,11 +7,11 @@ use ort::session::Session;
 
 use super::VisionError;
 use super::model::ImageModel;
-use super::observation::{HandLandmarks, hand};
 use super::ssd::{self, Detection, SsdSpec};
 use super::tensor::{Range, Roi};
 use crate::config::HandsConfig;
 use crate::frame::RgbImage;
+use crate::observation::{HandLandmarks, hand};
 
 const PALM_INPUT: usize = 192;
 const PALM_STRIDES: &[usize] = &[8, 16, 16, 16];

@@ -3,7 +3,6 @@
 pub mod hands;
 pub mod model;
 pub mod motion;
-pub mod observation;
 pub mod pose;
 pub mod presence;
 pub mod runtime;
@@ -21,10 +20,10 @@ use crate::frame::Frame;
 use crate::gesture::GestureRecognizer;
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
+use crate::observation::Observation;
 use crate::session::SessionTracker;
 use hands::HandTracker;
 use motion::MotionGate;
-use observation::Observation;
 use pose::PoseTracker;
 use presence::{Person, PresenceDetector};
 use runtime::{ModelsDir, Runtime, RuntimeError};
@@ -68,8 +67,8 @@ pub struct VisionStage {
 /// Every gesture is made with a raised hand. While the body landmarks clearly show both
 /// wrists hanging low (below the chest), looking for palms would only cost time; without
 /// reliable landmarks (turned away, occluded) the search goes on.
-fn hands_may_be_up(pose: Option<&observation::PoseLandmarks>) -> bool {
-    use observation::pose as p;
+fn hands_may_be_up(pose: Option<&crate::observation::PoseLandmarks>) -> bool {
+    use crate::observation::pose as p;
     const RELIABLE: f32 = 0.8;
     let Some(pose) = pose else { return true };
     let pt = |i: usize| pose.points.get(i).copied();

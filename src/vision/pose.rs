@@ -5,11 +5,11 @@ use ort::session::Session;
 
 use super::VisionError;
 use super::model::ImageModel;
-use super::observation::PoseLandmarks;
 use super::presence::Person;
 use super::ssd::sigmoid;
 use super::tensor::{Range, Roi};
 use crate::frame::RgbImage;
+use crate::observation::PoseLandmarks;
 
 pub const MODEL: &str = "pose_landmark_lite";
 const INPUT: usize = 256;

@@ -2,7 +2,9 @@
 //! rotation, scale and handedness, and a seated shopper's body whose wrists follow scripted
 //! trajectories. Only compiled for tests.
 
-use crate::vision::observation::{HandLandmarks, Observation, PoseLandmarks, pose};
+#![cfg(test)]
+
+use crate::observation::{HandLandmarks, Observation, PoseLandmarks, pose};
 
 type V3 = [f64; 3];
 

@@ -10,7 +10,7 @@
 //! confidence is the minimum of the memberships it needs, so one doubtful finger is enough to
 //! doubt the whole shape.
 
-use crate::vision::observation::hand::*;
+use crate::observation::hand::*;
 
 /// What a single hand shows in one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

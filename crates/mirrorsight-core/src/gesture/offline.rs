@@ -8,6 +8,8 @@
 //! Ignored by default: the dumps are produced by the current vision code and are not part of
 //! the repository; the acceptance tests replay the clips themselves.
 
+#![cfg(test)]
+
 use std::path::{Path, PathBuf};
 
 use mirrorsight_contract::events::{Event, EventKind};
@@ -16,7 +18,7 @@ use serde_json::Value;
 use super::config::GestureConfig;
 use super::recognizer::GestureRecognizer;
 use super::shape::classify;
-use crate::vision::observation::Observation;
+use crate::observation::Observation;
 
 /// What a clip must give (from issue 3): exact gesture counts, or only "no such actions".
 struct Expectation {

@@ -10,7 +10,7 @@ use super::config::{Action, GestureConfig};
 use super::debounce::{HoldRule, Latch, ShapeTrack};
 use super::shape::{HandShape, ShapeReading, classify};
 use super::swipe::{BodyRef, HandSighting, StrokeVerdict, SwipeDetector, WristSample};
-use crate::vision::observation::{HandLandmarks, Observation, PoseLandmarks, pose};
+use crate::observation::{HandLandmarks, Observation, PoseLandmarks, pose};
 
 /// A body reference this old still stands in for shoulders missing in the current frame.
 const BODY_MEMORY_S: f64 = 0.5;

@@ -2,6 +2,8 @@
 //! follow keyframed paths, with hands the landmark model only "sees" while they are slow
 //! (fast strokes blur them away, as on real footage).
 
+#![cfg(test)]
+
 use mirrorsight_contract::events::{
     Event, EventKind, GestureKind, OutfitDirection, Side, SwipeMotion,
 };
@@ -9,7 +11,7 @@ use mirrorsight_contract::events::{
 use super::config::{Action, GestureConfig};
 use super::recognizer::GestureRecognizer;
 use super::synth::{Body, HandModel, Pose, View, hand, observation};
-use crate::vision::observation::{HandLandmarks, Observation};
+use crate::observation::{HandLandmarks, Observation};
 
 const FPS: f64 = 20.0;
 
@@ -419,7 +421,7 @@ fn an_out_of_frame_arm_jumping_around_is_ignored() {
         };
         let y = if i % 3 == 0 { 470.0 } else { 530.0 };
         let mut pose = body.pose(Some([x, y]), None);
-        pose.points[crate::vision::observation::pose::LEFT_WRIST][3] = 0.9;
+        pose.points[crate::observation::pose::LEFT_WRIST][3] = 0.9;
         observation(t, &body, Some(pose), vec![])
     });
     assert_eq!(kinds(&events), Vec::<String>::new());

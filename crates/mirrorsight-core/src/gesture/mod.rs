@@ -7,7 +7,7 @@
 //! - [`recognizer`]: [`GestureRecognizer`], which ties them together and maps gestures to actions.
 //! - [`config`]: `[gestures]`, every threshold with its default.
 //!
-//! [`Observation`]: crate::vision::observation::Observation
+//! [`Observation`]: crate::observation::Observation
 
 pub mod config;
 pub mod debounce;

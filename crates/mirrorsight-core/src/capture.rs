@@ -2,24 +2,25 @@
 //!
 //! Runs on the vision thread, driven by the events vision emits and by frame time, so the
 //! countdown and the choice of frames are the same in replay as on the live mirror. Only
-//! `Arc`s of recent frames are kept; picking the sharpest, encoding and writing happen on the
+//! handles to recent frames are kept (the pipeline's frames share their pixels); picking the sharpest, encoding and writing happen on the
 //! dispatcher thread (see `actions::photos`).
 
 use std::collections::VecDeque;
 
 use mirrorsight_contract::events::{Event, EventKind};
 
-use crate::frame::Frame;
+use crate::frame::Timed;
 
 /// A photo to take now: candidate frames from just before the moment, and where the shopper is.
+/// `F` is the pipeline's frame type; the scheduler only reads its media time.
 #[derive(Debug, Clone)]
-pub struct Capture {
+pub struct Capture<F> {
     pub session: String,
     pub trigger: String,
     /// Media time the photo was due (end of the countdown).
     pub t: f64,
     /// Oldest first; all within `window_s` of `t`.
-    pub frames: Vec<Frame>,
+    pub frames: Vec<F>,
     /// The shopper's body in image pixels (xmin, ymin, xmax, ymax), if known.
     pub region: Option<[f32; 4]>,
 }
@@ -32,8 +33,8 @@ struct Pending {
 }
 
 #[derive(Debug)]
-pub struct CaptureScheduler {
-    ring: VecDeque<Frame>,
+pub struct CaptureScheduler<F> {
+    ring: VecDeque<F>,
     capacity: usize,
     window_s: f64,
     countdown_s: f64,
@@ -41,7 +42,7 @@ pub struct CaptureScheduler {
     pending: Vec<Pending>,
 }
 
-impl CaptureScheduler {
+impl<F: Timed + Clone> CaptureScheduler<F> {
     pub fn new(
         ring_frames: usize,
         window_s: f64,
@@ -62,10 +63,10 @@ impl CaptureScheduler {
     /// due now.
     pub fn on_frame(
         &mut self,
-        frame: &Frame,
+        frame: &F,
         events: &[Event],
         region: Option<[f32; 4]>,
-    ) -> Vec<Capture> {
+    ) -> Vec<Capture<F>> {
         if self.ring.len() == self.capacity {
             self.ring.pop_front();
         }
@@ -94,13 +95,13 @@ impl CaptureScheduler {
         let (due, later): (Vec<_>, Vec<_>) = self
             .pending
             .drain(..)
-            .partition(|p| p.due <= frame.t + 1e-6);
+            .partition(|p| p.due <= frame.t() + 1e-6);
         self.pending = later;
         due.into_iter().map(|p| self.capture(p, region)).collect()
     }
 
     /// The stream ended: photos still counting down are taken from the last frames.
-    pub fn finish(&mut self, region: Option<[f32; 4]>) -> Vec<Capture> {
+    pub fn finish(&mut self, region: Option<[f32; 4]>) -> Vec<Capture<F>> {
         let pending = std::mem::take(&mut self.pending);
         pending
             .into_iter()
@@ -108,12 +109,12 @@ impl CaptureScheduler {
             .collect()
     }
 
-    fn capture(&self, p: Pending, region: Option<[f32; 4]>) -> Capture {
-        let newest = self.ring.back().map_or(p.due, |f| f.t.min(p.due));
+    fn capture(&self, p: Pending, region: Option<[f32; 4]>) -> Capture<F> {
+        let newest = self.ring.back().map_or(p.due, |f| f.t().min(p.due));
         let frames = self
             .ring
             .iter()
-            .filter(|f| f.t <= p.due + 1e-6 && f.t >= newest - self.window_s - 1e-6)
+            .filter(|f| f.t() <= p.due + 1e-6 && f.t() >= newest - self.window_s - 1e-6)
             .cloned()
             .collect();
         Capture {
@@ -129,14 +130,14 @@ impl CaptureScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::RgbImage;
-    use std::sync::Arc;
+    use crate::frame::FrameMeta;
 
-    fn frame(t: f64) -> Frame {
-        Frame {
+    fn frame(t: f64) -> FrameMeta {
+        FrameMeta {
             seq: (t * 10.0) as u64,
             t,
-            image: Arc::new(RgbImage::filled(4, 4, [0, 0, 0])),
+            width: 4,
+            height: 4,
         }
     }
 

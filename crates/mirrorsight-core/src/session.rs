@@ -12,8 +12,29 @@
 
 use mirrorsight_contract::events::{EndReason, Event, EventKind};
 
-use crate::config::SessionConfig;
 use crate::ids::IdGenerator;
+
+/// `[session]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A shopper must be seen this long before a session starts.
+    pub enter_after_s: f64,
+    /// Unseen this long inside a session: `person_left`.
+    pub absent_after_s: f64,
+    /// Unseen this long: the session ends.
+    pub exit_after_s: f64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            enter_after_s: 0.5,
+            absent_after_s: 1.0,
+            exit_after_s: 30.0,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum State {
