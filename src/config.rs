@@ -320,7 +320,9 @@ impl Config {
                 "is required when source.kind = \"file\"",
             ));
         }
-        self.camera.validate()?;
+        self.camera
+            .validate()
+            .map_err(|e| key_error(e.key, e.message))?;
         self.service.validate()?;
         if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
             return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));

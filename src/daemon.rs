@@ -17,11 +17,11 @@ use mirrorsight::service::watchdog::{
     WatchdogSettings, notifier_from_env, watchdog_timeout_from_env,
 };
 use mirrorsight::service::{
-    Health, HttpServer, HttpState, ReloadRequests, Shutdown, SseBroadcast, UntilShutdown,
-    WatchdogCore, WatchdogThread,
+    Health, HttpServer, HttpState, ReloadRequests, Shutdown, SseBroadcast, WatchdogCore,
+    WatchdogThread,
 };
 use mirrorsight::sink::{Action, EventSink, JsonLines, OverlaySink};
-use mirrorsight::source::{CameraSource, Source, VideoFile};
+use mirrorsight::source::{CameraSource, Source, UntilStopped, VideoFile};
 use tracing::{info, warn};
 
 /// Where durable state goes when `storage.dir` is unset: systemd's StateDirectory, else the
@@ -107,7 +107,7 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
 
     let (source, realtime): (Box<dyn Source>, bool) = match cfg.source.kind {
         SourceKind::Camera => {
-            let camera = CameraSource::reconnecting(&cfg.camera, shutdown.clone());
+            let camera = CameraSource::reconnecting(&cfg.camera, shutdown.stop_signal());
             health.attach_source(camera.health());
             (Box::new(camera), true)
         }
@@ -119,7 +119,7 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
                 .context("source.path is required when source.kind = \"file\"")?;
             let clip = VideoFile::open(path)?;
             (
-                Box::new(UntilShutdown::new(Box::new(clip), shutdown.clone())),
+                Box::new(UntilStopped::new(Box::new(clip), shutdown.stop_signal())),
                 cfg.source.realtime,
             )
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::frame::Frame;
-use crate::source::camera::{ConnectionState, SourceHealth};
+use crate::source::{ConnectionState, SourceHealth};
 use crate::source::{Source, SourceError, SourceInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,7 +20,7 @@ use crate::config::ConfigError;
 
 pub use health::{Health, HealthReport, HealthSettings};
 pub use http::{HttpServer, HttpState, PrometheusText, SseBroadcast};
-pub use signals::{ReloadRequests, Shutdown, SignalHandler, UntilShutdown};
+pub use signals::{ReloadRequests, Shutdown, SignalHandler};
 pub use watchdog::{
     Notifier, Notify, RecordingNotifier, SystemdNotifier, WatchdogCore, WatchdogThread,
 };

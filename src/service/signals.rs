@@ -5,8 +5,8 @@
 //! thread, so locking, logging and channel operations are safe there.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,18 +15,16 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 use tracing::{info, warn};
 
-use crate::frame::Frame;
-use crate::source::{Source, SourceError, SourceInfo};
+use crate::source::{StopSignal, StopTrigger, stop_pair};
 
 /// A one-way "stop now" shared by every thread. Cheap to clone.
 ///
-/// Besides the flag it carries a channel that is closed on trigger, so a thread can block on
-/// "a frame arrived or shutdown" with `crossbeam_channel::select!` instead of polling.
+/// The daemon's side of a [`stop_pair`]: stages that only obey (sources) are handed its
+/// [`Shutdown::stop_signal`] instead, so they never depend on the service.
 #[derive(Clone)]
 pub struct Shutdown {
-    flag: Arc<AtomicBool>,
-    closer: Arc<Mutex<Option<Sender<()>>>>,
-    closed: Receiver<()>,
+    trigger: StopTrigger,
+    signal: StopSignal,
 }
 
 impl Default for Shutdown {
@@ -45,41 +43,32 @@ impl std::fmt::Debug for Shutdown {
 
 impl Shutdown {
     pub fn new() -> Self {
-        let (tx, rx) = bounded(0);
-        Self {
-            flag: Arc::new(AtomicBool::new(false)),
-            closer: Arc::new(Mutex::new(Some(tx))),
-            closed: rx,
-        }
+        let (trigger, signal) = stop_pair();
+        Self { trigger, signal }
     }
 
     /// Idempotent.
     pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        // Dropping the only sender disconnects every receiver clone at once: that is the wake-up.
-        let mut closer = self.closer.lock().unwrap_or_else(|e| e.into_inner());
-        closer.take();
+        self.trigger.trigger();
     }
 
     pub fn is_triggered(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        self.signal.is_triggered()
     }
 
     /// Sleeps up to `timeout`; returns true (early) once shutdown is triggered.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        if self.is_triggered() {
-            return true;
-        }
-        match self.closed.recv_timeout(timeout) {
-            Ok(()) => self.is_triggered(),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => true,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.is_triggered(),
-        }
+        self.signal.wait_timeout(timeout)
     }
 
     /// Becomes ready (disconnected) on trigger; for `select!` next to other channels.
     pub fn receiver(&self) -> &Receiver<()> {
-        &self.closed
+        self.signal.receiver()
+    }
+
+    /// What a source is handed to stop with.
+    pub fn stop_signal(&self) -> StopSignal {
+        self.signal.clone()
     }
 }
 
@@ -181,34 +170,6 @@ impl SignalHandler {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// Ends any source cleanly (as if the stream ended) once shutdown is triggered.
-///
-/// For sources that return quickly (clips); [`crate::source::ReconnectingSource`] already does
-/// this itself and also interrupts waits inside a blocking camera read.
-pub struct UntilShutdown {
-    inner: Box<dyn Source>,
-    shutdown: Shutdown,
-}
-
-impl UntilShutdown {
-    pub fn new(inner: Box<dyn Source>, shutdown: Shutdown) -> Self {
-        Self { inner, shutdown }
-    }
-}
-
-impl Source for UntilShutdown {
-    fn info(&self) -> &SourceInfo {
-        self.inner.info()
-    }
-
-    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
-        if self.shutdown.is_triggered() {
-            return Ok(None);
-        }
-        self.inner.next_frame()
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::{Health, ServiceConfig, ServiceError, Shutdown};
-use crate::source::camera::ReconnectOptions;
+use crate::source::ReconnectOptions;
 
 /// One sd_notify message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,19 @@
 //! Frame sources: everything that yields frames sits behind [`Source`], so replay, a paced
-//! clip and (later) a live camera feed the same pipeline.
+//! clip and a live camera feed the same pipeline. A source that must stop on request is handed
+//! a [`StopSignal`]; sources never reach into the service that runs them.
 
 pub mod camera;
+pub mod health;
 mod queue;
+pub mod reconnect;
+pub mod stop;
 mod video;
 
-pub use camera::{CameraSettings, CameraSource, ReconnectingSource};
+pub use camera::{CameraSettings, CameraSource};
+pub use health::{ConnectionState, SourceHealth, SourceHealthSnapshot};
 pub use queue::{FrameQueue, FrameReceiver, QueuePolicy};
+pub use reconnect::{ReconnectOptions, ReconnectingSource};
+pub use stop::{StopSignal, StopTrigger, UntilStopped, stop_pair};
 pub use video::VideoFile;
 
 use std::path::PathBuf;
