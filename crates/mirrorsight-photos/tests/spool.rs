@@ -1,5 +1,5 @@
 //! The spool on a real filesystem: crash-safe layout, modes, recovery, quota, full and
-//! read-only disks.
+//! read-only disks (root: a real tmpfs; without root these skip, and fail under `CI=true`).
 
 mod support;
 
@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mirrorsight_photos::{PhotoMeta, PhotoState, Sidecar, Spool, SpoolError, SpoolOptions};
+use mirrorsight_testkit::{Tmpfs, can_run, is_root, require};
 use support::*;
 
 fn options(dir: &Path) -> SpoolOptions {
@@ -333,8 +334,8 @@ fn read_only_spool_gives_a_clear_error() {
     fs::create_dir_all(&dir).unwrap();
     if is_root() {
         // Permission bits do not stop root; a read-only tmpfs does.
-        let Some(_ro) = Tmpfs::mount(&dir, "ro,size=1m,mode=0700") else {
-            println!("SKIPPED read-only check: running as root and cannot mount a tmpfs here");
+        let test = "read_only_spool_gives_a_clear_error";
+        let Some(_ro) = require(test, Tmpfs::mount(&dir, "ro,size=1m,mode=0700")) else {
             return;
         };
         let e = Spool::open(options(&dir)).unwrap_err();
@@ -356,16 +357,17 @@ fn read_only_spool_gives_a_clear_error() {
 
 #[test]
 fn spool_turned_read_only_refuses_new_photos_and_keeps_old_ones() {
-    if !is_root() {
-        println!(
-            "SKIPPED: remounting read-only needs root (chmod is covered by read_only_spool_gives_a_clear_error)"
-        );
+    let test = "spool_turned_read_only_refuses_new_photos_and_keeps_old_ones";
+    if !can_run(
+        test,
+        is_root(),
+        "remounting read-only needs root (chmod is covered by read_only_spool_gives_a_clear_error)",
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("spool");
-    let Some(fs_) = Tmpfs::mount(&dir, "size=8m,mode=0700") else {
-        println!("SKIPPED: cannot mount a tmpfs here");
+    let Some(fs_) = require(test, Tmpfs::mount(&dir, "size=8m,mode=0700")) else {
         return;
     };
     let (spool, _) = Spool::open(options(&dir)).unwrap();
@@ -392,14 +394,13 @@ fn spool_turned_read_only_refuses_new_photos_and_keeps_old_ones() {
 
 #[test]
 fn full_disk_refuses_with_a_typed_error_and_loses_nothing() {
-    if !is_root() {
-        println!("SKIPPED: a small tmpfs needs root");
+    let test = "full_disk_refuses_with_a_typed_error_and_loses_nothing";
+    if !can_run(test, is_root(), "a small tmpfs needs root") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("spool");
-    let Some(_fs) = Tmpfs::mount(&dir, "size=400k,mode=0700") else {
-        println!("SKIPPED: cannot mount a tmpfs here");
+    let Some(_fs) = require(test, Tmpfs::mount(&dir, "size=400k,mode=0700")) else {
         return;
     };
     let (spool, _) = Spool::open(options(&dir)).unwrap();

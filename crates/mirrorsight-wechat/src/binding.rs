@@ -4,6 +4,11 @@
 //! A crash can leave a half-written last line. Readers skip it; [`BindingLog::open`] cuts it
 //! off so the next record starts on a line of its own. The cut line was never acknowledged
 //! (its fsync had not returned), so no code was shown for it.
+//!
+//! A write that fails while the process lives on (a full disk, a file size limit) can leave the
+//! same half line behind; [`BindingLog::append`] cuts the file back to its last acknowledged
+//! length before reporting the error, and refuses to append behind a tail it could not cut, so
+//! a failed record never glues itself to the front of the next one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -67,6 +72,10 @@ impl BindingLogContents {
 pub struct BindingLog {
     path: PathBuf,
     file: File,
+    /// Length of the file up to its last complete record: where the next record starts.
+    good_len: u64,
+    /// A failed append left bytes after `good_len` that could not be cut off yet.
+    torn_tail: bool,
 }
 
 impl BindingLog {
@@ -101,25 +110,61 @@ impl BindingLog {
                 File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
             }
         }
-        Ok(Self { path, file })
+        Ok(Self {
+            path,
+            file,
+            good_len: keep,
+            torn_tail: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends one binding and waits until it is on disk.
+    /// Appends one binding and waits until it is on disk. If the write fails the file is cut
+    /// back to the records before it, so nothing of this one remains to corrupt the next.
     pub fn append(&mut self, binding: &Binding) -> Result<(), BindingLogError> {
-        let io = |source| BindingLogError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let mut line = serde_json::to_vec(binding).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut line =
+            serde_json::to_vec(binding).map_err(|e| self.io_error(std::io::Error::other(e)))?;
         line.push(b'\n');
+        if self.torn_tail {
+            // An earlier failure could not cut its bytes off; writing behind them would merge
+            // this record into that half line, so try the cut again first.
+            self.cut_back().map_err(|e| self.io_error(e))?;
+        }
         // One write per record: with O_APPEND it lands whole at the end or (on a crash) torn
         // at the tail, which is what readers and `open` handle.
-        self.file.write_all(&line).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        if let Err(error) = self.file.write_all(&line) {
+            self.torn_tail = true;
+            if let Err(cut) = self.cut_back() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %cut,
+                    "cannot cut a failed binding record off the log; retried before the next record"
+                );
+            }
+            return Err(self.io_error(error));
+        }
+        // The line is whole now: even if the fsync fails it cannot swallow the next record, and
+        // the caller shows the code regardless, so the line stays for whoever traces the scan.
+        self.good_len += line.len() as u64;
+        self.file.sync_data().map_err(|e| self.io_error(e))
+    }
+
+    /// Truncates the file to `good_len` (its complete records) and makes the cut durable.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.good_len)?;
+        self.file.sync_all()?;
+        self.torn_tail = false;
+        Ok(())
+    }
+
+    fn io_error(&self, source: std::io::Error) -> BindingLogError {
+        BindingLogError::Io {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Reads every binding, tolerating a torn last line and skipping corrupt ones.

@@ -419,51 +419,6 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A tmpfs mounted at `dir` (root only), unmounted on drop.
-pub struct Tmpfs {
-    pub dir: PathBuf,
-}
-
-impl Tmpfs {
-    pub fn mount(dir: &Path, options: &str) -> Option<Self> {
-        if !is_root() {
-            return None;
-        }
-        std::fs::create_dir_all(dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir)
-            .status()
-            .ok()?
-            .success();
-        ok.then(|| Self {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    pub fn remount(&self, options: &str) -> bool {
-        std::process::Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
-}
-
 pub fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < timeout {
