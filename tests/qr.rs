@@ -220,3 +220,37 @@ fn with_the_network_down_the_session_is_told_and_the_replay_still_completes() {
     assert_eq!(failed[0].session(), started[0].session());
     assert_eq!(events.last().unwrap().type_name(), "source_ended");
 }
+
+/// Plain http to another machine would hand the device token (and the photos after it) to
+/// anyone on the network path: the config is refused at load, naming the key, before a code is
+/// minted or a frame is read.
+#[test]
+fn plain_http_to_another_machine_is_refused_before_anything_is_minted() {
+    let clip = demo_clip();
+    let commands: [&[&std::ffi::OsStr]; 2] =
+        [&["mint".as_ref()], &["replay".as_ref(), clip.as_os_str()]];
+    for command in commands {
+        let out = bin()
+            .args(command)
+            .args([
+                "--set",
+                "qr.kind=\"relay\"",
+                "--set",
+                "backend.url=\"http://hub.shop.example\"",
+            ])
+            .env("MIRRORSIGHT_DEVICE_TOKEN", FAKE_DEVICE_TOKEN)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?} accepted it: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing minted, no events: {command:?}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("backend.url") && stderr.contains("https://"),
+            "{stderr}"
+        );
+    }
+}

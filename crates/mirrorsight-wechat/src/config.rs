@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use url::Url;
 
 use crate::qrcode::ActionName;
 use crate::url::UrlTemplate;
@@ -250,6 +251,10 @@ fn validate_timeout(key: &str, seconds: f64) -> Result<Duration, ConfigError> {
 }
 
 /// An `http://` or `https://` base URL, returned without its trailing `/`.
+///
+/// Plain `http://` is accepted for loopback hosts only (a test double or a proxy on this
+/// machine): anywhere else the appsecret, the device token and the shopper's photos would cross
+/// the network readable by anyone on the way.
 pub(crate) fn validate_base_url(key: &str, url: &str) -> Result<String, ConfigError> {
     let trimmed = url.trim().trim_end_matches('/');
     let rest = trimmed
@@ -262,7 +267,42 @@ pub(crate) fn validate_base_url(key: &str, url: &str) -> Result<String, ConfigEr
             format!("{url:?} is not a base URL (host, optional path, no query)"),
         ));
     }
+    let parsed =
+        Url::parse(trimmed).map_err(|e| key_error(key, format!("{url:?} is not a URL: {e}")))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(key_error(
+            key,
+            format!(
+                "{url:?} carries credentials: they belong in a credential file, not in the URL"
+            ),
+        ));
+    }
+    if parsed.scheme() == "http" && !is_loopback(&parsed) {
+        return Err(key_error(
+            key,
+            format!(
+                "{url:?} is plain http to another machine, where anyone on the network could read \
+                 the credentials and photos sent there: use https:// (http:// is accepted for \
+                 loopback only: 127.0.0.0/8, [::1], localhost)"
+            ),
+        ));
+    }
     Ok(trimmed.to_string())
+}
+
+/// Whether `url` names this machine (127.0.0.0/8, `[::1]` or `localhost`). Anything that does
+/// not parse counts as another machine.
+pub fn is_loopback_url(url: &str) -> bool {
+    Url::parse(url.trim()).is_ok_and(|u| is_loopback(&u))
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
 }
 
 impl QrConfig {
@@ -552,11 +592,63 @@ mod tests {
         s.validate().unwrap();
 
         let mut s = Settings::default();
+        s.wechat.appid = "wx1234".into();
+        s.wechat.mp_base = "http://mp.weixin.qq.com".into();
+        assert_eq!(key_of(s.validate()), "wechat.mp_base");
+
+        let mut s = Settings::default();
         s.qr.wxa_width = 279;
         assert_eq!(key_of(s.validate()), "qr.wxa_width");
         s.qr.wxa_width = 1280;
         s.qr.wxa_page = Some("/pages/x".into());
         assert_eq!(key_of(s.validate()), "qr.wxa_page");
+    }
+
+    /// Plain http would hand the device token, the appsecret and the photos to anyone on the
+    /// network path: only this machine may be spoken to without TLS.
+    #[test]
+    fn plain_http_is_for_loopback_only() {
+        let relay = |url: &str| {
+            let mut s = Settings::default();
+            s.qr.kind = QrKind::Relay;
+            s.backend.url = Some(url.into());
+            s.validate()
+        };
+        for remote in [
+            "http://hub.shop.example",
+            "http://10.0.0.7:8080/api",
+            "http://[2001:db8::1]/",
+            "http://localhost.shop.example",
+            "http://127.0.0.1.nip.io",
+        ] {
+            let e = relay(remote).expect_err(remote);
+            assert_eq!(e.key, "backend.url", "{remote}");
+            assert!(e.message.contains("https://"), "{e}");
+        }
+        for local in [
+            "http://127.0.0.1:9",
+            "http://127.1.2.3",
+            "http://[::1]:8080/hub/",
+            "http://localhost:1",
+            "http://LOCALHOST",
+            "https://hub.shop.example",
+            "https://10.0.0.7:8443/api",
+        ] {
+            relay(local).unwrap_or_else(|e| panic!("{local}: {e}"));
+        }
+        let e = relay("https://mirror:pw@hub.shop.example").unwrap_err();
+        assert!(e.message.contains("credentials"), "{e}");
+        // The same rule for the WeChat bases: the appsecret travels to `api_base`.
+        let mut s = Settings::default();
+        s.wechat.api_base = "http://api.weixin.qq.com".into();
+        assert_eq!(key_of(s.validate()), "wechat.api_base");
+        s.wechat.api_base = "http://127.0.0.1:8".into();
+        s.validate().unwrap();
+
+        assert!(is_loopback_url("http://127.0.0.1:9/x"));
+        assert!(is_loopback_url("https://[::1]"));
+        assert!(!is_loopback_url("https://hub.shop.example"));
+        assert!(!is_loopback_url("not a url"));
     }
 
     /// The README's reference block is the defaults, and parses as the daemon will parse it.
