@@ -15,6 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod upload;
+pub use upload::{HeaderError, UploadHeaders, bearer_token, is_photo_content_type, valid_id};
+
 /// Path of the scene-minting endpoint, relative to the backend's base URL.
 pub const SCENES_PATH: &str = "/v1/scenes";
 
@@ -133,6 +136,8 @@ pub mod error_code {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// `429`: slow down; `Retry-After` says for how long.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// `408`: the request body did not arrive in time; retry with backoff.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
     /// `502`: the backend could not reach WeChat (its message says why).
     pub const UPSTREAM: &str = "upstream";
     /// `503`: the backend is temporarily unavailable; retry with backoff.
@@ -180,6 +185,7 @@ mod tests {
             error_code::PAYLOAD_TOO_LARGE,
             error_code::UNSUPPORTED_MEDIA_TYPE,
             error_code::RATE_LIMITED,
+            error_code::REQUEST_TIMEOUT,
             error_code::UPSTREAM,
             error_code::UNAVAILABLE,
         ] {

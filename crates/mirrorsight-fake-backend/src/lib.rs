@@ -22,8 +22,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mirrorsight_contract::backend::{
-    CreateSceneRequest, CreateSceneResponse, ErrorBody, PhotoUploadResponse, error_code,
-    header as h,
+    CreateSceneRequest, CreateSceneResponse, ErrorBody, MAX_SCENE_LEN, PhotoUploadResponse,
+    UploadHeaders, bearer_token, error_code, is_photo_content_type,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -717,7 +717,13 @@ async fn handle_any(State(app): State<Arc<App>>, request: Request) -> Response {
         Route::Showqrcode => showqrcode(&app, &q),
         Route::WxacodeUnlimit => check_token(&app, &q).unwrap_or_else(|| wxacode_unlimit(&body)),
         Route::Scenes | Route::PhotoUpload | Route::PhotoDelete => {
-            let Some(device) = device(&app, &parts.headers) else {
+            let device = match device(&app, &parts.headers) {
+                Ok(device) => device,
+                Err(e) => {
+                    return backend_error(StatusCode::BAD_REQUEST, error_code::BAD_REQUEST, e);
+                }
+            };
+            let Some(device) = device else {
                 return backend_error(
                     StatusCode::UNAUTHORIZED,
                     error_code::UNAUTHORIZED,
@@ -954,22 +960,26 @@ fn wxacode_unlimit(body: &[u8]) -> Response {
         .into_response()
 }
 
-fn device(app: &App, headers: &HeaderMap) -> Option<String> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    app.config
-        .device_tokens
-        .iter()
-        .find(|(t, _)| !token.is_empty() && t == token)
-        .map(|(_, d)| d.clone())
+/// The device whose token the request carries (the contract's bearer parsing, shared with the
+/// hub); an error message for a repeated `Authorization` header.
+fn device(app: &App, headers: &HeaderMap) -> Result<Option<String>, String> {
+    let token = bearer_token(header_pairs(headers)).map_err(|e| e.to_string())?;
+    Ok(token.and_then(|token| {
+        app.config
+            .device_tokens
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, d)| d.clone())
+    }))
 }
 
-fn valid_id(s: &str, max: usize) -> bool {
-    (1..=max).contains(&s.chars().count())
+fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
+    headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+}
+
+/// A scene as the contract allows it: 1..=64 characters, no whitespace or control characters.
+fn valid_scene(s: &str) -> bool {
+    (1..=MAX_SCENE_LEN).contains(&s.chars().count())
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
@@ -984,7 +994,7 @@ fn create_scene(app: &App, device: &str, body: &[u8]) -> Response {
             );
         }
     };
-    if !valid_id(&request.scene, 64) {
+    if !valid_scene(&request.scene) {
         return backend_error(
             StatusCode::BAD_REQUEST,
             error_code::BAD_REQUEST,
@@ -1041,41 +1051,19 @@ fn upload_photo(
     headers: &HeaderMap,
     body: Vec<u8>,
 ) -> Response {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
     let bad = |msg: &str| backend_error(StatusCode::BAD_REQUEST, error_code::BAD_REQUEST, msg);
-    if !valid_id(scene, 64) {
+    if !valid_scene(scene) {
         return bad("scene must be 1..=64 characters");
     }
-    let Some(photo) = get(h::PHOTO_ID).filter(|p| valid_id(p, 64)) else {
-        return bad("X-Photo-Id missing or invalid");
+    let meta = match UploadHeaders::parse(header_pairs(headers)) {
+        Ok(meta) => meta,
+        Err(e) => return bad(&e.to_string()),
     };
-    if get(h::IDEMPOTENCY_KEY) != Some(photo) {
-        return bad("Idempotency-Key must equal X-Photo-Id");
-    }
-    let Some(session) = get(h::SESSION_ID) else {
-        return bad("X-Session-Id missing");
-    };
-    let Some(taken_at_ms) = get(h::TAKEN_AT).and_then(|v| v.parse::<u64>().ok()) else {
-        return bad("X-Taken-At must be unix milliseconds");
-    };
-    let Some(trigger) = get(h::TRIGGER) else {
-        return bad("X-Trigger missing");
-    };
-    let Some(claimed_sha) = get(h::CONTENT_SHA256).filter(|v| {
-        v.len() == 64
-            && v.chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    }) else {
-        return bad("X-Content-SHA256 must be 64 lowercase hex digits");
-    };
-    let content_type = get(header::CONTENT_TYPE.as_str()).unwrap_or("");
-    if !content_type.starts_with("image/jpeg") {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_photo_content_type(content_type) {
         return backend_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error_code::UNSUPPORTED_MEDIA_TYPE,
@@ -1090,7 +1078,7 @@ fn upload_photo(
         );
     }
     let sha = hex::encode(Sha256::digest(&body));
-    if sha != claimed_sha {
+    if sha != meta.sha256 {
         return backend_error(
             StatusCode::BAD_REQUEST,
             error_code::DIGEST_MISMATCH,
@@ -1111,9 +1099,9 @@ fn upload_photo(
             data.claimed.insert(scene.to_string(), device.to_string());
         }
     }
-    let key = (scene.to_string(), photo.to_string());
+    let key = (scene.to_string(), meta.photo.clone());
     let answer = PhotoUploadResponse {
-        photo: photo.to_string(),
+        photo: meta.photo.clone(),
         sha256: sha.clone(),
         bytes: body.len() as u64,
     };
@@ -1132,10 +1120,10 @@ fn upload_photo(
         StoredPhoto {
             device: device.to_string(),
             scene: scene.to_string(),
-            photo: photo.to_string(),
-            session: session.to_string(),
-            taken_at_ms,
-            trigger: trigger.to_string(),
+            photo: meta.photo,
+            session: meta.session,
+            taken_at_ms: meta.taken_at_ms,
+            trigger: meta.trigger,
             sha256: sha,
             bytes: body,
         },

@@ -14,7 +14,7 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use mirrorsight_contract::backend::{ErrorBody, error_code};
+use mirrorsight_contract::backend::{self, ErrorBody, error_code};
 use mirrorsight_wechat::{Secret, WechatClient};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
@@ -183,12 +183,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The bearer token of a request, if well-formed.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// The bearer token of a request, if well-formed; a repeated `Authorization` header is a `400`
+/// (which of two credentials a client meant is not ours to guess).
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    backend::bearer_token(header_pairs(headers)).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// A request's headers as the contract's parsers take them.
+pub(crate) fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
+    headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
 }
 
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -220,13 +223,7 @@ pub(crate) fn valid_scene(scene: &str) -> bool {
         && !scene.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// A photo or session id: 1..=64 characters of `[A-Za-z0-9_-]`.
-pub(crate) fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
+pub(crate) use backend::valid_id;
 
 #[cfg(test)]
 mod tests {
@@ -247,16 +244,19 @@ mod tests {
     #[test]
     fn bearer_parsing() {
         let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), None);
+        assert_eq!(bearer(&h).unwrap(), None);
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer abc"),
         );
-        assert_eq!(bearer(&h), Some("abc"));
+        assert_eq!(bearer(&h).unwrap(), Some("abc"));
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&h).unwrap_err().status, StatusCode::BAD_REQUEST);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  "));
-        assert_eq!(bearer(&h), None);
+        assert_eq!(bearer(&h).unwrap(), None);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub(super) async fn stats(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let authorised = match (&state.admin_token, bearer(&headers)) {
+    let authorised = match (&state.admin_token, bearer(&headers)?) {
         (Some(admin), Some(presented)) => constant_time_eq(admin.expose(), presented),
         _ => false,
     };

@@ -7,13 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mirrorsight_contract::backend::{
-    CreateSceneRequest, CreateSceneResponse, MAX_EXPIRE_SECONDS, PHOTO_CONTENT_TYPE,
-    PhotoUploadResponse, error_code, header as h,
+    CreateSceneRequest, CreateSceneResponse, MAX_EXPIRE_SECONDS, PhotoUploadResponse,
+    UploadHeaders, error_code, is_photo_content_type,
 };
 use mirrorsight_wechat::{ActionName, Minter};
 
 use super::{
-    ApiError, AppState, Counters, bearer, random_key, sha256_hex, unix_now, valid_id, valid_scene,
+    ApiError, AppState, Counters, bearer, header_pairs, random_key, sha256_hex, unix_now, valid_id,
+    valid_scene,
 };
 use crate::store::{Claim, Device, MintOutcome, MintedScene, PhotoInsert, PhotoMeta, SceneRecord};
 
@@ -29,7 +30,7 @@ async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Devi
             "missing, unknown or revoked device token",
         )
     };
-    let Some(token) = bearer(headers) else {
+    let Some(token) = bearer(headers)? else {
         return Err(unauthorized());
     };
     // Only the digest is stored, so a leaked database does not hand out working tokens.
@@ -198,54 +199,8 @@ pub(super) async fn create_scene(
     Ok((status, axum::Json(answer)).into_response())
 }
 
-/// The headers of a photo upload, checked.
-struct UploadHeaders {
-    photo: String,
-    session: String,
-    taken_at_ms: i64,
-    trigger: String,
-    sha256: String,
-}
-
 fn upload_headers(headers: &HeaderMap) -> Result<UploadHeaders, ApiError> {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let bad = ApiError::bad_request;
-    let photo = get(h::PHOTO_ID)
-        .filter(|p| valid_id(p))
-        .ok_or_else(|| bad("X-Photo-Id missing or not 1..=64 of [A-Za-z0-9_-]"))?;
-    if get(h::IDEMPOTENCY_KEY) != Some(photo) {
-        return Err(bad("Idempotency-Key must equal X-Photo-Id"));
-    }
-    let session = get(h::SESSION_ID)
-        .filter(|s| valid_id(s))
-        .ok_or_else(|| bad("X-Session-Id missing or not 1..=64 of [A-Za-z0-9_-]"))?;
-    let taken_at_ms = get(h::TAKEN_AT)
-        .filter(|v| (1..=16).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<i64>().ok())
-        .ok_or_else(|| bad("X-Taken-At must be unix milliseconds"))?;
-    let trigger = get(h::TRIGGER)
-        .filter(|t| t.chars().count() <= 64)
-        .ok_or_else(|| bad("X-Trigger missing or longer than 64 characters"))?;
-    let sha256 = get(h::CONTENT_SHA256)
-        .filter(|v| {
-            v.len() == 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
-        .ok_or_else(|| bad("X-Content-SHA256 must be 64 lowercase hex digits"))?;
-    Ok(UploadHeaders {
-        photo: photo.to_string(),
-        session: session.to_string(),
-        taken_at_ms,
-        trigger: trigger.to_string(),
-        sha256: sha256.to_string(),
-    })
+    UploadHeaders::parse(header_pairs(headers)).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Where a photo's bytes go: derived from scene, photo id and bytes (never client-chosen),
@@ -299,11 +254,7 @@ async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with(PHOTO_CONTENT_TYPE)
-    {
+    if !is_photo_content_type(content_type) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error_code::UNSUPPORTED_MEDIA_TYPE,
@@ -352,7 +303,8 @@ async fn ingest(
                 photo: meta.photo.clone(),
                 device: device.id.clone(),
                 session_id: meta.session.clone(),
-                taken_at_ms: meta.taken_at_ms,
+                // At most 16 digits (the contract's parser), so always within i64.
+                taken_at_ms: i64::try_from(meta.taken_at_ms).unwrap_or(i64::MAX),
                 trigger: meta.trigger.clone(),
                 sha256: sha256.clone(),
                 bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),

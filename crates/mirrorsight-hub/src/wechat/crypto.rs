@@ -126,7 +126,12 @@ impl MessageCrypt {
         if pad == 0 || pad > PAD_BLOCK || pad > plain.len() {
             return Err(CryptError::BadPadding);
         }
-        let plain = &plain[..plain.len() - pad];
+        let (plain, padding) = plain.split_at(plain.len() - pad);
+        // PKCS#7: every padding byte holds the count. WeChat's own code pads this way; a
+        // frame that does not was not made by it.
+        if padding.iter().any(|&b| usize::from(b) != pad) {
+            return Err(CryptError::BadPadding);
+        }
         if plain.len() < 20 {
             return Err(CryptError::BadFrame);
         }
@@ -218,5 +223,155 @@ mod tests {
         );
         // Non-zero trailing bits in the 43rd character are normal for real keys.
         assert!(MessageCrypt::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH", APPID).is_ok());
+    }
+
+    /// WeChat's published sample (the `WXBizMsgCrypt` demo): EncodingAESKey, Token
+    /// `spamtest`, appid `wx2c2769f8efd9abc2`, timestamp `1409735669`, nonce `1320562132`.
+    const SAMPLE_APPID: &str = "wx2c2769f8efd9abc2";
+    const SAMPLE_ENCRYPT: &str = "hyzAe4OzmOMbd6TvGdIOO6uBmdJoD0Fk53REIHvxYtJlE2B655HuD0m8KUePWB3+LrPXo87wzQ1QLvbeUgmBM4x6F8PGHQHFVAFmOD2LdJF9FrXpbUAh0B5GIItb52sn896wVsMSHGuPE328HnRGBcrS7C41IzDWyWNlZkyyXwon8T332jisa+h6tEDYsVticbSnyU8dKOIbgU6ux5VTjg3yt+WGzjlpKn6NPhRjpA912xMezR4kw6KWwMrCVKSVCZciVGCgavjIQ6X8tCOp3yZbGpy0VxpAe+77TszTfRd5RJSVO/HTnifJpXgCSUdUue1v6h0EIBYYI1BD1DlD+C0CR8e6OewpusjZ4uBl9FyJvnhvQl+q5rv1ixrcpCumEPo5MJSgM9ehVsNPfUM669WuMyVWQLCzpu9GhglF2PE=";
+
+    #[test]
+    fn official_sample_decrypts() {
+        let c = MessageCrypt::new(KEY, SAMPLE_APPID).unwrap();
+        assert_eq!(
+            c.decrypt(SAMPLE_ENCRYPT).unwrap(),
+            "<xml><ToUserName><![CDATA[gh_10f6c3c3ac5a]]></ToUserName>\n<FromUserName><![CDATA[oyORnuP8q7ou2gfYjqLzSIWZf0rs]]></FromUserName>\n<CreateTime>1409735668</CreateTime>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[abcdteT]]></Content>\n<MsgId>6054768590064713728</MsgId>\n</xml>"
+        );
+        assert_eq!(
+            crate::wechat::signature(&["spamtest", "1409735669", "1320562132", SAMPLE_ENCRYPT]),
+            "5d197aaffba7e9b25a30732f161a50dee96bd5fa"
+        );
+        // The same frame for another account is refused.
+        let ours = MessageCrypt::new(KEY, APPID).unwrap();
+        assert_eq!(ours.decrypt(SAMPLE_ENCRYPT), Err(CryptError::WrongAppid));
+    }
+
+    /// A frame encrypted as-is: the padding, length and appid exactly as the test writes them.
+    fn raw_frame(key: &str, plain: &[u8]) -> String {
+        let c = MessageCrypt::new(key, APPID).unwrap();
+        let mut buf = plain.to_vec();
+        let len = buf.len();
+        assert_eq!(len % 16, 0, "whole AES blocks");
+        let out = Encryptor::new(&c.key.into(), &c.iv().into())
+            .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+            .unwrap()
+            .to_vec();
+        STANDARD.encode(out)
+    }
+
+    /// 16 random bytes, the length, the message and the appid, unpadded.
+    fn frame_body(declared_len: u32, xml: &[u8], appid: &[u8]) -> Vec<u8> {
+        let mut plain = vec![9u8; 16];
+        plain.extend_from_slice(&declared_len.to_be_bytes());
+        plain.extend_from_slice(xml);
+        plain.extend_from_slice(appid);
+        plain
+    }
+
+    fn pkcs7(mut plain: Vec<u8>) -> Vec<u8> {
+        let pad = PAD_BLOCK - plain.len() % PAD_BLOCK;
+        plain.extend(std::iter::repeat_n(pad as u8, pad));
+        plain
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        let c = MessageCrypt::new(KEY, APPID).unwrap();
+        let xml = b"<xml><A>1</A></xml>";
+        let good = pkcs7(frame_body(xml.len() as u32, xml, APPID.as_bytes()));
+        assert_eq!(
+            c.decrypt(&raw_frame(KEY, &good)).unwrap(),
+            "<xml><A>1</A></xml>"
+        );
+        // Padding: a zero count, a count over 32, and counts that disagree with the bytes.
+        let mut zero = good.clone();
+        *zero.last_mut().unwrap() = 0;
+        let mut big = good.clone();
+        *big.last_mut().unwrap() = 33;
+        let mut uneven = good.clone();
+        let n = uneven.len();
+        uneven[n - 2] ^= 1;
+        for bad in [zero, big, uneven] {
+            assert_eq!(
+                c.decrypt(&raw_frame(KEY, &bad)),
+                Err(CryptError::BadPadding)
+            );
+        }
+        // Length: longer than what follows, and absurdly long.
+        for declared in [xml.len() as u32 + APPID.len() as u32 + 1, u32::MAX] {
+            let frame = pkcs7(frame_body(declared, xml, APPID.as_bytes()));
+            assert_eq!(
+                c.decrypt(&raw_frame(KEY, &frame)),
+                Err(CryptError::BadFrame)
+            );
+        }
+        // Shorter than the random prefix and the length field.
+        assert_eq!(
+            c.decrypt(&raw_frame(KEY, &pkcs7(vec![1u8; 10]))),
+            Err(CryptError::BadFrame)
+        );
+        // A declared length one short moves a byte of the message into the appid.
+        let short = pkcs7(frame_body(xml.len() as u32 - 1, xml, APPID.as_bytes()));
+        assert_eq!(
+            c.decrypt(&raw_frame(KEY, &short)),
+            Err(CryptError::WrongAppid)
+        );
+        // Another appid, and none.
+        for appid in [&b"wx0000000000000000"[..], b""] {
+            let frame = pkcs7(frame_body(xml.len() as u32, xml, appid));
+            assert_eq!(
+                c.decrypt(&raw_frame(KEY, &frame)),
+                Err(CryptError::WrongAppid)
+            );
+        }
+        // Not UTF-8.
+        let frame = pkcs7(frame_body(2, &[0xff, 0xfe], APPID.as_bytes()));
+        assert_eq!(c.decrypt(&raw_frame(KEY, &frame)), Err(CryptError::NotUtf8));
+        // Not whole blocks.
+        assert_eq!(
+            c.decrypt(&STANDARD.encode([0u8; 20])),
+            Err(CryptError::BadLength(20))
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            /// What we encrypt for any account comes back exactly, and only for that account.
+            #[test]
+            fn frames_round_trip(xml in "\\PC{0,300}", appid in "wx[0-9a-f]{16}", random in any::<[u8; 16]>()) {
+                let c = MessageCrypt::new(KEY, &appid).unwrap();
+                let enc = c.encrypt_with_random(random, &xml);
+                prop_assert_eq!(c.decrypt(&enc), Ok(xml.clone()));
+                let other = MessageCrypt::new(KEY, "wxffffffffffffffff").unwrap();
+                if appid != "wxffffffffffffffff" {
+                    prop_assert!(other.decrypt(&enc).is_err());
+                }
+            }
+
+            /// Any ciphertext, whole blocks or not, base64 or not: an answer, never a panic.
+            #[test]
+            fn arbitrary_ciphertext_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), text in "\\PC{0,80}") {
+                let c = MessageCrypt::new(KEY, APPID).unwrap();
+                let _ = c.decrypt(&STANDARD.encode(&bytes));
+                let _ = c.decrypt(&text);
+            }
+
+            /// Any plaintext frame under the right key: accepted only when it is well formed.
+            #[test]
+            fn arbitrary_frames_are_checked(plain in proptest::collection::vec(any::<u8>(), 1..8).prop_flat_map(|blocks| proptest::collection::vec(any::<u8>(), blocks.len() * 16))) {
+                let c = MessageCrypt::new(KEY, APPID).unwrap();
+                if let Ok(xml) = c.decrypt(&raw_frame(KEY, &plain)) {
+                    let pad = usize::from(plain[plain.len() - 1]);
+                    let body = &plain[..plain.len() - pad];
+                    prop_assert_eq!(&body[20..20 + xml.len()], xml.as_bytes());
+                    prop_assert_eq!(&body[20 + xml.len()..], APPID.as_bytes());
+                }
+            }
+        }
     }
 }

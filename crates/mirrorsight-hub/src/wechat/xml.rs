@@ -2,7 +2,9 @@
 //!
 //! quick-xml never expands custom entities or fetches anything external; on top of that any
 //! `<!DOCTYPE` is refused outright, since no genuine push carries one and a DTD is the door
-//! for entity tricks.
+//! for entity tricks. A field given twice is refused rather than resolved (first or last
+//! wins?), so this parser and any other reader of the same bytes cannot disagree about what a
+//! push said; NUL, which XML forbids and C-string consumers truncate at, is refused too.
 
 use std::collections::HashMap;
 
@@ -12,7 +14,7 @@ use thiserror::Error;
 
 /// Fields deeper than this are skipped; real pushes nest at most two levels.
 const MAX_DEPTH: usize = 8;
-/// A push has about a dozen fields.
+/// A push has about a dozen fields; empty ones (`<A/>`) count too.
 const MAX_FIELDS: usize = 64;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -27,6 +29,10 @@ pub enum XmlError {
     TooComplex,
     #[error("unknown entity &{0};")]
     UnknownEntity(String),
+    #[error("field <{0}> given more than once")]
+    DuplicateField(String),
+    #[error("NUL byte")]
+    Nul,
 }
 
 /// One pushed message: the direct children of `<xml>`, by name.
@@ -37,12 +43,25 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn parse(xml: &str) -> Result<Self, XmlError> {
+        if xml.contains('\0') {
+            return Err(XmlError::Nul);
+        }
         let mut reader = Reader::from_str(xml);
         let mut depth = 0usize;
         let mut seen_root = false;
         let mut current: Option<(String, String)> = None;
-        let mut fields = HashMap::new();
+        let mut fields: HashMap<String, String> = HashMap::new();
         let malformed = |e: &dyn std::fmt::Display| XmlError::Malformed(e.to_string());
+        // Checked when a field opens, so an oversized or repeated push stops early.
+        let admit = |fields: &HashMap<String, String>, name: &str| {
+            if fields.contains_key(name) {
+                Err(XmlError::DuplicateField(name.to_string()))
+            } else if fields.len() >= MAX_FIELDS {
+                Err(XmlError::TooComplex)
+            } else {
+                Ok(())
+            }
+        };
         loop {
             let event = reader.read_event().map_err(|e| malformed(&e))?;
             match event {
@@ -59,6 +78,7 @@ impl Incoming {
                         }
                         seen_root = true;
                     } else if depth == 2 {
+                        admit(&fields, &name)?;
                         current = Some((name, String::new()));
                     }
                 }
@@ -70,6 +90,7 @@ impl Incoming {
                         }
                         seen_root = true;
                     } else if depth == 1 {
+                        admit(&fields, &name)?;
                         fields.insert(name, String::new());
                     }
                 }
@@ -77,9 +98,6 @@ impl Incoming {
                     if depth == 2
                         && let Some((name, value)) = current.take()
                     {
-                        if fields.len() >= MAX_FIELDS {
-                            return Err(XmlError::TooComplex);
-                        }
                         fields.insert(name, value);
                     }
                     depth = depth.saturating_sub(1);
@@ -319,6 +337,59 @@ mod tests {
     }
 
     #[test]
+    fn refuses_repeated_fields_nul_and_too_many_empty_fields() {
+        assert_eq!(
+            Incoming::parse(
+                "<xml><Event>SCAN</Event><EventKey>a</EventKey><EventKey>b</EventKey></xml>"
+            ),
+            Err(XmlError::DuplicateField("EventKey".into()))
+        );
+        assert_eq!(
+            Incoming::parse("<xml><A/><A>x</A></xml>"),
+            Err(XmlError::DuplicateField("A".into()))
+        );
+        assert_eq!(
+            Incoming::parse("<xml><A>x</A><A/></xml>"),
+            Err(XmlError::DuplicateField("A".into()))
+        );
+        assert_eq!(
+            Incoming::parse("<xml><A>a\0b</A></xml>"),
+            Err(XmlError::Nul)
+        );
+        assert_eq!(
+            Incoming::parse("<xml><A><![CDATA[a\0b]]></A></xml>"),
+            Err(XmlError::Nul)
+        );
+        assert!(matches!(
+            Incoming::parse("<xml><A>a&#0;b</A></xml>"),
+            Err(XmlError::Malformed(_))
+        ));
+        // Nested elements of one field may repeat (they are not fields).
+        let m = Incoming::parse("<xml><L><i>1</i><i>2</i></L><B>b</B></xml>").unwrap();
+        assert_eq!(m.field("B"), "b");
+        let fields = |n: usize, empty: bool| {
+            let body: String = (0..n)
+                .map(|i| {
+                    if empty {
+                        format!("<F{i}/>")
+                    } else {
+                        format!("<F{i}>v</F{i}>")
+                    }
+                })
+                .collect();
+            format!("<xml>{body}</xml>")
+        };
+        for empty in [false, true] {
+            assert!(Incoming::parse(&fields(MAX_FIELDS, empty)).is_ok());
+            assert_eq!(
+                Incoming::parse(&fields(MAX_FIELDS + 1, empty)),
+                Err(XmlError::TooComplex),
+                "empty: {empty}"
+            );
+        }
+    }
+
+    #[test]
     fn replies_round_trip() {
         let article = Article {
             title: "你的照片 ]]> Your photos".into(),
@@ -339,5 +410,95 @@ mod tests {
             ("text", "过期 expired")
         );
         assert_eq!(parse_article(&text).unwrap(), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A push's fields: distinct names, any text XML can carry but the line ends quick-xml
+        /// normalises to LF (CR, and XML 1.1's NEL and LINE SEPARATOR), which do not come back
+        /// as themselves.
+        fn fields() -> impl Strategy<Value = Vec<(String, String)>> {
+            proptest::collection::btree_map(
+                "[A-Za-z][A-Za-z0-9_]{0,11}",
+                "[\\t\\n\\x20-\\x84\\x{86}-\\x{2027}\\x{2029}-\\x{D7FF}\\x{E000}-\\x{FFFD}\\x{10000}-\\x{10FFFF}]{0,24}",
+                0..12,
+            )
+                .prop_map(|m| m.into_iter().collect())
+        }
+
+        /// XML-escaped text, or a CDATA section (split around `]]>`), as WeChat sends both.
+        fn encode(value: &str, cdata_form: bool) -> String {
+            if cdata_form {
+                cdata(value)
+            } else {
+                quick_xml::escape::escape(value).into_owned()
+            }
+        }
+
+        fn document(fields: &[(String, String)], cdata_form: bool) -> String {
+            let body: String = fields
+                .iter()
+                .map(|(n, v)| format!("<{n}>{}</{n}>", encode(v, cdata_form)))
+                .collect();
+            format!("<xml>{body}</xml>")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Every field comes back exactly, escaped or in CDATA.
+            #[test]
+            fn fields_read_back(fields in fields(), cdata_form in any::<bool>()) {
+                let xml = document(&fields, cdata_form);
+                let parsed = Incoming::parse(&xml);
+                prop_assert!(parsed.is_ok(), "{xml}: {parsed:?}");
+                let parsed = parsed.unwrap();
+                for (name, value) in &fields {
+                    prop_assert_eq!(parsed.field(name), value.as_str(), "{}", &xml);
+                }
+            }
+
+            /// A field repeated anywhere in the push is refused, whatever the values.
+            #[test]
+            fn repeated_fields_are_refused(
+                fields in fields(),
+                which in any::<prop::sample::Index>(),
+                value in "[a-z]{0,8}",
+                empty in any::<bool>(),
+            ) {
+                prop_assume!(!fields.is_empty());
+                let name = &fields[which.index(fields.len())].0;
+                let extra = if empty { format!("<{name}/>") } else { format!("<{name}>{value}</{name}>") };
+                let xml = document(&fields, true).replace("</xml>", &format!("{extra}</xml>"));
+                prop_assert_eq!(Incoming::parse(&xml), Err(XmlError::DuplicateField(name.clone())));
+            }
+
+            /// A NUL anywhere is refused.
+            #[test]
+            fn nul_is_refused(fields in fields(), at in any::<prop::sample::Index>()) {
+                let xml = document(&fields, true);
+                let mut cut = at.index(xml.len() + 1);
+                while !xml.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let with_nul = format!("{}\0{}", &xml[..cut], &xml[cut..]);
+                prop_assert_eq!(Incoming::parse(&with_nul), Err(XmlError::Nul));
+            }
+
+            /// Arbitrary text, and mangled pushes: an answer, never a panic.
+            #[test]
+            fn arbitrary_input_never_panics(text in "\\PC{0,200}", fields in fields(), cut in any::<prop::sample::Index>()) {
+                let _ = Incoming::parse(&text);
+                let xml = document(&fields, false);
+                let mut end = cut.index(xml.len() + 1);
+                while !xml.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let _ = Incoming::parse(&xml[..end]);
+                let _ = parse_article(&xml[..end]);
+            }
+        }
     }
 }
