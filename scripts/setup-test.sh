@@ -4,11 +4,12 @@
 #   on loopback as a throwaway cluster (see scripts/pg.sh);
 # - Chromium (Debian package): the gallery page is checked in a headless browser;
 # - moto (PyPI, in a venv): an S3-compatible server on loopback for the hub's object store.
+# - mosquitto (Debian package): the MQTT sink's tests start their own broker on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-PACKAGES=(postgresql chromium python3-venv openssl)
+PACKAGES=(postgresql chromium python3-venv openssl mosquitto)
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -51,6 +51,7 @@ pub struct Config {
     pub photos: mirrorsight_photos::PhotosConfig,
     pub service: crate::service::ServiceConfig,
     pub display: DisplayConfig,
+    pub mqtt: crate::sinks::MqttConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -323,6 +324,9 @@ impl Config {
         self.camera
             .validate()
             .map_err(|e| key_error(e.key, e.message))?;
+        self.mqtt
+            .validate()
+            .map_err(|e| key_error(e.key, e.message))?;
         self.service.validate()?;
         if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
             return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
@@ -410,6 +414,24 @@ impl Config {
 }
 
 impl Config {
+    /// The event sinks this config asks for, in delivery order: the one list every command
+    /// builds its sinks from (see [`crate::sinks::build`]).
+    pub fn sinks(&self) -> Vec<crate::sinks::SinkConfig> {
+        use crate::sinks::{SinkConfig, SseSinkConfig};
+        let mut sinks: Vec<SinkConfig> = SinkConfig::from_events_file(&self.events.file)
+            .into_iter()
+            .collect();
+        if matches!(self.service.listen_addr(), Ok(Some(_))) {
+            sinks.push(SinkConfig::Sse(SseSinkConfig {
+                buffer: self.service.events_buffer,
+            }));
+        }
+        if self.mqtt.enabled {
+            sinks.push(SinkConfig::Mqtt(self.mqtt.clone()));
+        }
+        sinks
+    }
+
     /// The QR minting sections as the WeChat crate takes them.
     pub fn wechat_settings(&self) -> mirrorsight_wechat::Settings {
         mirrorsight_wechat::Settings {
@@ -512,6 +534,36 @@ mod tests {
             "{err}"
         );
         assert!(load_str("", &["photos.countdown_s=2", "overlay.countdown_s=2"]).is_ok());
+    }
+
+    #[test]
+    fn the_sink_list_follows_the_config() {
+        use crate::sinks::{FileSinkConfig, SinkConfig, SseSinkConfig};
+        let c = load_str("", &[]).unwrap();
+        assert_eq!(
+            c.sinks(),
+            [
+                SinkConfig::Stdout,
+                SinkConfig::Sse(SseSinkConfig { buffer: 256 })
+            ]
+        );
+        let c = load_str(
+            "[events]\nfile = \"/tmp/e.jsonl\"\n[service]\nlisten = \"\"\n[mqtt]\nenabled = true\nmirror = \"m1\"\n",
+            &[],
+        )
+        .unwrap();
+        let sinks = c.sinks();
+        assert_eq!(
+            sinks[0],
+            SinkConfig::File(FileSinkConfig {
+                path: "/tmp/e.jsonl".into()
+            })
+        );
+        assert!(matches!(&sinks[1..], [SinkConfig::Mqtt(m)] if m.mirror == "m1"));
+        let err = load_str("", &["mqtt.url=tcp://broker:1883"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key `mqtt.url`"), "{err}");
     }
 
     #[test]

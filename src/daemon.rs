@@ -1,5 +1,5 @@
 //! `mirrorsight run`: the long-running daemon. Wires source → vision → events → actions
-//! (QR, photos) and sinks (event file, overlay, /events) as the config says, with systemd
+//! (QR, photos, the screen) and sinks (event file, /events, MQTT) as the config says, with systemd
 //! readiness and watchdog, health and metrics over HTTP, and clean shutdown on SIGTERM/SIGINT.
 
 use std::path::{Path, PathBuf};
@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use mirrorsight::actions::Action;
+use mirrorsight::actions::overlay::OverlaySink;
 use mirrorsight::actions::photos::PhotoAction;
 use mirrorsight::actions::qr::QrAction;
-use mirrorsight::config::{Config, DisplayMode, SourceKind};
+use mirrorsight::config::{Config, SourceKind};
 use mirrorsight::ids::IdGenerator;
 use mirrorsight::metrics::Metrics;
 use mirrorsight::pipeline::{self, RunOptions};
@@ -17,10 +19,9 @@ use mirrorsight::service::watchdog::{
     WatchdogSettings, notifier_from_env, watchdog_timeout_from_env,
 };
 use mirrorsight::service::{
-    Health, HttpServer, HttpState, ReloadRequests, Shutdown, SseBroadcast, WatchdogCore,
-    WatchdogThread,
+    Health, HttpServer, HttpState, ReloadRequests, Shutdown, WatchdogCore, WatchdogThread,
 };
-use mirrorsight::sink::{Action, EventSink, JsonLines, OverlaySink};
+use mirrorsight::sinks::{self, HealthProbe, SinkContext};
 use mirrorsight::source::{CameraSource, Source, UntilStopped, VideoFile};
 use tracing::{info, warn};
 
@@ -77,25 +78,6 @@ pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the I/O runtime")
 }
 
-pub fn overlay_sink(
-    cfg: &Config,
-    mode: DisplayMode,
-    snapshots: Option<PathBuf>,
-) -> Result<Option<OverlaySink>> {
-    use mirrorsight_overlay::{Output, Overlay};
-    let output = match mode {
-        DisplayMode::None => return Ok(None),
-        DisplayMode::Window => Output::Window,
-        DisplayMode::Headless => Output::Headless {
-            snapshot_dir: snapshots,
-        },
-    };
-    Ok(Some(OverlaySink::new(Overlay::start(
-        &cfg.overlay,
-        output,
-    )?)))
-}
-
 pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
     let cfg = Config::load(Some(config_path), overrides)?;
     let shutdown = Shutdown::new();
@@ -138,20 +120,31 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
         &metrics,
     )?;
 
-    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
-    if !cfg.events.file.is_empty() {
-        sinks.push(Box::new(JsonLines::open(&cfg.events.file)?));
+    let probe: HealthProbe = {
+        let health = health.clone();
+        Arc::new(move || serde_json::to_value(health.report(health.now())).unwrap_or_default())
+    };
+    let built = sinks::build(
+        &cfg.sinks(),
+        &SinkContext::from_process().with_health(probe),
+    )?;
+    let mut http_state = HttpState::new(metrics.clone(), health.clone());
+    if let Some(events) = built.event_stream {
+        http_state = http_state.with_events(events);
     }
-    let sse = SseBroadcast::new(cfg.service.events_buffer);
+    for extra in built.metrics {
+        http_state = http_state.with_metrics(extra);
+    }
     let http = match cfg.service.listen_addr()? {
-        Some(addr) => Some(HttpServer::start_on_own_thread(
-            addr,
-            HttpState::new(metrics.clone(), health.clone()).with_events(sse.subscriber()),
-        )?),
+        Some(addr) => Some(HttpServer::start_on_own_thread(addr, http_state)?),
         None => None,
     };
-    sinks.push(Box::new(sse));
-    if let Some(overlay) = overlay_sink(&cfg, cfg.display.mode, cfg.display.snapshot_dir.clone())? {
+    let mut sinks = built.sinks;
+    if let Some(overlay) = OverlaySink::start(
+        &cfg.overlay,
+        cfg.display.mode,
+        cfg.display.snapshot_dir.clone(),
+    )? {
         sinks.push(Box::new(overlay));
     }
 

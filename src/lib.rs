@@ -1,6 +1,6 @@
 //! mirrorsight: presence, gestures and QR codes for a smart fitting mirror.
 //!
-//! Data flows one way: [`source`] → [`vision`] → events → actions ([`sink::Action`]) → sinks.
+//! Data flows one way: [`source`] → [`vision`] → events → [`actions`] → [`sinks`].
 //! The decision logic ([`session`]) is sans-IO and driven by media timestamps, so a replayed
 //! clip behaves exactly like the live camera it was recorded from.
 
@@ -11,7 +11,7 @@ pub mod frame;
 pub mod metrics;
 pub mod pipeline;
 pub mod service;
-pub mod sink;
+pub mod sinks;
 pub mod source;
 pub mod vision;
 

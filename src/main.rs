@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use mirrorsight::actions::overlay::OverlaySink;
 use mirrorsight::config::{Config, DisplayMode};
 use mirrorsight::eval::{self, Labels};
 use mirrorsight::ids::{DEFAULT_REPLAY_SEED, IdGenerator};
 use mirrorsight::metrics::{Metrics, Stage};
 use mirrorsight::pipeline::{self, RunOptions, RunSummary};
-use mirrorsight::sink::{Collector, EventSink, JsonLines};
+use mirrorsight::sinks::{self, Collector, EventSink, SinkConfig, SinkContext};
 use mirrorsight::source::{Source, VideoFile};
 use mirrorsight::vision::runtime::{ModelsDir, Runtime, manifest};
 
@@ -188,10 +189,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(target) = events {
                 cfg.events.file = target;
             }
-            let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
-            if !cfg.events.file.is_empty() {
-                sinks.push(Box::new(JsonLines::open(&cfg.events.file)?));
-            }
+            // A replay serves no HTTP: every configured sink but `/events`.
+            let configured: Vec<SinkConfig> = cfg
+                .sinks()
+                .into_iter()
+                .filter(|s| !s.needs_http_server())
+                .collect();
+            let mut sinks = sinks::build(&configured, &SinkContext::from_process())?.sinks;
             let mode = match display {
                 Display::Window => DisplayMode::Window,
                 Display::Headless => DisplayMode::Headless,
@@ -200,7 +204,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Display::None => DisplayMode::None,
             };
-            if let Some(sink) = daemon::overlay_sink(&cfg, mode, snapshot_dir)? {
+            if let Some(sink) = OverlaySink::start(&cfg.overlay, mode, snapshot_dir)? {
                 sinks.push(Box::new(sink));
             }
             let opts = RunOptions {

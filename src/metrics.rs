@@ -6,6 +6,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Anything else that wants lines in `/metrics` (photo spool, QR minting, a sink's counters).
+pub trait PrometheusText: Send + Sync {
+    /// Appends complete `# HELP`/`# TYPE`/sample lines to `out`.
+    fn render_prometheus(&self, out: &mut String);
+}
+
 /// Pipeline stages whose latency is tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

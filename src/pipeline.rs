@@ -12,13 +12,14 @@ use mirrorsight_contract::events::{EndReason, Event, EventKind};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::actions::Action;
 use crate::capture::CaptureScheduler;
 use crate::config::Config;
 use crate::frame::Frame;
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
 use crate::service::{Health, Shutdown};
-use crate::sink::{Action, EventSink, SinkError};
+use crate::sinks::{EventSink, SinkError};
 use crate::source::{FrameQueue, QueuePolicy, Source, SourceError, SourceInfo};
 use crate::vision::{VisionError, VisionStage};
 
@@ -115,7 +116,9 @@ pub fn run(
         .map_err(|_| PipelineError::Panicked("capture"))?;
 
     let mut sinks = sinks;
-    sinks.push(Box::new(crate::sink::MetricsSink::new(metrics.clone())));
+    sinks.push(Box::new(crate::sinks::metrics::MetricsSink::new(
+        metrics.clone(),
+    )));
     let (event_tx, event_rx) = bounded::<Item>(1024);
     let dispatcher = thread::Builder::new()
         .name("events".into())

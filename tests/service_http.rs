@@ -10,8 +10,8 @@ use mirrorsight::events::{Event, EventKind};
 use mirrorsight::frame::{Frame, RgbImage};
 use mirrorsight::metrics::Metrics;
 use mirrorsight::service::http::PrometheusText;
-use mirrorsight::service::{Health, HealthSettings, HttpServer, HttpState, SseBroadcast};
-use mirrorsight::sink::EventSink;
+use mirrorsight::service::{Health, HealthSettings, HttpServer, HttpState};
+use mirrorsight::sinks::{EventSink, SseBroadcast};
 use mirrorsight::source::{Source, SourceError, SourceInfo};
 
 /// A clock the test moves by hand.

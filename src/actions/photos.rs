@@ -14,10 +14,10 @@ use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
+use super::Action;
 use crate::config::Config;
 use crate::ids::IdGenerator;
 use crate::pipeline::Capture;
-use crate::sink::Action;
 
 /// At the end of a replay (or a shutdown): how long queued uploads may still go out, then
 /// how long the upload in flight may take to finish.

@@ -10,9 +10,9 @@ use mirrorsight_wechat::{CodeOutcome, MintedCode, QrService, QrSource, QrUpdate}
 use thiserror::Error;
 use tracing::warn;
 
+use super::Action;
 use crate::config::Config;
 use crate::ids::IdGenerator;
-use crate::sink::Action;
 
 /// How long a start waits for the pool to fill before serving sessions anyway.
 const POOL_FILL_WAIT: Duration = Duration::from_secs(10);

@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::config::ConfigError;
 
 pub use health::{Health, HealthReport, HealthSettings};
-pub use http::{HttpServer, HttpState, PrometheusText, SseBroadcast};
+pub use http::{HttpServer, HttpState, PrometheusText};
 pub use signals::{ReloadRequests, Shutdown, SignalHandler};
 pub use watchdog::{
     Notifier, Notify, RecordingNotifier, SystemdNotifier, WatchdogCore, WatchdogThread,
