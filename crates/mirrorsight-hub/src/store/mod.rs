@@ -5,15 +5,20 @@
 //!
 //! Both traits are blocking: the HTTP layer calls them through `spawn_blocking`, so an
 //! implementation may do plain file or socket I/O.
+//!
+//! The metadata logic is written once ([`sql::SqlStore`]); SQLite and PostgreSQL are drivers
+//! under it that differ only in their SQL dialect and how they connect.
 
 pub mod blob;
 pub mod postgres;
 pub mod s3;
+pub mod sql;
 pub mod sqlite;
 
 pub use self::postgres::{PostgresSettings, PostgresStore, is_postgres_url};
 pub use blob::{BlobEntry, BlobError, BlobStore, LocalBlobStore};
 pub use s3::{S3BlobStore, S3Settings};
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 use std::collections::HashSet;
@@ -193,8 +198,8 @@ pub struct StatsRow {
 }
 
 /// Folds `(store, mirror, day, activity kind, count)` rows, sorted by day, store and mirror,
-/// into one [`StatsRow`] per store, mirror and day. Shared by the stores so the definitions
-/// (scans = new followers + already following) cannot differ between backends.
+/// into one [`StatsRow`] per store, mirror and day: the definitions (scans = new followers +
+/// already following) in one place.
 pub(crate) fn fold_stats(
     rows: impl IntoIterator<Item = (String, String, String, String, i64)>,
 ) -> Vec<StatsRow> {

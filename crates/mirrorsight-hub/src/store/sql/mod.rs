@@ -1,0 +1,640 @@
+//! The one implementation of [`Store`], on any SQL [`Driver`] (SQLite, PostgreSQL).
+//!
+//! Every transaction is written here once; the drivers only run statements, and the SQL
+//! dialect ([`Dialect`]) is the only thing that differs between backends. Races between
+//! writers (threads, or hub instances sharing one PostgreSQL database) are settled by the
+//! database, not by locks in the hub: every "create unless it exists" is an
+//! `INSERT … ON CONFLICT DO NOTHING` followed by a read of the winner, so two writers taking
+//! the same push, upload or scene at once both answer from the one row that was stored.
+//! On PostgreSQL the default isolation (read committed) is enough for that: a conflicting
+//! insert waits for the first transaction and then sees its row. On SQLite a transaction
+//! holds the database's write lock from its start.
+//!
+//! A new table is a migration in [`schema`] and methods here; nothing per backend.
+
+pub(crate) mod driver;
+pub(crate) mod schema;
+
+use std::collections::HashSet;
+
+use self::driver::{Conn, Dialect, Driver, Row, args};
+use super::{
+    Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, PhotoInsert,
+    PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals, activity_totals,
+    fold_stats,
+};
+
+/// A [`Store`] on the database behind `D`.
+pub struct SqlStore<D: Driver> {
+    pub(crate) driver: D,
+}
+
+impl<D: Driver> std::fmt::Debug for SqlStore<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqlStore<{:?}>", D::DIALECT)
+    }
+}
+
+impl<D: Driver> SqlStore<D> {
+    pub(crate) fn new(driver: D) -> Self {
+        Self { driver }
+    }
+}
+
+const DEVICE_COLUMNS: &str = "id, store, created_at, revoked_at";
+
+fn device_from_row(r: &Row) -> Result<Device, StoreError> {
+    Ok(Device {
+        id: r.text(0)?,
+        store: r.text(1)?,
+        created_at: r.int(2)?,
+        revoked_at: r.opt_int(3)?,
+    })
+}
+
+const SCENE_COLUMNS: &str =
+    "scene, device, store, url, ticket, expires_at, minted_at, gallery_key, created_at";
+
+fn scene_from_row(r: &Row) -> Result<SceneRecord, StoreError> {
+    let code = match (r.opt_text(3)?, r.opt_int(5)?, r.opt_int(6)?) {
+        (Some(url), Some(expires_at), Some(minted_at)) => Some(MintedScene {
+            url,
+            ticket: r.opt_text(4)?,
+            expires_at,
+            minted_at,
+        }),
+        _ => None,
+    };
+    Ok(SceneRecord {
+        scene: r.text(0)?,
+        device: r.text(1)?,
+        store: r.text(2)?,
+        code,
+        gallery_key: r.text(7)?,
+        created_at: r.int(8)?,
+    })
+}
+
+const PHOTO_COLUMNS: &str = "scene, photo, device, session_id, taken_at_ms, trigger, sha256, bytes, blob_key, created_at, expired_at";
+
+fn photo_from_row(r: &Row) -> Result<PhotoMeta, StoreError> {
+    Ok(PhotoMeta {
+        scene: r.text(0)?,
+        photo: r.text(1)?,
+        device: r.text(2)?,
+        session_id: r.text(3)?,
+        taken_at_ms: r.int(4)?,
+        trigger: r.text(5)?,
+        sha256: r.text(6)?,
+        bytes: r.int(7)?,
+        blob_key: r.text(8)?,
+        created_at: r.int(9)?,
+        expired_at: r.opt_int(10)?,
+    })
+}
+
+fn all<T>(rows: Vec<Row>, read: fn(&Row) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(read).collect()
+}
+
+fn first<T>(
+    row: Option<Row>,
+    read: fn(&Row) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    row.as_ref().map(read).transpose()
+}
+
+/// The scene row; `lock` when the transaction will update it.
+fn get_scene(
+    conn: &mut dyn Conn,
+    dialect: Dialect,
+    scene: &str,
+    lock: bool,
+) -> Result<Option<SceneRecord>, StoreError> {
+    let lock = if lock { dialect.lock_rows() } else { "" };
+    first(
+        conn.query_opt(
+            &format!("SELECT {SCENE_COLUMNS} FROM scenes WHERE scene = $1{lock}"),
+            args![scene],
+        )?,
+        scene_from_row,
+    )
+}
+
+/// Logs one activity; with `dedupe`, at most once. `true` when logged now.
+fn log_activity(
+    conn: &mut dyn Conn,
+    kind: Activity,
+    store: &str,
+    device: &str,
+    scene: Option<&str>,
+    dedupe: Option<&str>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "INSERT INTO activity (at, kind, store, device, scene, dedupe) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        args![now, kind.as_str(), store, device, scene, dedupe],
+    )?;
+    Ok(n == 1)
+}
+
+impl<D: Driver> Store for SqlStore<D> {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.driver
+            .run(|c| c.query_one("SELECT 1", args![]).map(|_| ()))
+    }
+
+    fn add_device(
+        &self,
+        id: &str,
+        store: &str,
+        token_sha256: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let n = self.driver.run(|c| {
+            c.execute(
+                "INSERT INTO devices (id, store, token_sha256, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                args![id, store, token_sha256, now],
+            )
+        })?;
+        if n == 0 {
+            return Err(StoreError::Exists(format!("device {id}")));
+        }
+        Ok(())
+    }
+
+    fn revoke_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self.driver.run(|c| {
+            c.execute(
+                "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                args![id, now],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn list_devices(&self) -> Result<Vec<Device>, StoreError> {
+        let order = D::DIALECT.bytewise();
+        let rows = self.driver.run(|c| {
+            c.query(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id{order}"),
+                args![],
+            )
+        })?;
+        all(rows, device_from_row)
+    }
+
+    fn device_by_token(&self, token_sha256: &str) -> Result<Option<Device>, StoreError> {
+        let row = self.driver.run(|c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE token_sha256 = $1 AND revoked_at IS NULL"
+                ),
+                args![token_sha256],
+            )
+        })?;
+        first(row, device_from_row)
+    }
+
+    fn scene(&self, scene: &str) -> Result<Option<SceneRecord>, StoreError> {
+        self.driver.run(|c| get_scene(c, D::DIALECT, scene, false))
+    }
+
+    fn record_minted_scene(
+        &self,
+        scene: &str,
+        device: &Device,
+        code: &MintedScene,
+        gallery_key: &str,
+        now: i64,
+    ) -> Result<MintOutcome, StoreError> {
+        self.driver.transaction(|c| {
+            let inserted = c.execute(
+                &format!(
+                    "INSERT INTO scenes ({SCENE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (scene) DO NOTHING"
+                ),
+                args![
+                    scene,
+                    &device.id,
+                    &device.store,
+                    &code.url,
+                    code.ticket.as_deref(),
+                    code.expires_at,
+                    code.minted_at,
+                    gallery_key,
+                    now,
+                ],
+            )? == 1;
+            if !inserted {
+                match get_scene(c, D::DIALECT, scene, true)? {
+                    Some(existing) if existing.device != device.id => {
+                        return Ok(MintOutcome::Forbidden);
+                    }
+                    Some(existing) if existing.code.is_some() => {
+                        return Ok(MintOutcome::Existing(existing));
+                    }
+                    // Claimed by this device's upload before it minted: record the code.
+                    Some(_) => {
+                        c.execute(
+                            "UPDATE scenes SET url = $2, ticket = $3, expires_at = $4, minted_at = $5 WHERE scene = $1",
+                            args![
+                                scene,
+                                &code.url,
+                                code.ticket.as_deref(),
+                                code.expires_at,
+                                code.minted_at,
+                            ],
+                        )?;
+                    }
+                    None => return Err(StoreError::Db("scene vanished while minting".into())),
+                }
+            }
+            log_activity(
+                c,
+                Activity::CodeMinted,
+                &device.store,
+                &device.id,
+                Some(scene),
+                None,
+                now,
+            )?;
+            let record = get_scene(c, D::DIALECT, scene, false)?
+                .ok_or_else(|| StoreError::Db("scene vanished inside its transaction".into()))?;
+            Ok(MintOutcome::Created(record))
+        })
+    }
+
+    fn claim_scene(
+        &self,
+        scene: &str,
+        device: &Device,
+        gallery_key: &str,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
+        let record = self.driver.run(|c| {
+            c.execute(
+                "INSERT INTO scenes (scene, device, store, gallery_key, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scene) DO NOTHING",
+                args![scene, &device.id, &device.store, gallery_key, now],
+            )?;
+            get_scene(c, D::DIALECT, scene, false)
+        })?;
+        match record {
+            Some(record) if record.device == device.id => Ok(Claim::Owned(record)),
+            Some(_) => Ok(Claim::Forbidden),
+            None => Err(StoreError::Db("claimed scene not found".into())),
+        }
+    }
+
+    fn insert_photo(&self, photo: &PhotoMeta, store: &str) -> Result<PhotoInsert, StoreError> {
+        self.driver.transaction(|c| {
+            let inserted = c.execute(
+                &format!(
+                    "INSERT INTO photos ({PHOTO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL) ON CONFLICT (scene, photo) DO NOTHING"
+                ),
+                args![
+                    &photo.scene,
+                    &photo.photo,
+                    &photo.device,
+                    &photo.session_id,
+                    photo.taken_at_ms,
+                    &photo.trigger,
+                    &photo.sha256,
+                    photo.bytes,
+                    &photo.blob_key,
+                    photo.created_at,
+                ],
+            )? == 1;
+            if !inserted {
+                let sha = c
+                    .query_one(
+                        "SELECT sha256 FROM photos WHERE scene = $1 AND photo = $2",
+                        args![&photo.scene, &photo.photo],
+                    )?
+                    .text(0)?;
+                return Ok(if sha == photo.sha256 {
+                    PhotoInsert::SameBytes
+                } else {
+                    PhotoInsert::Conflict
+                });
+            }
+            let new_session = c.execute(
+                "INSERT INTO sessions (device, session_id, scene, first_seen) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                args![&photo.device, &photo.session_id, &photo.scene, photo.created_at],
+            )? == 1;
+            if new_session {
+                log_activity(
+                    c,
+                    Activity::Session,
+                    store,
+                    &photo.device,
+                    Some(&photo.scene),
+                    None,
+                    photo.created_at,
+                )?;
+            }
+            Ok(PhotoInsert::Created)
+        })
+    }
+
+    fn photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError> {
+        let row = self.driver.run(|c| {
+            c.query_opt(
+                &format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 AND photo = $2"),
+                args![scene, photo],
+            )
+        })?;
+        first(row, photo_from_row)
+    }
+
+    fn photos_of_scene(&self, scene: &str) -> Result<Vec<PhotoMeta>, StoreError> {
+        let order = D::DIALECT.bytewise();
+        let rows = self.driver.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 ORDER BY taken_at_ms, photo{order}"
+                ),
+                args![scene],
+            )
+        })?;
+        all(rows, photo_from_row)
+    }
+
+    fn delete_photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError> {
+        let row = self.driver.run(|c| {
+            c.query_opt(
+                &format!(
+                    "DELETE FROM photos WHERE scene = $1 AND photo = $2 RETURNING {PHOTO_COLUMNS}"
+                ),
+                args![scene, photo],
+            )
+        })?;
+        first(row, photo_from_row)
+    }
+
+    fn photos_to_expire(&self, cutoff: i64, limit: usize) -> Result<Vec<PhotoMeta>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.driver.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE expired_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2"
+                ),
+                args![cutoff, limit],
+            )
+        })?;
+        all(rows, photo_from_row)
+    }
+
+    fn mark_expired(&self, scene: &str, photo: &str, now: i64) -> Result<(), StoreError> {
+        self.driver.run(|c| {
+            c.execute(
+                "UPDATE photos SET expired_at = $3 WHERE scene = $1 AND photo = $2 AND expired_at IS NULL",
+                args![scene, photo, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn wechat_reply(&self, dedupe: &str) -> Result<Option<String>, StoreError> {
+        let row = self.driver.run(|c| {
+            c.query_opt(
+                "SELECT reply FROM wechat_events WHERE dedupe = $1",
+                args![dedupe],
+            )
+        })?;
+        row.map(|r| r.text(0)).transpose()
+    }
+
+    fn record_wechat_event(&self, event: &NewWechatEvent, now: i64) -> Result<String, StoreError> {
+        self.driver.transaction(|c| {
+            let scene = event.bind_scene.as_ref().map(|s| s.scene.as_str());
+            let inserted = c.execute(
+                "INSERT INTO wechat_events (dedupe, openid, event, event_key, scene, reply, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe) DO NOTHING",
+                args![
+                    &event.dedupe,
+                    &event.openid,
+                    &event.event,
+                    &event.event_key,
+                    scene,
+                    &event.reply,
+                    now,
+                ],
+            )? == 1;
+            if !inserted {
+                // An identical push got here first (WeChat retries after 5 s, maybe to another
+                // instance); answer as it was answered.
+                return c
+                    .query_one(
+                        "SELECT reply FROM wechat_events WHERE dedupe = $1",
+                        args![&event.dedupe],
+                    )?
+                    .text(0);
+            }
+            if let Some(scene) = &event.bind_scene {
+                c.execute(
+                    "INSERT INTO bindings (scene, openid, event, bound_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    args![&scene.scene, &event.openid, &event.event, now],
+                )?;
+                if let Some(kind) = event.activity {
+                    log_activity(
+                        c,
+                        kind,
+                        &scene.store,
+                        &scene.device,
+                        Some(&scene.scene),
+                        Some(&format!("wechat:{}", event.dedupe)),
+                        now,
+                    )?;
+                }
+            }
+            Ok(event.reply.clone())
+        })
+    }
+
+    fn bindings(&self, scene: &str) -> Result<Vec<Binding>, StoreError> {
+        let order = D::DIALECT.bytewise();
+        let rows = self.driver.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT scene, openid, event, bound_at FROM bindings WHERE scene = $1 ORDER BY bound_at, openid{order}"
+                ),
+                args![scene],
+            )
+        })?;
+        all(rows, |r| {
+            Ok(Binding {
+                scene: r.text(0)?,
+                openid: r.text(1)?,
+                event: r.text(2)?,
+                bound_at: r.int(3)?,
+            })
+        })
+    }
+
+    fn wechat_event_count(&self) -> Result<u64, StoreError> {
+        self.driver
+            .run(|c| c.query_one("SELECT COUNT(*) FROM wechat_events", args![]))?
+            .count(0)
+    }
+
+    fn record_activity(
+        &self,
+        kind: Activity,
+        scene: &SceneRecord,
+        dedupe: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.driver.run(|c| {
+            log_activity(
+                c,
+                kind,
+                &scene.store,
+                &scene.device,
+                Some(&scene.scene),
+                dedupe,
+                now,
+            )
+        })
+    }
+
+    fn stats(
+        &self,
+        utc_offset_s: i64,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<StatsRow>, StoreError> {
+        let day = D::DIALECT.utc_day("at + CAST($1 AS BIGINT)");
+        let order = D::DIALECT.bytewise();
+        let rows = self.driver.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT store, device, day, kind, COUNT(*) FROM (
+                        SELECT store, device, kind, {day} AS day FROM activity
+                     ) AS a
+                     WHERE (CAST($2 AS TEXT) IS NULL OR day >= $2) AND (CAST($3 AS TEXT) IS NULL OR day <= $3)
+                     GROUP BY store, device, day, kind
+                     ORDER BY day{order}, store{order}, device{order}"
+                ),
+                args![utc_offset_s, from, to],
+            )
+        })?;
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.text(3)?, r.int(4)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(fold_stats(rows))
+    }
+
+    fn totals(&self) -> Result<Totals, StoreError> {
+        let (by_kind, row) = self.driver.run(|c| {
+            let by_kind = c.query("SELECT kind, COUNT(*) FROM activity GROUP BY kind", args![])?;
+            let row = c.query_one(
+                "SELECT
+                    (SELECT COUNT(*) FROM photos WHERE expired_at IS NULL),
+                    (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM photos WHERE expired_at IS NULL),
+                    (SELECT COUNT(*) FROM devices WHERE revoked_at IS NULL),
+                    (SELECT COUNT(*) FROM bindings),
+                    (SELECT COUNT(*) FROM wechat_events)",
+                args![],
+            )?;
+            Ok((by_kind, row))
+        })?;
+        let by_kind = by_kind
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Totals {
+            activity: activity_totals(by_kind),
+            photos_stored: row.count(0)?,
+            photo_bytes_stored: row.count(1)?,
+            active_devices: row.count(2)?,
+            bindings: row.count(3)?,
+            wechat_events: row.count(4)?,
+        })
+    }
+
+    fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut out = HashSet::new();
+        // Well under either database's bound-parameter limit.
+        for chunk in keys.chunks(500) {
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values: Vec<_> = chunk.iter().map(driver::Value::from).collect();
+            let rows = self.driver.run(|c| {
+                c.query(
+                    &format!(
+                        "SELECT DISTINCT blob_key FROM photos WHERE expired_at IS NULL AND blob_key IN ({marks})"
+                    ),
+                    &values,
+                )
+            })?;
+            for row in rows {
+                out.insert(row.text(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn shared_token(&self, name: &str) -> Result<Option<SharedToken>, StoreError> {
+        let row = self.driver.run(|c| {
+            c.query_opt(
+                "SELECT token, expires_at, fetched_at, fetched_by FROM access_tokens WHERE name = $1 AND token IS NOT NULL",
+                args![name],
+            )
+        })?;
+        first(row, |r| {
+            Ok(SharedToken {
+                token: r.text(0)?,
+                expires_at: r.int(1)?,
+                fetched_at: r.int(2)?,
+                holder: r.text(3)?,
+            })
+        })
+    }
+
+    fn acquire_token_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.driver.run(|c| {
+            c.execute(
+                "INSERT INTO access_tokens (name, lease_holder, lease_until) VALUES ($1, $2, $4)
+                 ON CONFLICT (name) DO UPDATE SET lease_holder = excluded.lease_holder, lease_until = excluded.lease_until
+                 WHERE access_tokens.lease_holder IS NULL OR access_tokens.lease_until <= $3 OR access_tokens.lease_holder = $2",
+                args![name, holder, now, until],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn publish_token(
+        &self,
+        name: &str,
+        holder: &str,
+        token: &SharedToken,
+    ) -> Result<bool, StoreError> {
+        let n = self.driver.run(|c| {
+            c.execute(
+                "UPDATE access_tokens SET token = $3, expires_at = $4, fetched_at = $5, fetched_by = $2,
+                     lease_holder = NULL, lease_until = NULL
+                 WHERE name = $1 AND lease_holder = $2",
+                args![name, holder, &token.token, token.expires_at, token.fetched_at],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn release_token_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.driver.run(|c| {
+            c.execute(
+                "UPDATE access_tokens SET lease_holder = NULL, lease_until = NULL WHERE name = $1 AND lease_holder = $2",
+                args![name, holder],
+            )
+        })?;
+        Ok(())
+    }
+}

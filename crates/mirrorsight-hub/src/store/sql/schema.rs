@@ -1,0 +1,166 @@
+//! The schema, as versioned migrations (`refinery`) written once for both backends.
+//!
+//! A migration is SQL both databases take (`TEXT`, `BIGINT`, which SQLite stores as an
+//! integer); where they differ it names the difference as a `{placeholder}` that
+//! [`migrations`] fills in from the [`Dialect`]. A new table is a new entry at the end of
+//! [`MIGRATIONS`]; an applied entry is never edited (refinery refuses a database whose applied
+//! migrations differ from the hub's, and so do we).
+//!
+//! `V1` uses `IF NOT EXISTS` throughout: databases created before the migrations were
+//! versioned (the same tables, versioned by `PRAGMA user_version` or a `schema_version` table)
+//! adopt it without change.
+
+use super::driver::Dialect;
+use crate::store::StoreError;
+
+/// `(refinery name, SQL template)`, oldest first.
+const MIGRATIONS: &[(&str, &str)] = &[("V1__initial", V1_INITIAL)];
+
+const V1_INITIAL: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    store TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE IF NOT EXISTS scenes (
+    scene TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    store TEXT NOT NULL,
+    url TEXT,
+    ticket TEXT,
+    expires_at BIGINT,
+    minted_at BIGINT,
+    gallery_key TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    device TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    scene TEXT NOT NULL,
+    first_seen BIGINT NOT NULL,
+    PRIMARY KEY (device, session_id)
+);
+CREATE TABLE IF NOT EXISTS photos (
+    scene TEXT NOT NULL,
+    photo TEXT NOT NULL,
+    device TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    taken_at_ms BIGINT NOT NULL,
+    trigger TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    blob_key TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expired_at BIGINT,
+    PRIMARY KEY (scene, photo)
+);
+CREATE INDEX IF NOT EXISTS photos_live_by_age ON photos (created_at) WHERE expired_at IS NULL;
+CREATE INDEX IF NOT EXISTS photos_by_blob ON photos (blob_key);
+CREATE TABLE IF NOT EXISTS bindings (
+    scene TEXT NOT NULL,
+    openid TEXT NOT NULL,
+    event TEXT NOT NULL,
+    bound_at BIGINT NOT NULL,
+    PRIMARY KEY (scene, openid)
+);
+CREATE TABLE IF NOT EXISTS wechat_events (
+    dedupe TEXT PRIMARY KEY,
+    openid TEXT NOT NULL,
+    event TEXT NOT NULL,
+    event_key TEXT NOT NULL,
+    scene TEXT,
+    reply TEXT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activity (
+    id {serial_primary_key},
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    store TEXT NOT NULL,
+    device TEXT NOT NULL,
+    scene TEXT,
+    dedupe TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS activity_by_time ON activity (at);
+CREATE TABLE IF NOT EXISTS access_tokens (
+    name TEXT PRIMARY KEY,
+    token TEXT,
+    expires_at BIGINT,
+    fetched_at BIGINT,
+    fetched_by TEXT,
+    lease_holder TEXT,
+    lease_until BIGINT
+);
+";
+
+/// The table refinery records applied migrations in.
+pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// The version of the newest migration: what a database this hub fully migrated is at.
+pub fn latest_version() -> i64 {
+    MIGRATIONS
+        .iter()
+        .filter_map(|(name, _)| version_of(name))
+        .max()
+        .unwrap_or(0)
+}
+
+fn version_of(name: &str) -> Option<i64> {
+    name.strip_prefix('V')?.split_once("__")?.0.parse().ok()
+}
+
+/// The migrations in `dialect`'s SQL.
+pub fn migrations(dialect: Dialect) -> Result<Vec<refinery::Migration>, StoreError> {
+    MIGRATIONS
+        .iter()
+        .map(|(name, template)| {
+            let sql = template.replace("{serial_primary_key}", dialect.serial_primary_key());
+            refinery::Migration::unapplied(name, &sql)
+                .map_err(|e| StoreError::Db(format!("migration {name}: {e}")))
+        })
+        .collect()
+}
+
+/// Refuses a database ahead of this hub (a newer hub migrated it): `newest_applied` is the
+/// newest migration it records.
+pub fn check_not_newer(newest_applied: Option<i64>) -> Result<(), StoreError> {
+    let latest = latest_version();
+    match newest_applied {
+        Some(v) if v > latest => Err(StoreError::Db(format!(
+            "database schema version {v} is newer than this hub ({latest}); refusing to touch it"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One line for a refinery failure.
+pub fn migration_error(e: refinery::Error) -> StoreError {
+    StoreError::Db(format!("migrating the schema: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_filled_in() {
+        let mut last = 0;
+        for (name, _) in MIGRATIONS {
+            let v = version_of(name).expect("named V<n>__<what>");
+            assert!(v > last, "{name} after version {last}");
+            last = v;
+        }
+        assert_eq!(latest_version(), last);
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            for m in migrations(dialect).unwrap() {
+                let sql = m.sql().unwrap();
+                assert!(!sql.contains('{'), "unfilled placeholder in {}", m.name());
+            }
+        }
+        assert!(check_not_newer(Some(last + 1)).is_err());
+        assert!(check_not_newer(Some(last)).is_ok());
+        assert!(check_not_newer(None).is_ok());
+    }
+}
