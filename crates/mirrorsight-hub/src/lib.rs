@@ -293,6 +293,11 @@ pub fn sweep_expired(
 /// their row, and a retry may rewrite them; an hour covers any upload by far.
 pub const ORPHAN_GRACE_S: i64 = 3600;
 
+/// Temp files of the local blob store older than this are leftovers of a crash, removed when
+/// `serve` starts; younger ones may be uploads in flight (of a hub serving from the same
+/// directory while a CLI command runs).
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
 /// What one orphan sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrphanReport {

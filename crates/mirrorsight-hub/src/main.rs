@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use mirrorsight_hub::{
-    Hub, HubConfig, ORPHAN_GRACE_S, new_device_token, open_stores, sweep_expired, sweep_orphans,
-    token_digest,
+    Hub, HubConfig, ORPHAN_GRACE_S, STALE_TEMP_AGE, new_device_token, open_stores, sweep_expired,
+    sweep_orphans, token_digest,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -156,6 +156,12 @@ fn serve(config: HubConfig) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     // Opened outside the runtime: the PostgreSQL driver blocks, which async threads must not.
     let (store, blobs) = open_stores(&config, &env)?;
+    // Only here, never in the CLI commands that may run next to a serving hub: younger temp
+    // files may be uploads in flight.
+    let stale = blobs.remove_stale_temp_files(STALE_TEMP_AGE)?;
+    if stale > 0 {
+        tracing::info!(stale, "removed temp files of writes a crash interrupted");
+    }
     runtime.block_on(async move {
         let hub = Hub::with_stores(config, secrets, store, blobs)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;

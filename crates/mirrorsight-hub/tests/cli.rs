@@ -190,3 +190,85 @@ fn device_add_on_postgres_and_clear_errors_for_a_bad_database() {
     assert!(stderr.contains("config key `postgres.url`"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+/// A temp file in `blob_dir/tmp` younger than an hour may be an upload a running hub is
+/// writing: `device add` and `sweep` next to it leave `tmp/` alone, and `serve` removes only
+/// leftovers older than an hour.
+#[test]
+fn cli_commands_leave_uploads_in_flight_alone_and_serve_removes_only_stale_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    let tmp = dir.path().join("photos").join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_base_url = \"https://hub.example\"\ndatabase = {:?}\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n",
+            dir.path().join("hub.sqlite3"),
+            dir.path().join("photos")
+        ),
+    )
+    .unwrap();
+    let in_flight = tmp.join("0123456789abcdef.upload");
+    let stale = tmp.join("fedcba9876543210.crashed");
+    std::fs::write(&in_flight, b"half an upload").unwrap();
+    std::fs::write(&stale, b"what a crash left").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600))
+        .unwrap();
+
+    for args in [
+        &["device", "add", "mirror-1", "--store", "shop-1"][..],
+        &["sweep"],
+    ] {
+        let out = hub(&config, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(in_flight.exists(), "{args:?} removed an upload in flight");
+        assert!(
+            stale.exists(),
+            "{args:?} cleaned tmp/, which is serve's job"
+        );
+    }
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_mirrorsight-hub"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .env(
+            "MIRRORSIGHT_WECHAT_APPSECRET",
+            "appsecret-for-the-cli-test-000000",
+        )
+        .env(
+            "MIRRORSIGHT_HUB_CALLBACK_TOKEN",
+            "Xq7vR2mK9pL4sT8wZ3nB6yC1dF5gH0jA",
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stale.exists() && std::time::Instant::now() < deadline {
+        if let Some(status) = serve.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("serve exited with {status}: {err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(!stale.exists(), "serve removes a crash's leftover");
+    assert!(in_flight.exists(), "serve keeps an upload in flight");
+}

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
@@ -64,6 +65,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every stored blob, in no particular order: the orphan sweep compares them with the
     /// photo rows (a crash between storing the bytes and the row leaves bytes nobody owns).
     fn list(&self) -> Result<Vec<BlobEntry>, BlobError>;
+    /// Removes what writes a crash interrupted, once older than `older_than` (younger ones
+    /// may be uploads in flight, maybe of another process sharing the store). Only `serve`
+    /// calls it, with an hour. The number removed; stores that write atomically have none.
+    fn remove_stale_temp_files(&self, older_than: Duration) -> Result<usize, BlobError> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// One stored blob, as [`BlobStore::list`] reports it.
@@ -90,15 +98,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
 }
 
 impl LocalBlobStore {
+    /// Opens (creating) the directory. Leaves `tmp/` alone: a hub serving from the same
+    /// directory may be writing there right now (see [`BlobStore::remove_stale_temp_files`]).
     pub fn open(root: &Path) -> Result<Self, BlobError> {
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        // Leftovers of writes a crash interrupted; nothing refers to them.
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            for entry in entries.flatten() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -170,6 +174,26 @@ impl BlobStore for LocalBlobStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io(&path)(e)),
         }
+    }
+
+    /// The temp files in `tmp/` older than `older_than`: nothing refers to them.
+    fn remove_stale_temp_files(&self, older_than: Duration) -> Result<usize, BlobError> {
+        let tmp = self.root.join("tmp");
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let entry = entry.map_err(io(&tmp))?;
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok());
+            // An unreadable age (or one in the future) is not known to be stale.
+            if age.is_some_and(|age| age > older_than) && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn list(&self) -> Result<Vec<BlobEntry>, BlobError> {
@@ -269,11 +293,33 @@ mod tests {
     }
 
     #[test]
-    fn leftover_temp_files_are_cleaned_on_open() {
+    fn only_stale_temp_files_are_removed_and_only_when_asked() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        fs::write(dir.path().join("tmp").join("torn.123"), b"half").unwrap();
-        LocalBlobStore::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let tmp = dir.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let torn = tmp.join("torn.123");
+        let in_flight = tmp.join("upload.456");
+        fs::write(&torn, b"half").unwrap();
+        fs::write(&in_flight, b"being written").unwrap();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&torn)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let store = LocalBlobStore::open(dir.path()).unwrap();
+        assert!(
+            torn.exists() && in_flight.exists(),
+            "opening cleans nothing"
+        );
+        assert_eq!(
+            store
+                .remove_stale_temp_files(Duration::from_secs(3600))
+                .unwrap(),
+            1
+        );
+        assert!(!torn.exists(), "a crash's leftover goes");
+        assert!(in_flight.exists(), "an upload in flight stays");
     }
 }
