@@ -261,6 +261,23 @@ impl Default for StatsConfig {
     }
 }
 
+/// Whether the `host[:port][/path]` after `http://` names this machine.
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Userinfo would let `http://127.0.0.1@elsewhere` pass for loopback.
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl HubConfig {
     /// Reads, parses and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -417,6 +434,18 @@ impl HubConfig {
                 return Err(invalid(
                     "s3.endpoint",
                     format!("{:?} must be an http:// or https:// URL", s3.endpoint),
+                ));
+            }
+            // Photos and the request signatures would cross the network in the clear.
+            if let Some(rest) = s3.endpoint.strip_prefix("http://")
+                && !is_loopback_authority(rest)
+            {
+                return Err(invalid(
+                    "s3.endpoint",
+                    format!(
+                        "{:?} must be https:// (plain http:// only to this machine: 127.0.0.1, [::1], localhost)",
+                        s3.endpoint
+                    ),
                 ));
             }
             for (key, value) in [
@@ -709,6 +738,29 @@ mod tests {
             c
         };
         s3("http://127.0.0.1:9000", "photos").validate().unwrap();
+        // Plain HTTP only to this machine: photos and signatures never cross a network bare.
+        for loopback in [
+            "http://localhost:9000",
+            "http://127.0.0.2:9000/",
+            "http://[::1]:9000",
+        ] {
+            s3(loopback, "photos").validate().unwrap();
+        }
+        for remote in [
+            "http://minio.internal:9000",
+            "http://10.0.0.5:9000",
+            "http://127.0.0.1@minio.internal:9000",
+            "http://localhost.example.com",
+        ] {
+            let err = s3(remote, "photos").validate().unwrap_err().to_string();
+            assert!(
+                err.contains("config key `s3.endpoint`") && err.contains("https://"),
+                "{remote}: {err}"
+            );
+        }
+        s3("https://minio.internal:9000", "photos")
+            .validate()
+            .unwrap();
         assert_eq!(key_of(s3("minio:9000", "photos").validate()), "s3.endpoint");
         assert_eq!(key_of(s3("https://", "photos").validate()), "s3.endpoint");
         assert_eq!(
