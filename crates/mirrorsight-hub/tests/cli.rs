@@ -6,13 +6,17 @@ use mirrorsight_hub::store::{SqliteStore, Store};
 use mirrorsight_hub::token_digest;
 
 fn hub(config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mirrorsight-hub"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mirrorsight-hub"));
+    command
         .arg("--config")
         .arg(config)
         .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+        .env("RUST_LOG", "warn");
+    // The test PostgreSQL server's password, where the hub looks for it.
+    if let Ok(password) = std::env::var("MIRRORSIGHT_TEST_POSTGRES_PASSWORD") {
+        command.env("MIRRORSIGHT_HUB_DATABASE_PASSWORD", password);
+    }
+    command.output().unwrap()
 }
 
 #[test]

@@ -10,7 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use mirrorsight_hub::store::{
     Activity, BlobStore, Claim, Device, LocalBlobStore, MintOutcome, MintedScene, NewWechatEvent,
-    PhotoInsert, PhotoMeta, PostgresStore, SharedToken, SqliteStore, Store, StoreError,
+    PhotoInsert, PhotoMeta, PostgresSettings, PostgresStore, SharedToken, SqliteStore, Store,
+    StoreError,
 };
 use mirrorsight_hub::{ORPHAN_GRACE_S, OrphanReport, sweep_expired, sweep_orphans};
 
@@ -607,10 +608,11 @@ fn postgres_reopens_with_everything_kept_and_migrates_once() {
 
     // Once migrated, the hub needs no DDL: a role that may only read and write rows runs it.
     let role = format!("hub_rw_{}", std::process::id());
-    let mut admin = ::postgres::Client::connect(&db.url, ::postgres::NoTls).unwrap();
+    let mut admin = support::pg::admin_client(&db.url);
+    let password = support::pg::password().unwrap_or_default();
     admin
         .batch_execute(&format!(
-            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN;
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD '{password}';
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
              GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
         ))
@@ -625,4 +627,68 @@ fn postgres_reopens_with_everything_kept_and_migrates_once() {
     admin
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .unwrap();
+}
+
+/// TLS to PostgreSQL as `postgres.ca_file` promises (libpq's `sslmode=verify-full`): the
+/// server's certificate must be signed by that CA and name the host connected to, and SCRAM
+/// with `channel_binding=require` binds the login to that TLS channel.
+#[test]
+fn postgres_tls_checks_the_ca_and_the_host_name_and_binds_the_channel() {
+    let Some(db) = support::pg::TestDb::create("tls") else {
+        return;
+    };
+    let (Ok(_), Ok(other_ca)) = (
+        std::env::var(support::pg::CA_ENV),
+        std::env::var(support::pg::OTHER_CA_ENV),
+    ) else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "scripts/pg.sh exports the test CAs"
+        );
+        eprintln!("skipping: the test server's CAs are not exported (scripts/pg.sh)");
+        return;
+    };
+    let open_error = |settings: PostgresSettings| {
+        let err = PostgresStore::open(&settings).unwrap_err().to_string();
+        assert!(!err.contains('\n'), "one line: {err}");
+        err
+    };
+
+    // SCRAM-SHA-256-PLUS: the login is bound to the TLS channel it ran over.
+    let bound = PostgresStore::open(&support::pg::settings(&format!(
+        "{}?channel_binding=require",
+        db.url
+    )))
+    .unwrap();
+    assert_eq!(bound.tls_version().unwrap().as_deref(), Some("TLSv1.3"));
+    drop(bound);
+    // Without TLS there is no channel to bind to: refused rather than logged in unbound.
+    let mut plaintext = support::pg::settings(&format!(
+        "{}?sslmode=disable&channel_binding=require",
+        db.url
+    ));
+    plaintext.ca_file = None;
+    let err = open_error(plaintext);
+    assert!(err.contains("channel binding"), "{err}");
+
+    // A CA that did not sign the server's certificate.
+    let mut wrong_ca = support::pg::settings(&db.url);
+    wrong_ca.ca_file = Some(other_ca.into());
+    let err = open_error(wrong_ca);
+    assert!(
+        err.contains("UnknownIssuer") && err.contains("postgres.ca_file"),
+        "{err}"
+    );
+
+    // The right CA, but the certificate names 127.0.0.1, not the host asked for.
+    let err = open_error(support::pg::settings(&db.url.replacen(
+        "@127.0.0.1:",
+        "@localhost:",
+        1,
+    )));
+    assert!(
+        err.contains("NotValidForName") || err.contains("not valid for name"),
+        "{err}"
+    );
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres::GenericClient;
+use postgres::config::SslMode;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use r2d2_postgres::PostgresConnectionManager;
 use rustls::pki_types::CertificateDer;
@@ -36,9 +37,11 @@ pub struct PostgresSettings {
     pub pool_size: u32,
     /// How long a request waits for a free connection (and a new connection for the server).
     pub connect_timeout: Duration,
-    /// PEM file of the CA that signed the server's certificate (a chain's private CA); without
-    /// it the system's trusted roots are used. Whether TLS is used at all is the URL's
-    /// `sslmode` (`prefer` by default, `require` to refuse a plaintext server).
+    /// PEM file of the CA that signed the server's certificate (a chain's private CA). Set, TLS
+    /// is required and the certificate must be signed by it and name the host connected to
+    /// (libpq's `sslmode=verify-full`). Unset, the URL's `sslmode` decides (`prefer` by
+    /// default, `require` or `verify-full` to refuse a plaintext server) and the system's
+    /// roots are trusted; the host name is checked whenever TLS is used.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -365,14 +368,28 @@ fn tls_connector(settings: &PostgresSettings) -> Result<MakeRustlsConnect, Store
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// The driver's connection settings: the URL's, the password from the secrets, and timeouts.
+/// The driver's connection settings: the URL's, with TLS required when `ca_file` is set, the
+/// password from the secrets, and timeouts.
 fn driver_config(settings: &PostgresSettings) -> Result<postgres::Config, StoreError> {
-    let mut config: postgres::Config = settings.url.parse().map_err(|e: postgres::Error| {
-        StoreError::Db(format!(
-            "database URL {:?} is not a PostgreSQL URL: {e}",
-            redact_url(&settings.url)
-        ))
-    })?;
+    let mut config: postgres::Config =
+        driver_sslmode(&settings.url)
+            .parse()
+            .map_err(|e: postgres::Error| {
+                StoreError::Db(format!(
+                    "database URL {:?} is not a PostgreSQL URL: {e}",
+                    redact_url(&settings.url)
+                ))
+            })?;
+    if settings.ca_file.is_some() {
+        if config.get_ssl_mode() == SslMode::Disable {
+            return Err(StoreError::Db(
+                "`postgres.ca_file` is set, so TLS is required, but `postgres.url` says sslmode=disable; drop one of them".into(),
+            ));
+        }
+        // A private CA is only ever given to be checked against: never fall back to
+        // plaintext, whatever the URL says.
+        config.ssl_mode(SslMode::Require);
+    }
     if let Some(password) = &settings.password {
         config.password(password);
     }
@@ -385,6 +402,14 @@ fn driver_config(settings: &PostgresSettings) -> Result<postgres::Config, StoreE
     config.options("-c statement_timeout=30000 -c lock_timeout=30000");
     config.application_name("mirrorsight-hub");
     Ok(config)
+}
+
+/// The URL with libpq's `sslmode=verify-full` and `verify-ca` as the driver's `require`: the
+/// driver knows only disable, prefer and require, and with rustls every TLS connection checks
+/// the certificate's chain and host name anyway (`verify-ca` gets the stricter check).
+fn driver_sslmode(url: &str) -> String {
+    url.replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require")
 }
 
 /// The URL without its password, for messages.
@@ -415,6 +440,49 @@ mod tests {
             "postgres://hub@db:5432/hub"
         );
         assert_eq!(redact_url("postgres://db/hub"), "postgres://db/hub");
+    }
+
+    #[test]
+    fn libpq_sslmodes_map_onto_the_drivers() {
+        for (url, mode) in [
+            ("postgres://db/hub", SslMode::Prefer),
+            ("postgres://db/hub?sslmode=verify-full", SslMode::Require),
+            ("postgres://db/hub?sslmode=verify-ca", SslMode::Require),
+            ("postgres://db/hub?sslmode=disable", SslMode::Disable),
+        ] {
+            let config: postgres::Config = driver_sslmode(url).parse().unwrap();
+            assert_eq!(config.get_ssl_mode(), mode, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_means_tls_is_required() {
+        let settings = |url: &str, ca: Option<&str>| PostgresSettings {
+            url: url.into(),
+            password: None,
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(1),
+            ca_file: ca.map(PathBuf::from),
+        };
+        let mode = |url: &str, ca: Option<&str>| {
+            driver_config(&settings(url, ca))
+                .map(|c| c.get_ssl_mode())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(mode("postgres://db/hub", None), Ok(SslMode::Prefer));
+        assert_eq!(
+            mode("postgres://db/hub", Some("ca.pem")),
+            Ok(SslMode::Require)
+        );
+        assert_eq!(
+            mode("postgres://db/hub?sslmode=prefer", Some("ca.pem")),
+            Ok(SslMode::Require)
+        );
+        let err = mode("postgres://db/hub?sslmode=disable", Some("ca.pem")).unwrap_err();
+        assert!(
+            err.contains("postgres.ca_file") && err.contains("sslmode=disable"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 #![allow(dead_code)] // Each test crate uses part of this module.
 
 //! A private PostgreSQL database per test, on the server `scripts/pg.sh` starts
-//! (`$MIRRORSIGHT_TEST_POSTGRES`). Without that variable the PostgreSQL tests skip, except in
-//! CI, where skipping would hide that they never ran.
+//! (`$MIRRORSIGHT_TEST_POSTGRES`, SCRAM password `$MIRRORSIGHT_TEST_POSTGRES_PASSWORD`, TLS
+//! with the CA `$MIRRORSIGHT_TEST_POSTGRES_CA`). Without the URL the PostgreSQL tests skip,
+//! except in CI, where skipping would hide that they never ran.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,25 @@ use mirrorsight_hub::store::{PostgresSettings, PostgresStore, Store};
 
 pub const URL_ENV: &str = "MIRRORSIGHT_TEST_POSTGRES";
 pub const CA_ENV: &str = "MIRRORSIGHT_TEST_POSTGRES_CA";
+pub const PASSWORD_ENV: &str = "MIRRORSIGHT_TEST_POSTGRES_PASSWORD";
+/// A CA that signed nothing on the test server.
+pub const OTHER_CA_ENV: &str = "MIRRORSIGHT_TEST_POSTGRES_OTHER_CA";
+
+/// The test server's password, if it has one.
+pub fn password() -> Option<String> {
+    std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())
+}
+
+/// A plain (setup) connection to `url` with the test server's password.
+pub fn admin_client(url: &str) -> postgres::Client {
+    let mut config: postgres::Config = url.parse().expect("a postgres:// URL");
+    if let Some(password) = password() {
+        config.password(password);
+    }
+    config
+        .connect(postgres::NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
 
 pub struct TestDb {
     store: Option<Arc<PostgresStore>>,
@@ -46,7 +66,7 @@ fn with_database(url: &str, db: &str) -> String {
 pub fn settings(url: &str) -> PostgresSettings {
     PostgresSettings {
         url: url.to_string(),
-        password: None,
+        password: password(),
         pool_size: 8,
         connect_timeout: Duration::from_secs(10),
         // The test server speaks TLS with its own CA (scripts/pg.sh).
@@ -59,8 +79,7 @@ impl TestDb {
     pub fn create(test: &str) -> Option<Self> {
         let admin_url = admin_url()?;
         let name = format!("hub_{}_{}", test, std::process::id()).to_lowercase();
-        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
+        let mut admin = admin_client(&admin_url);
         // Two statements: a multi-statement batch is one transaction, which DROP DATABASE refuses.
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -86,7 +105,14 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         self.store.take();
-        if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
+        let mut config: postgres::Config = match self.admin_url.parse() {
+            Ok(config) => config,
+            Err(_) => return,
+        };
+        if let Some(password) = password() {
+            config.password(password);
+        }
+        if let Ok(mut admin) = config.connect(postgres::NoTls) {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
