@@ -47,6 +47,7 @@ async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
         callback_token: Secret::new(CALLBACK_TOKEN),
         encoding_aes_key: None,
         admin_token: None,
+        token_key: None,
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).unwrap());
     store

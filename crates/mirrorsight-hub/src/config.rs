@@ -15,6 +15,7 @@ use thiserror::Error;
 pub const CALLBACK_TOKEN_ENV: &str = "MIRRORSIGHT_HUB_CALLBACK_TOKEN";
 pub const ENCODING_AES_KEY_ENV: &str = "MIRRORSIGHT_HUB_ENCODING_AES_KEY";
 pub const ADMIN_TOKEN_ENV: &str = "MIRRORSIGHT_HUB_ADMIN_TOKEN";
+pub const TOKEN_KEY_ENV: &str = "MIRRORSIGHT_HUB_TOKEN_KEY";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -231,6 +232,11 @@ pub struct SecretsConfig {
     /// Bearer token of `GET /v1/stats`; without one the endpoint refuses everyone.
     pub admin_token_file: Option<PathBuf>,
     pub admin_token_credential: String,
+    /// The key (32 random bytes, 64 hex digits or base64) the shared WeChat access token is
+    /// encrypted with in the database; the same on every instance. Without one it is derived
+    /// from the appsecret (see `token_seal`).
+    pub token_key_file: Option<PathBuf>,
+    pub token_key_credential: String,
 }
 
 impl Default for SecretsConfig {
@@ -242,6 +248,8 @@ impl Default for SecretsConfig {
             encoding_aes_key_credential: "wechat-encoding-aes-key".to_string(),
             admin_token_file: None,
             admin_token_credential: "hub-admin-token".to_string(),
+            token_key_file: None,
+            token_key_credential: "hub-token-key".to_string(),
         }
     }
 }
@@ -382,6 +390,10 @@ impl HubConfig {
             (
                 "secrets.admin_token_credential",
                 &self.secrets.admin_token_credential,
+            ),
+            (
+                "secrets.token_key_credential",
+                &self.secrets.token_key_credential,
             ),
         ] {
             if value.contains('/') {
@@ -562,11 +574,26 @@ impl HubConfig {
         if admin_token.is_none() {
             tracing::warn!("no admin token: /v1/stats refuses every request");
         }
+        let token_key = load_secret(
+            &SecretSpec {
+                what: "token key",
+                file_key: "secrets.token_key_file",
+                file: self.secrets.token_key_file.as_deref(),
+                credential: &self.secrets.token_key_credential,
+                env: TOKEN_KEY_ENV,
+            },
+            env,
+        )?
+        .map(|(secret, source)| {
+            tracing::info!(%source, "token key loaded; the shared access token is sealed with it");
+            secret
+        });
         Ok(HubSecrets {
             appsecret,
             callback_token,
             encoding_aes_key,
             admin_token,
+            token_key,
         })
     }
 }
@@ -578,6 +605,9 @@ pub struct HubSecrets {
     pub callback_token: Secret,
     pub encoding_aes_key: Option<Secret>,
     pub admin_token: Option<Secret>,
+    /// Seals the shared access token in the database; `None`: a key derived from the
+    /// appsecret.
+    pub token_key: Option<Secret>,
 }
 
 #[cfg(test)]
@@ -663,6 +693,7 @@ mod tests {
         assert_eq!(c.stats.utc_offset_minutes, 480);
         assert_eq!(c.callback, CallbackConfig::default());
         assert_eq!(c.photos, PhotosConfig::default());
+        assert_eq!(c.secrets, SecretsConfig::default());
     }
 
     /// The commented chain sections of the example, uncommented, are a valid config too.

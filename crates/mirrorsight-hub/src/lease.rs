@@ -6,8 +6,9 @@
 //! others must use what it fetched. [`LeasedTokenSource`] does that through the database all
 //! instances already share:
 //!
-//! - the current token is a row (`access_tokens`): an instance whose token manager needs a
-//!   token first takes the row's token if it is fresh and not the one it already had;
+//! - the current token is a row (`access_tokens`), sealed ([`TokenSealer`]: never plaintext
+//!   in the database): an instance whose token manager needs a token first takes the row's
+//!   token if it is fresh and not the one it already had;
 //! - otherwise it takes the row's refresh *lease* (an atomic conditional upsert: free, expired
 //!   or already its own), asks WeChat, publishes the token and frees the lease in one update;
 //! - an instance that finds the lease taken polls the row until the holder publishes, or
@@ -23,6 +24,7 @@ use mirrorsight_wechat::token::{BoxFuture, FetchedToken, TokenSource};
 use mirrorsight_wechat::{Error, Secret};
 
 use crate::store::{SharedToken, Store, StoreError};
+use crate::token_seal::{SealError, TokenSealer};
 
 /// Timing of the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,7 @@ pub struct LeasedTokenSource {
     name: String,
     holder: String,
     policy: LeasePolicy,
+    sealer: TokenSealer,
     counters: Arc<LeaseCounters>,
     /// The token this instance was last given: when its manager asks again, that one is
     /// spent (expiring or refused by WeChat), so only a different one will do.
@@ -113,13 +116,15 @@ pub fn instance_id() -> String {
 }
 
 impl LeasedTokenSource {
-    /// `name` identifies the token (one per appid); `holder` this instance.
+    /// `name` identifies the token (one per appid); `holder` this instance; `sealer` holds
+    /// the key every instance seals and opens the stored token with.
     pub fn new(
         store: Arc<dyn Store>,
         upstream: impl TokenSource,
         name: impl Into<String>,
         holder: impl Into<String>,
         policy: LeasePolicy,
+        sealer: TokenSealer,
     ) -> Self {
         Self {
             store,
@@ -127,6 +132,7 @@ impl LeasedTokenSource {
             name: name.into(),
             holder: holder.into(),
             policy,
+            sealer,
             counters: Arc::default(),
             last: Mutex::new(None),
         }
@@ -145,20 +151,32 @@ impl LeasedTokenSource {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.to_string());
     }
 
-    /// The shared token if this instance may use it now.
-    fn usable(&self, row: Option<SharedToken>, now: i64) -> Option<FetchedToken> {
-        let row = row?;
+    /// The shared token if this instance may use it now. A row sealed under another key is
+    /// an error, not a reason to refresh: refreshing would retire the token every other
+    /// instance is using, again at each of their turns.
+    fn usable(&self, row: Option<SharedToken>, now: i64) -> Result<Option<FetchedToken>, Error> {
+        let Some(row) = row else {
+            return Ok(None);
+        };
         let remaining = row.expires_at - now;
-        let fresh = remaining > self.policy.min_remaining.as_secs() as i64;
-        if !fresh || self.last().as_deref() == Some(row.token.as_str()) {
-            return None;
+        if remaining <= self.policy.min_remaining.as_secs() as i64 {
+            return Ok(None);
         }
-        self.remember(&row.token);
+        let token = match self.sealer.open(&self.name, &row.token) {
+            Ok(token) => token,
+            // Stored plaintext by a hub before sealing: refreshed (and so sealed) now.
+            Err(SealError::NotSealed { .. }) => return Ok(None),
+            Err(e) => return Err(Error::SharedToken(e.to_string())),
+        };
+        if self.last().as_deref() == Some(token.as_str()) {
+            return Ok(None);
+        }
+        self.remember(&token);
         bump(&self.counters.shared);
-        Some(FetchedToken {
-            token: Secret::new(row.token),
+        Ok(Some(FetchedToken {
+            token: Secret::new(token),
             expires_in: Duration::from_secs(remaining.max(1) as u64),
-        })
+        }))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -182,7 +200,7 @@ impl LeasedTokenSource {
         let mut waited = false;
         loop {
             let now = unix_now();
-            if let Some(token) = self.usable(self.read().await?, now) {
+            if let Some(token) = self.usable(self.read().await?, now)? {
                 if waited {
                     tracing::debug!(name = %self.name, "using the token another instance fetched");
                 }
@@ -215,9 +233,12 @@ impl LeasedTokenSource {
     /// instance that took over publishes.
     async fn refresh_holding_lease(&self) -> Result<Option<FetchedToken>, Error> {
         // Another instance may have published between our read and our lease.
-        if let Some(token) = self.usable(self.read().await?, unix_now()) {
-            self.release().await;
-            return Ok(Some(token));
+        match self.usable(self.read().await?, unix_now()) {
+            Ok(None) => {}
+            done => {
+                self.release().await;
+                return done;
+            }
         }
         let fetched = match self.upstream.fetch().await {
             Ok(fetched) => fetched,
@@ -227,8 +248,15 @@ impl LeasedTokenSource {
             }
         };
         let now = unix_now();
+        let sealed = match self.sealer.seal(&self.name, fetched.token.expose()) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                self.release().await;
+                return Err(Error::SharedToken(e.to_string()));
+            }
+        };
         let row = SharedToken {
-            token: fetched.token.expose().to_string(),
+            token: sealed,
             expires_at: now + fetched.expires_in.as_secs() as i64,
             fetched_at: now,
             holder: self.holder.clone(),
@@ -313,7 +341,18 @@ mod tests {
                 wait_max: Duration::from_secs(5),
                 min_remaining: Duration::from_secs(300),
             },
+            sealer(),
         )
+    }
+
+    fn sealer() -> TokenSealer {
+        TokenSealer::from_key(&[42; 32])
+    }
+
+    /// The token in the row, opened.
+    fn stored_token(store: &Arc<dyn Store>) -> String {
+        let row = store.shared_token("wechat:wx-test").unwrap().unwrap();
+        sealer().open("wechat:wx-test", &row.token).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +394,7 @@ mod tests {
             "one fetched, three took it from the database"
         );
         let row = store.shared_token("wechat:wx-test").unwrap().unwrap();
-        assert_eq!(row.token, "token-1");
+        assert_eq!(stored_token(&store), "token-1");
         assert!(row.holder.starts_with("hub-"));
 
         // One instance finds token-1 refused (its manager asks again): it refreshes, and an
@@ -430,10 +469,7 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(slow.counters.lost.load(Ordering::Relaxed), 1);
-        assert_eq!(
-            store.shared_token("wechat:wx-test").unwrap().unwrap().token,
-            "token-1"
-        );
+        assert_eq!(stored_token(&store), "token-1");
     }
 
     #[tokio::test]
@@ -469,6 +505,7 @@ mod tests {
             "wechat:wx-test",
             "hub-a",
             LeasePolicy::default(),
+            sealer(),
         );
         assert!(source.fetch().await.is_err());
         let now = unix_now();
@@ -478,5 +515,47 @@ mod tests {
                 .unwrap(),
             "lease free again"
         );
+    }
+
+    /// The row holds no trace of the token; an instance with another key fails in one line
+    /// and does not refresh over the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stored_token_is_sealed_and_a_wrong_key_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.sqlite3");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        let calls = Arc::new(AtomicU64::new(0));
+        let token = source(&store, &calls, "hub-a", Duration::ZERO)
+            .fetch()
+            .await
+            .unwrap();
+        assert_eq!(token.token.expose(), "token-1");
+
+        let raw: Vec<u8> = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT CAST(token AS BLOB) FROM access_tokens", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let contains = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+        assert!(!contains(b"token-1"), "plaintext token in the row");
+        for encoded in [hex::encode("token-1"), {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode("token-1")
+        }] {
+            assert!(!contains(encoded.as_bytes()), "{encoded} in the row");
+        }
+
+        let mut other = source(&store, &calls, "hub-b", Duration::ZERO);
+        other.sealer = TokenSealer::from_key(&[7; 32]);
+        let err = other.fetch().await.unwrap_err().to_string();
+        assert!(err.contains("token key"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "no refresh over the others"
+        );
+        assert_eq!(stored_token(&store), "token-1");
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod http;
 pub mod lease;
 pub mod store;
+pub mod token_seal;
 pub mod wechat;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use lease::{LeasePolicy, LeasedTokenSource};
 use mirrorsight_wechat::WechatClient;
 use mirrorsight_wechat::token::WechatTokenSource;
 use thiserror::Error;
+use token_seal::TokenSealer;
 use tokio::net::TcpListener;
 
 pub use config::{ConfigError, HubConfig, HubSecrets};
@@ -49,6 +51,8 @@ pub enum HubError {
     Wechat(#[from] mirrorsight_wechat::Error),
     #[error("secrets.encoding_aes_key: {0}")]
     AesKey(wechat::CryptError),
+    #[error("secrets.token_key: {0}")]
+    TokenKey(token_seal::SealError),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("{0}")]
@@ -158,12 +162,18 @@ impl Hub {
         // Every instance gets its tokens through the shared database, so a chain running
         // several never refreshes over each other (and a restart reuses the live token).
         let upstream = WechatTokenSource::new(&config.wechat, secrets.appsecret.clone())?;
+        // The token is sealed in the database, under a key every instance holds alike.
+        let sealer = match &secrets.token_key {
+            Some(key) => TokenSealer::from_credential(key.expose()).map_err(HubError::TokenKey)?,
+            None => TokenSealer::derived_from_appsecret(secrets.appsecret.expose()),
+        };
         let tokens = LeasedTokenSource::new(
             Arc::clone(&store),
             upstream,
             format!("wechat:{}", config.wechat.appid),
             lease::instance_id(),
             lease_policy(&config),
+            sealer,
         );
         let token_lease = tokens.counters();
         let wechat =

@@ -35,6 +35,7 @@ async fn start() -> Env {
     let secrets = HubSecrets {
         encoding_aes_key: Some(Secret::new(AES_KEY)),
         admin_token: Some(Secret::new(ADMIN)),
+        token_key: None,
         ..hub::fake_wechat_secrets(CALLBACK_TOKEN)
     };
     let devices = [

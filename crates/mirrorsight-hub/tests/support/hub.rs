@@ -59,6 +59,7 @@ pub fn fake_wechat_secrets(callback_token: &str) -> HubSecrets {
         callback_token: Secret::new(callback_token),
         encoding_aes_key: None,
         admin_token: None,
+        token_key: None,
     }
 }
 
