@@ -327,7 +327,9 @@ impl Config {
         self.mqtt
             .validate()
             .map_err(|e| key_error(e.key, e.message))?;
-        self.service.validate()?;
+        self.service
+            .validate()
+            .map_err(|e| key_error(e.key, e.message))?;
         if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
             return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
         }

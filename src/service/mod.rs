@@ -16,8 +16,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::config::ConfigError;
-
 pub use health::{Health, HealthReport, HealthSettings};
 pub use http::{HttpServer, HttpState, PrometheusText};
 pub use signals::{ReloadRequests, Shutdown, SignalHandler};
@@ -43,9 +41,17 @@ pub enum ServiceError {
     NotifySocket { path: String, reason: String },
 }
 
-fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Key {
-        key: key.to_string(),
+/// A `[service]` value that cannot work, with the key that holds it.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("config key `{key}`: {message}")]
+pub struct ServiceConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn key_error(key: &'static str, message: impl Into<String>) -> ServiceConfigError {
+    ServiceConfigError {
+        key,
         message: message.into(),
     }
 }
@@ -89,9 +95,9 @@ impl Default for ServiceConfig {
 
 impl ServiceConfig {
     /// Checks every key; errors name it as `service.<key>`.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ServiceConfigError> {
         self.listen_addr()?;
-        let positive = |key: &str, v: f64| {
+        let positive = |key: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
@@ -110,7 +116,7 @@ impl ServiceConfig {
     }
 
     /// `None` when the server is disabled (`listen = ""`).
-    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ServiceConfigError> {
         let listen = self.listen.trim();
         if listen.is_empty() {
             return Ok(None);
