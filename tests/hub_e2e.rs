@@ -9,13 +9,14 @@ use std::sync::Arc;
 use common::*;
 use mirrorsight::events::EventKind;
 use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeServer};
+use mirrorsight_hub::config::CallbackMode;
 use mirrorsight_hub::store::{LocalBlobStore, SqliteStore, Store};
 use mirrorsight_hub::wechat::signature;
 use mirrorsight_hub::wechat::xml::parse_article;
 use mirrorsight_hub::{Hub, HubConfig, HubSecrets, token_digest};
 use mirrorsight_wechat::Secret;
 
-const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
+const CALLBACK_TOKEN: &str = "callbackTokenAAAAA1234";
 const MIRROR_1: &str = "device-token-mirror-1-xxxxxxxxxxxx";
 const MIRROR_2: &str = "device-token-mirror-2-yyyyyyyyyyyy";
 
@@ -42,6 +43,7 @@ async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
     config.wechat.api_base = fake_url.clone();
     config.wechat.mp_base = fake_url;
     config.wechat.appid = FAKE_APPID.into();
+    config.callback.mode = CallbackMode::Plaintext; // this test's pushes are plaintext
     let secrets = HubSecrets {
         appsecret: Secret::new(FAKE_APPSECRET),
         callback_token: Secret::new(CALLBACK_TOKEN),

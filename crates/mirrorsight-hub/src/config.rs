@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mirrorsight_wechat::WechatConfig;
 use mirrorsight_wechat::secret::{
@@ -29,6 +30,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// A credential that is present but unfit (too weak, wrong shape).
+    #[error("{what}: {message}")]
+    Credential { what: &'static str, message: String },
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -60,6 +64,12 @@ pub struct HubConfig {
     pub wechat: WechatConfig,
     #[serde(default)]
     pub callback: CallbackConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub relay: RelayConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
     #[serde(default)]
@@ -185,6 +195,41 @@ impl Default for PhotosConfig {
     }
 }
 
+/// Which pushes `/wechat` accepts (WeChat's 消息加解密方式 setting of the account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackMode {
+    /// Only encrypted pushes (`encrypt_type=aes`); needs the EncodingAESKey. Plaintext pushes
+    /// are refused: their signature does not cover the body, so a leaked callback URL could
+    /// carry any push.
+    Safe,
+    /// Encrypted and plaintext pushes (WeChat's 兼容模式); needs the EncodingAESKey. Only on
+    /// purpose, while switching an account over.
+    Compatible,
+    /// Only plaintext pushes, for an account without an EncodingAESKey.
+    Plaintext,
+}
+
+impl CallbackMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Safe => "safe",
+            Self::Compatible => "compatible",
+            Self::Plaintext => "plaintext",
+        }
+    }
+
+    /// Whether a plaintext push (no `encrypt_type=aes`) is accepted.
+    pub fn accepts_plaintext(self) -> bool {
+        matches!(self, Self::Compatible | Self::Plaintext)
+    }
+
+    /// Whether an encrypted push is accepted.
+    pub fn accepts_encrypted(self) -> bool {
+        matches!(self, Self::Safe | Self::Compatible)
+    }
+}
+
 /// The `/wechat` callback and the replies it sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -200,6 +245,8 @@ pub struct CallbackConfig {
     /// Signed requests whose `timestamp` is further than this from the hub's clock are refused
     /// (a captured push cannot be replayed later), seconds; 0 turns the check off. Default 300.
     pub max_timestamp_skew_s: i64,
+    /// `"safe"` (default), `"compatible"` or `"plaintext"`; see [`CallbackMode`].
+    pub mode: CallbackMode,
 }
 
 impl Default for CallbackConfig {
@@ -212,6 +259,99 @@ impl Default for CallbackConfig {
                 "这个二维码已过期，请在试衣镜前重新扫码。This code has expired; please scan the mirror again."
                     .to_string(),
             max_timestamp_skew_s: 300,
+            mode: CallbackMode::Safe,
+        }
+    }
+}
+
+/// `[http]`: how long a client may take and how many may be connected. Slow or idle clients
+/// otherwise hold connections (and file descriptors) for ever, and WeChat's pushes queue
+/// behind them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A client must send a request's line and headers within this many seconds of starting
+    /// it (or of the previous answer, on a kept-alive connection), else the connection is
+    /// closed. Default 10.
+    pub header_read_timeout_s: u64,
+    /// A request body must arrive in full within this many seconds, else `408`. Default 60
+    /// (a 10 MiB photo at 2 Mbit/s).
+    pub body_read_timeout_s: u64,
+    /// A whole request, body and storage included, must be answered within this many
+    /// seconds, else `503` (the mirror retries). At least `body_read_timeout_s`. Default 90.
+    pub request_timeout_s: u64,
+    /// Connections open at once; further clients wait in the kernel's listen queue until one
+    /// closes. Keep it well under the unit's `LimitNOFILE=`. Default 1024.
+    pub max_connections: usize,
+    /// On SIGTERM the hub stops accepting and gives requests in flight this many seconds to
+    /// finish, then closes the rest. Keep it under the unit's `TimeoutStopSec=`. Default 10.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_s: 10,
+            body_read_timeout_s: 60,
+            request_timeout_s: 90,
+            max_connections: 1024,
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_s)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_s)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_s)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+}
+
+/// `[relay]`: limits on what one mirror may ask of the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Scene codes one device may have minted per hour, sustained; beyond it `POST
+    /// /v1/scenes` answers `429` with `Retry-After`. A stolen device token then cannot burn
+    /// the account's daily `qrcode/create` quota (100,000). Counted per hub instance. Answers
+    /// for scenes already minted (retries) are not counted. Default 120.
+    pub mints_per_hour: u32,
+    /// Mints a device may make at once before the hourly rate applies (a mirror filling its
+    /// pool of ready codes at start). Default 10.
+    pub mint_burst: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            mints_per_hour: 120,
+            mint_burst: 10,
+        }
+    }
+}
+
+/// `[metrics]`: where Prometheus scrapes `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A second listener serving only `/metrics`, without a token: keep it on loopback or an
+    /// internal interface. `""` turns it off. On `listen`, `/metrics` always needs the admin
+    /// token. Default `"127.0.0.1:9480"`.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9480".to_string(),
         }
     }
 }
@@ -311,6 +451,9 @@ impl HubConfig {
             photos: PhotosConfig::default(),
             wechat: WechatConfig::default(),
             callback: CallbackConfig::default(),
+            http: HttpConfig::default(),
+            relay: RelayConfig::default(),
+            metrics: MetricsConfig::default(),
             secrets: SecretsConfig::default(),
             stats: StatsConfig::default(),
             postgres: None,
@@ -367,6 +510,7 @@ impl HubConfig {
                 ),
             ));
         }
+        self.validate_http()?;
         for (key, value) in [
             ("callback.title", &self.callback.title),
             (
@@ -491,26 +635,134 @@ impl HubConfig {
         Ok(())
     }
 
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let http = &self.http;
+        for (key, value, max) in [
+            (
+                "http.header_read_timeout_s",
+                http.header_read_timeout_s,
+                300,
+            ),
+            ("http.body_read_timeout_s", http.body_read_timeout_s, 3600),
+            ("http.request_timeout_s", http.request_timeout_s, 3600),
+            ("http.shutdown_grace_s", http.shutdown_grace_s, 300),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(key, format!("{value} is not in 1..={max}")));
+            }
+        }
+        if http.request_timeout_s < http.body_read_timeout_s {
+            return Err(invalid(
+                "http.request_timeout_s",
+                format!(
+                    "{} is less than http.body_read_timeout_s ({}): a request includes its body",
+                    http.request_timeout_s, http.body_read_timeout_s
+                ),
+            ));
+        }
+        if !(1..=65_536).contains(&http.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                format!("{} is not in 1..=65536", http.max_connections),
+            ));
+        }
+        for (key, value) in [
+            ("relay.mints_per_hour", self.relay.mints_per_hour),
+            ("relay.mint_burst", self.relay.mint_burst),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(invalid(key, format!("{value} is not in 1..=100000")));
+            }
+        }
+        if let Some(metrics) = self.metrics_addr()?
+            && metrics == self.listen_addr()?
+        {
+            return Err(invalid(
+                "metrics.listen",
+                "must differ from `listen` (\"\" serves /metrics on `listen` only, behind the admin token)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address of the metrics listener, `None` when `metrics.listen` is `""`.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let listen = self.metrics.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen
+            .parse()
+            .map(Some)
+            .map_err(|e| invalid("metrics.listen", format!("{listen:?}: {e}")))
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen
             .parse()
             .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))
     }
 
-    /// `public_base_url` without its trailing `/`.
+    /// `public_base_url` without its trailing `/`. `https://`, or `http://` to a loopback
+    /// host only: gallery links carry the gallery key, which must not cross a network in
+    /// clear text.
     pub fn base_url(&self) -> Result<String, ConfigError> {
         let url = self.public_base_url.trim().trim_end_matches('/');
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"))
-            .ok_or_else(|| invalid("public_base_url", "must start with https:// or http://"))?;
+        let (rest, plain_http) = match url.strip_prefix("https://") {
+            Some(rest) => (rest, false),
+            None => (
+                url.strip_prefix("http://").ok_or_else(|| {
+                    invalid(
+                        "public_base_url",
+                        "must start with https:// (or http:// to loopback)",
+                    )
+                })?,
+                true,
+            ),
+        };
         if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
             return Err(invalid(
                 "public_base_url",
                 format!("{url:?} is not a base URL (host, optional path, no query)"),
             ));
         }
+        if plain_http && !is_loopback_authority(rest) {
+            return Err(invalid(
+                "public_base_url",
+                format!(
+                    "{url:?}: http:// only to loopback (127.0.0.1, [::1], localhost); phones and WeChat need https://"
+                ),
+            ));
+        }
         Ok(url.to_string())
+    }
+
+    /// Checks the loaded credentials against this config: the callback Token strong enough,
+    /// an EncodingAESKey where `callback.mode` needs one.
+    pub fn check_secrets(&self, secrets: &HubSecrets) -> Result<(), ConfigError> {
+        if let Some(message) = callback_token_weakness(secrets.callback_token.expose()) {
+            return Err(ConfigError::Credential {
+                what: "the WeChat callback token",
+                message,
+            });
+        }
+        let mode = self.callback.mode;
+        if mode.accepts_encrypted() && secrets.encoding_aes_key.is_none() {
+            return Err(invalid(
+                "callback.mode",
+                format!(
+                    "{:?} needs the EncodingAESKey (secrets.encoding_aes_key_file, the {} credential or ${ENCODING_AES_KEY_ENV}); for an account without one set callback.mode = \"plaintext\"",
+                    mode.as_str(),
+                    self.secrets.encoding_aes_key_credential
+                ),
+            ));
+        }
+        if mode == CallbackMode::Plaintext && secrets.encoding_aes_key.is_some() {
+            tracing::warn!(
+                "callback.mode = \"plaintext\" with an EncodingAESKey loaded: encrypted pushes are refused and plaintext ones accepted; use \"safe\" unless this is on purpose"
+            );
+        }
+        Ok(())
     }
 
     /// Loads the hub's credentials. `env` is `|k| std::env::var(k).ok()` in production.
@@ -596,6 +848,41 @@ impl HubConfig {
             token_key,
         })
     }
+}
+
+/// Shortest callback Token accepted. WeChat takes 3 to 32 letters and digits; the Token is
+/// all that authenticates a plaintext push, so a short one can be guessed offline from one
+/// logged signature.
+pub const MIN_CALLBACK_TOKEN_LEN: usize = 16;
+const MAX_CALLBACK_TOKEN_LEN: usize = 32;
+/// Random 16-character tokens over 62 symbols almost always have 12 or more different ones;
+/// fewer than 8 means a pattern (`aaaa…`, `abcabc…`), not randomness.
+const MIN_CALLBACK_TOKEN_DISTINCT: usize = 8;
+
+/// Why a callback Token is unfit, if it is.
+pub fn callback_token_weakness(token: &str) -> Option<String> {
+    let hint = "generate one with `openssl rand -hex 16`";
+    if !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Some(format!(
+            "must be letters and digits only (what WeChat accepts); {hint}"
+        ));
+    }
+    if !(MIN_CALLBACK_TOKEN_LEN..=MAX_CALLBACK_TOKEN_LEN).contains(&token.len()) {
+        return Some(format!(
+            "is {} characters; it must be {MIN_CALLBACK_TOKEN_LEN} to {MAX_CALLBACK_TOKEN_LEN} (WeChat allows at most {MAX_CALLBACK_TOKEN_LEN}); {hint}",
+            token.len()
+        ));
+    }
+    let distinct = token
+        .bytes()
+        .collect::<std::collections::HashSet<u8>>()
+        .len();
+    if distinct < MIN_CALLBACK_TOKEN_DISTINCT {
+        return Some(format!(
+            "has only {distinct} different characters, a pattern rather than a random value; {hint}"
+        ));
+    }
+    None
 }
 
 /// The hub's credentials, never printed.
@@ -694,6 +981,133 @@ mod tests {
         assert_eq!(c.callback, CallbackConfig::default());
         assert_eq!(c.photos, PhotosConfig::default());
         assert_eq!(c.secrets, SecretsConfig::default());
+        assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.relay, RelayConfig::default());
+        assert_eq!(c.metrics, MetricsConfig::default());
+    }
+
+    #[test]
+    fn http_relay_and_metrics_keys_are_checked() {
+        type Spoil = fn(&mut HubConfig);
+        let cases: [(&str, Spoil); 9] = [
+            ("http.header_read_timeout_s", |c| {
+                c.http.header_read_timeout_s = 0
+            }),
+            ("http.body_read_timeout_s", |c| {
+                c.http.body_read_timeout_s = 0
+            }),
+            ("http.request_timeout_s", |c| c.http.request_timeout_s = 30),
+            ("http.max_connections", |c| c.http.max_connections = 0),
+            ("http.shutdown_grace_s", |c| c.http.shutdown_grace_s = 301),
+            ("relay.mints_per_hour", |c| c.relay.mints_per_hour = 0),
+            ("relay.mint_burst", |c| c.relay.mint_burst = 0),
+            ("metrics.listen", |c| c.metrics.listen = "nowhere".into()),
+            ("metrics.listen", |c| c.metrics.listen = c.listen.clone()),
+        ];
+        for (key, spoil) in cases {
+            let mut c = valid();
+            spoil(&mut c);
+            assert_eq!(key_of(c.validate()), key);
+        }
+        let mut c = valid();
+        c.metrics.listen = String::new();
+        c.validate().unwrap();
+        assert_eq!(c.metrics_addr().unwrap(), None);
+        let toml_mode = |mode: &str| {
+            toml::from_str::<HubConfig>(&format!(
+                "public_base_url = \"https://h.example\"\n[callback]\nmode = \"{mode}\"\n"
+            ))
+        };
+        assert_eq!(
+            toml_mode("compatible").unwrap().callback.mode,
+            CallbackMode::Compatible
+        );
+        assert!(toml_mode("aes").is_err());
+    }
+
+    #[test]
+    fn public_base_url_is_https_or_loopback() {
+        for ok in [
+            "https://hub.shop.example",
+            "https://hub.shop.example/mirror/",
+            "http://127.0.0.1:8480",
+            "http://127.8.9.10",
+            "http://[::1]:8480/hub",
+            "http://localhost:8480",
+        ] {
+            let mut c = valid();
+            c.public_base_url = ok.into();
+            c.validate().unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://hub.shop.example",
+            "http://10.0.0.5:8480",
+            "http://127.0.0.1.nip.io",
+            "http://localhost.shop.example",
+            "http://user@127.0.0.1",
+            "http://[::2]:80",
+        ] {
+            let mut c = valid();
+            c.public_base_url = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("public_base_url") && e.contains("loopback"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn callback_token_strength() {
+        for strong in ["3f9a1c0b7e2d4a6f8b1c3e5d7f9a0b2c", "Kq7vN2xR8mT4pL9w"] {
+            assert_eq!(callback_token_weakness(strong), None, "{strong}");
+        }
+        for weak in [
+            "AAAAA",
+            "spamtest",
+            "callback-token-AAAAA",
+            "aaaaaaaaaaaaaaaaaaaa",
+            "abcabcabcabcabcabc",
+            "0123456789abcdef0123456789abcdef0",
+            "",
+        ] {
+            assert!(callback_token_weakness(weak).is_some(), "{weak}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_checked_against_the_callback_mode() {
+        let secrets = |token: &str, aes: bool| HubSecrets {
+            appsecret: Secret::new("as"),
+            callback_token: Secret::new(token),
+            encoding_aes_key: aes
+                .then(|| Secret::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")),
+            admin_token: None,
+            token_key: None,
+        };
+        const STRONG: &str = "Kq7vN2xR8mT4pL9w";
+        let mut c = valid();
+        c.check_secrets(&secrets(STRONG, true)).unwrap();
+        let e = c
+            .check_secrets(&secrets(STRONG, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("callback.mode") && e.contains("EncodingAESKey"),
+            "{e}"
+        );
+        c.callback.mode = CallbackMode::Compatible;
+        assert!(c.check_secrets(&secrets(STRONG, false)).is_err());
+        c.callback.mode = CallbackMode::Plaintext;
+        c.check_secrets(&secrets(STRONG, false)).unwrap();
+        let e = c
+            .check_secrets(&secrets("spamtest", false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("callback token") && !e.contains("spamtest"),
+            "{e}"
+        );
     }
 
     /// The commented chain sections of the example, uncommented, are a valid config too.

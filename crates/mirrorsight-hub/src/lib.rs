@@ -71,6 +71,9 @@ fn lease_policy(config: &HubConfig) -> LeasePolicy {
     }
 }
 
+/// Scrapers connect to `metrics.listen` one or two at a time; a few more cover a stuck one.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// A configured hub, ready to serve.
 #[derive(Clone)]
 pub struct Hub {
@@ -158,6 +161,7 @@ impl Hub {
         blobs: Arc<dyn BlobStore>,
     ) -> Result<Self, HubError> {
         config.validate()?;
+        config.check_secrets(&secrets)?;
         let base_url = config.base_url()?;
         // Every instance gets its tokens through the shared database, so a chain running
         // several never refreshes over each other (and a restart reuses the live token).
@@ -195,6 +199,10 @@ impl Hub {
                 admin_token: secrets.admin_token,
                 counters: http::Counters::default(),
                 token_lease,
+                mint_limiter: http::limit::MintLimiter::new(http::limit::Rate {
+                    burst: config.relay.mint_burst,
+                    per_hour: config.relay.mints_per_hour,
+                }),
                 config,
             }),
         })
@@ -208,16 +216,45 @@ impl Hub {
         http::router(Arc::clone(&self.state))
     }
 
-    /// Serves on `listener` until `shutdown` completes, sweeping expired photos meanwhile.
+    /// Serves on `listener` until `shutdown` completes, sweeping expired photos meanwhile;
+    /// `/metrics` only with the admin token.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_with_metrics(listener, None, shutdown).await
+    }
+
+    /// [`Hub::serve`], plus `/metrics` without a token on `metrics` (the `metrics.listen`
+    /// address). Connections are accepted as `[http]` says ([`http::server`]); on shutdown the
+    /// hub stops accepting and requests in flight get `http.shutdown_grace_s` to finish.
+    pub async fn serve_with_metrics(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let http = &self.state.config.http;
+        let limits = http::server::ServerLimits {
+            header_read_timeout: http.header_read_timeout(),
+            max_connections: http.max_connections,
+            shutdown_grace: http.shutdown_grace(),
+        };
+        let mut endpoints = vec![http::server::Endpoint {
+            listener,
+            router: self.router(),
+            max_connections: http.max_connections,
+        }];
+        if let Some(listener) = metrics {
+            endpoints.push(http::server::Endpoint {
+                listener,
+                router: http::metrics_router(Arc::clone(&self.state)),
+                max_connections: METRICS_MAX_CONNECTIONS,
+            });
+        }
         let sweeper = self.spawn_sweeper();
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = http::server::serve(endpoints, limits, shutdown).await;
         sweeper.abort();
         result
     }

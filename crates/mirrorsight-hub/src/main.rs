@@ -150,7 +150,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
 fn serve(config: HubConfig) -> Result<(), Box<dyn std::error::Error>> {
     let secrets = config.load_secrets(&env)?;
+    // A weak callback Token or a missing EncodingAESKey stops the hub before it touches the
+    // database.
+    config.check_secrets(&secrets)?;
     let addr = config.listen_addr()?;
+    let metrics_addr = config.metrics_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -164,9 +168,22 @@ fn serve(config: HubConfig) -> Result<(), Box<dyn std::error::Error>> {
     }
     runtime.block_on(async move {
         let hub = Hub::with_stores(config, secrets, store, blobs)?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("listen {addr}: {e}"))?;
+        let metrics = match metrics_addr {
+            Some(metrics_addr) => {
+                let metrics = tokio::net::TcpListener::bind(metrics_addr)
+                    .await
+                    .map_err(|e| format!("metrics.listen {metrics_addr}: {e}"))?;
+                tracing::info!(%metrics_addr, "serving /metrics without a token");
+                Some(metrics)
+            }
+            None => None,
+        };
         tracing::info!(%addr, "mirrorsight-hub listening");
-        hub.serve(listener, shutdown_signal()).await?;
+        hub.serve_with_metrics(listener, metrics, shutdown_signal())
+            .await?;
         tracing::info!("mirrorsight-hub stopped");
         Ok(())
     })

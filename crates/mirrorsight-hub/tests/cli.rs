@@ -212,7 +212,7 @@ fn cli_commands_leave_uploads_in_flight_alone_and_serve_removes_only_stale_ones(
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\npublic_base_url = \"https://hub.example\"\ndatabase = {:?}\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n",
+            "listen = \"127.0.0.1:{port}\"\npublic_base_url = \"https://hub.example\"\ndatabase = {:?}\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n[callback]\nmode = \"plaintext\"\n[metrics]\nlisten = \"\"\n",
             dir.path().join("hub.sqlite3"),
             dir.path().join("photos")
         ),

@@ -10,6 +10,7 @@ use mirrorsight_contract::backend::{
     CreateSceneResponse, ErrorBody, PhotoUploadResponse, error_code, photo_path,
 };
 use mirrorsight_fake_backend::{FAKE_APPID, Route};
+use mirrorsight_hub::config::CallbackMode;
 use mirrorsight_hub::http::unix_now;
 use mirrorsight_hub::wechat::xml::parse_article;
 use mirrorsight_hub::wechat::{Incoming, MessageCrypt, signature};
@@ -18,7 +19,7 @@ use mirrorsight_wechat::Secret;
 use reqwest::StatusCode;
 use support::hub::{self, LocalHub, img_srcs, sha256_hex as sha};
 
-const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
+const CALLBACK_TOKEN: &str = "callbackTokenAAAAA1234";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const ADMIN: &str = "admin-token-0123456789";
 const MIRROR_1: &str = "device-token-mirror-1-xxxxxxxxxxxx";
@@ -44,6 +45,8 @@ async fn start() -> Env {
     ];
     LocalHub::start(secrets, &devices, |config| {
         config.photos.max_bytes = 64 * 1024;
+        // Both kinds of push are exercised here, on purpose.
+        config.callback.mode = CallbackMode::Compatible;
     })
     .await
 }
@@ -507,8 +510,12 @@ async fn scan_to_gallery_end_to_end() {
         assert_eq!(row[field].as_u64(), Some(want), "{field}: {stats}");
     }
     let metrics = env
-        .get(&format!("{}/metrics", env.base))
+        .http
+        .get(format!("{}/metrics", env.base))
+        .bearer_auth(ADMIN)
+        .send()
         .await
+        .unwrap()
         .text()
         .await
         .unwrap();

@@ -29,7 +29,7 @@ use mirrorsight_hub::sweep_expired;
 use reqwest::StatusCode;
 use support::hub::{self, LocalHub, img_srcs, tags};
 
-const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
+const CALLBACK_TOKEN: &str = "callbackTokenAAAAA1234";
 const MIRROR: &str = "device-token-mirror-1-xxxxxxxxxxxx";
 const SCENE: &str = "gB7x_Zq8R0aUe-1mVbN4wA";
 const SESSION: &str = "gB7x_Zq8R0aUe-1mVbN4wA";

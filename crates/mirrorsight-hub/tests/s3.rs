@@ -784,7 +784,7 @@ fn check_without_an_object_store() {
     );
 }
 
-const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
+const CALLBACK_TOKEN: &str = "callbackTokenAAAAA1234";
 const MIRROR: &str = "device-token-mirror-1-xxxxxxxxxxxx";
 const SCENE: &str = "s3Scene_Zq8R0aUe-1mVbN4w";
 
@@ -907,7 +907,9 @@ async fn hub_configured_with_s3_serves_photos_from_the_bucket() {
         "hub-bucket",
         &moto.secret_access_key,
     );
-    let config = HubConfig::load(&path).unwrap();
+    let mut config = HubConfig::load(&path).unwrap();
+    // This test's pushes are plaintext (the secrets hold no EncodingAESKey).
+    config.callback.mode = mirrorsight_hub::config::CallbackMode::Plaintext;
     let (store, blobs) = block_in_place(|| open_stores(&config, &no_env)).unwrap();
     block_in_place(|| store.add_device("mirror-1", "shop-1", &token_digest(MIRROR), 0)).unwrap();
     let secrets = hub::fake_wechat_secrets(CALLBACK_TOKEN);

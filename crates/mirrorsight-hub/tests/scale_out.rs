@@ -14,20 +14,26 @@ use mirrorsight_contract::backend::CreateSceneResponse;
 use mirrorsight_fake_backend::{FAKE_APPID, FakeHandle, FakeServer, Route};
 use mirrorsight_hub::http::unix_now;
 use mirrorsight_hub::store::{BlobStore, LocalBlobStore, Store};
-use mirrorsight_hub::token_digest;
+use mirrorsight_hub::{HubSecrets, token_digest};
+use mirrorsight_wechat::Secret;
 use reqwest::StatusCode;
 use support::hub;
 use tokio::task::block_in_place;
 
-const CALLBACK_TOKEN: &str = "callback-token-AAAAA";
+const CALLBACK_TOKEN: &str = "callbackTokenAAAAA1234";
 const MIRROR: &str = "device-token-mirror-1-xxxxxxxxxxxx";
+/// `/metrics` on the public listener needs it.
+const ADMIN: &str = "admin-token-0123456789";
 
 async fn start_instance(
     fake_url: &str,
     store: Arc<dyn Store>,
     blobs: Arc<dyn BlobStore>,
 ) -> hub::Running {
-    let secrets = hub::fake_wechat_secrets(CALLBACK_TOKEN);
+    let secrets = HubSecrets {
+        admin_token: Some(Secret::new(ADMIN)),
+        ..hub::fake_wechat_secrets(CALLBACK_TOKEN)
+    };
     hub::start(fake_url, secrets, store, blobs, |_| {})
         .await
         .unwrap()
@@ -111,6 +117,7 @@ async fn two_instances_share_state_and_one_token() {
     for base in [&a.base, &b.base] {
         let metrics = http
             .get(format!("{base}/metrics"))
+            .bearer_auth(ADMIN)
             .send()
             .await
             .unwrap()

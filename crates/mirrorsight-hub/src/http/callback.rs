@@ -110,11 +110,35 @@ pub(super) async fn push(
         tracing::warn!("push with a missing or wrong signature refused");
         return plain(StatusCode::FORBIDDEN, "bad signature");
     };
-    let Ok(body) =
-        super::relay::read_body(&headers, body, state.config.callback.max_body_bytes).await
-    else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-    };
+    let safe_mode = q.get("encrypt_type").is_some_and(|t| t == "aes");
+    let mode = state.config.callback.mode;
+    if !safe_mode && !mode.accepts_plaintext() {
+        // Plaintext signatures cover the query, not the body: accepting them would let a
+        // leaked callback URL carry any push.
+        Counters::bump(&state.counters.callback_refused_plaintext);
+        tracing::warn!(
+            "plaintext push refused (callback.mode = \"{}\"); check the account's 消息加解密方式",
+            mode.as_str()
+        );
+        return plain(StatusCode::FORBIDDEN, "plaintext pushes are not accepted");
+    }
+    let body =
+        match super::relay::read_body(&state, &headers, body, state.config.callback.max_body_bytes)
+            .await
+        {
+            Ok(body) => body,
+            Err(e) => {
+                return match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+                    }
+                    StatusCode::REQUEST_TIMEOUT => {
+                        plain(StatusCode::REQUEST_TIMEOUT, "body too slow")
+                    }
+                    _ => plain(StatusCode::BAD_REQUEST, "body unreadable"),
+                };
+            }
+        };
     let malformed = |why: &str| {
         Counters::bump(&state.counters.callback_malformed);
         tracing::warn!(why, "malformed push refused");
@@ -123,10 +147,11 @@ pub(super) async fn push(
     let Ok(text) = std::str::from_utf8(&body) else {
         return malformed("not UTF-8");
     };
-    let safe_mode = q.get("encrypt_type").is_some_and(|t| t == "aes");
     let inner = if safe_mode {
-        let Some(crypt) = &state.crypt else {
-            tracing::error!("safe-mode push but no EncodingAESKey is configured");
+        let Some(crypt) = state.crypt.as_ref().filter(|_| mode.accepts_encrypted()) else {
+            tracing::error!(
+                "safe-mode push but callback.mode = \"plaintext\" (no EncodingAESKey in use)"
+            );
             return plain(StatusCode::BAD_REQUEST, "safe mode not configured");
         };
         let envelope = match Incoming::parse(text) {

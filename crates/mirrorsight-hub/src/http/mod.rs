@@ -1,14 +1,16 @@
 //! The hub's HTTP surface: the relay for the mirrors (`/v1/...`), the WeChat callback
 //! (`/wechat`), the shopper's gallery (`/s/...`), and operations (`/v1/stats`, `/metrics`,
-//! `/healthz`).
+//! `/healthz`). [`server`] accepts the connections, with the limits `[http]` sets.
 
 mod callback;
 mod gallery;
+pub mod limit;
 mod ops;
 mod relay;
+pub mod server;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -38,6 +40,8 @@ pub struct AppState {
     pub counters: Counters,
     /// What the shared-token source did (fetches, waits), for `/metrics`.
     pub token_lease: Arc<crate::lease::LeaseCounters>,
+    /// Per-device allowance of fresh scene codes (`[relay]`).
+    pub mint_limiter: limit::MintLimiter,
 }
 
 /// In-process counters for `/metrics` (what the database does not record).
@@ -46,6 +50,8 @@ pub struct Counters {
     pub callback_requests: AtomicU64,
     pub callback_rejected_signature: AtomicU64,
     pub callback_malformed: AtomicU64,
+    /// Plaintext pushes refused because `callback.mode` is `"safe"`.
+    pub callback_refused_plaintext: AtomicU64,
     pub callback_retries_answered: AtomicU64,
     pub uploads_created: AtomicU64,
     pub uploads_repeated: AtomicU64,
@@ -53,6 +59,16 @@ pub struct Counters {
     pub unauthorized: AtomicU64,
     pub forbidden: AtomicU64,
     pub mint_failures: AtomicU64,
+    /// Mints refused by the per-device rate limit.
+    pub mints_rate_limited: AtomicU64,
+    /// WeChat answers `45009` (daily quota) or `45011` (per-minute quota) to a mint.
+    pub wechat_quota_errors: AtomicU64,
+    /// Unix seconds of the last quota error, 0 when none since start.
+    pub wechat_quota_last_error_at: AtomicI64,
+    /// Request bodies that did not arrive within `http.body_read_timeout_s`.
+    pub body_timeouts: AtomicU64,
+    /// Requests not answered within `http.request_timeout_s`.
+    pub request_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -61,7 +77,10 @@ impl Counters {
     }
 }
 
+/// Everything the hub serves on `listen`. Every request is answered within
+/// `http.request_timeout_s` ([`server::request_deadline`]).
 pub fn router(state: Arc<AppState>) -> Router {
+    let deadline = state.config.http.request_timeout();
     Router::new()
         .route("/v1/scenes", post(relay::create_scene))
         .route("/v1/sessions/{scene}/photos", post(relay::upload_photo))
@@ -73,8 +92,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/s/{scene}", get(gallery::page))
         .route("/s/{scene}/photos/{file}", get(gallery::photo))
         .route("/v1/stats", get(ops::stats))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(ops::metrics_with_admin_token))
         .route("/healthz", get(ops::healthz))
+        .with_state(Arc::clone(&state))
+        .layer(axum::middleware::from_fn_with_state(
+            (deadline, state),
+            server::request_deadline,
+        ))
+}
+
+/// `/metrics` alone, without a token: for `metrics.listen`, an address only the scraper
+/// reaches.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
         .with_state(state)
 }
 
@@ -84,6 +115,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After` seconds; `503` answers get 2 when unset.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -92,7 +125,17 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub(crate) fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -122,7 +165,11 @@ impl IntoResponse for ApiError {
             axum::Json(ErrorBody::new(self.code, self.message)),
         )
             .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));

@@ -1,4 +1,5 @@
-//! Operations: `/v1/stats` (admin token), `/metrics` (Prometheus text), `/healthz`.
+//! Operations: `/v1/stats` (admin token), `/metrics` (Prometheus text: admin token on `listen`,
+//! none on `metrics.listen`), `/healthz`.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -31,23 +32,29 @@ fn valid_day(day: &str) -> bool {
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
+/// `401` unless the request carries the admin token (and there is one).
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let authorised = match (&state.admin_token, bearer(headers)?) {
+        (Some(admin), Some(presented)) => constant_time_eq(admin.expose(), presented),
+        _ => false,
+    };
+    if authorised {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        error_code::UNAUTHORIZED,
+        "admin token required",
+    ))
+}
+
 /// `GET /v1/stats?from=YYYY-MM-DD&to=YYYY-MM-DD`: counts per store, mirror and day.
 pub(super) async fn stats(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let authorised = match (&state.admin_token, bearer(&headers)?) {
-        (Some(admin), Some(presented)) => constant_time_eq(admin.expose(), presented),
-        _ => false,
-    };
-    if !authorised {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            error_code::UNAUTHORIZED,
-            "admin token required",
-        ));
-    }
+    require_admin(&state, &headers)?;
     let from = q.get("from").cloned();
     let to = q.get("to").cloned();
     for (name, day) in [("from", &from), ("to", &to)] {
@@ -72,6 +79,18 @@ pub(super) async fn stats(
         rows,
     })
     .into_response())
+}
+
+/// `GET /metrics` on the public listener: the same, for the admin token only (the public
+/// listener is what the reverse proxy forwards).
+pub(super) async fn metrics_with_admin_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = require_admin(&state, &headers) {
+        return e.into_response();
+    }
+    metrics(State(state)).await
 }
 
 /// `GET /metrics`. Aggregates only: nothing here names a scene, a shopper or a token.
@@ -177,7 +196,37 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "Scene codes WeChat did not mint.",
             &c.mint_failures,
         ),
+        (
+            "mints_rate_limited_total",
+            "Mints refused with 429 by the per-device limit ([relay]).",
+            &c.mints_rate_limited,
+        ),
+        (
+            "wechat_quota_errors_total",
+            "Mints WeChat refused for a spent quota (errcode 45009 daily, 45011 per minute). Alert on any increase.",
+            &c.wechat_quota_errors,
+        ),
+        (
+            "callback_refused_plaintext_total",
+            "Plaintext pushes refused because callback.mode is safe.",
+            &c.callback_refused_plaintext,
+        ),
+        (
+            "body_timeouts_total",
+            "Request bodies that did not arrive within http.body_read_timeout_s (408).",
+            &c.body_timeouts,
+        ),
+        (
+            "request_timeouts_total",
+            "Requests not answered within http.request_timeout_s (503).",
+            &c.request_timeouts,
+        ),
     ];
+    let _ = writeln!(
+        out,
+        "# HELP mirrorsight_hub_wechat_quota_last_error_timestamp_seconds When WeChat last refused a mint for a spent quota (unix seconds; 0: not since start).\n# TYPE mirrorsight_hub_wechat_quota_last_error_timestamp_seconds gauge\nmirrorsight_hub_wechat_quota_last_error_timestamp_seconds {}",
+        c.wechat_quota_last_error_at.load(Ordering::Relaxed)
+    );
     let lease = &state.token_lease;
     let _ = writeln!(
         out,

@@ -1,6 +1,8 @@
 //! The relay the mirrors speak (`docs/openapi.yaml`): scene minting, photo upload and delete.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -10,11 +12,12 @@ use mirrorsight_contract::backend::{
     CreateSceneRequest, CreateSceneResponse, MAX_EXPIRE_SECONDS, PhotoUploadResponse,
     UploadHeaders, error_code, is_photo_content_type,
 };
+use mirrorsight_wechat::error::QUOTA_ERRCODES;
 use mirrorsight_wechat::{ActionName, Minter};
 
 use super::{
-    ApiError, AppState, Counters, bearer, header_pairs, random_key, sha256_hex, unix_now, valid_id,
-    valid_scene,
+    ApiError, AppState, Counters, bearer, header_pairs, limit, random_key, sha256_hex, unix_now,
+    valid_id, valid_scene,
 };
 use crate::store::{Claim, Device, MintOutcome, MintedScene, PhotoInsert, PhotoMeta, SceneRecord};
 
@@ -66,8 +69,34 @@ fn too_large(limit: u64) -> ApiError {
 /// mirror treats a broken pipe as transient and retries forever.
 const DRAIN_SLACK: u64 = 16 << 20;
 
-/// Reads a body of at most `limit` bytes; anything longer is a `413`.
+fn body_timeout(timeout: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        error_code::REQUEST_TIMEOUT,
+        format!("the body did not arrive within {} s", timeout.as_secs_f64()),
+    )
+}
+
+/// Reads a body of at most `limit` bytes within `http.body_read_timeout_s`: anything longer
+/// is a `413`, anything slower a `408` (a client trickling bytes would otherwise hold the
+/// connection as long as it likes).
 pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let timeout = state.config.http.body_read_timeout();
+    match tokio::time::timeout(timeout, read_limited(headers, body, limit)).await {
+        Ok(result) => result,
+        Err(_) => {
+            Counters::bump(&state.counters.body_timeouts);
+            Err(body_timeout(timeout))
+        }
+    }
+}
+
+async fn read_limited(
     headers: &HeaderMap,
     mut body: Body,
     limit: usize,
@@ -125,7 +154,7 @@ pub(super) async fn create_scene(
     body: Body,
 ) -> Result<Response, ApiError> {
     let device = authenticate(&state, &headers).await?;
-    let body = read_body(&headers, body, SCENE_BODY_LIMIT).await?;
+    let body = read_body(&state, &headers, body, SCENE_BODY_LIMIT).await?;
     let request: CreateSceneRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
     if !valid_scene(&request.scene) {
@@ -150,6 +179,21 @@ pub(super) async fn create_scene(
         }
     }
 
+    // Only a fresh code costs WeChat quota, so only a fresh code is counted.
+    if let Err(wait) = state.mint_limiter.take(&device.id) {
+        Counters::bump(&state.counters.mints_rate_limited);
+        let seconds = limit::retry_after_secs(wait);
+        tracing::warn!(device = %device.id, retry_after_s = seconds, "device minting too fast; refused");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            error_code::RATE_LIMITED,
+            format!(
+                "this device is minting more than {} codes an hour (after a burst of {}); retry after {seconds} s",
+                state.config.relay.mints_per_hour, state.config.relay.mint_burst
+            ),
+        )
+        .with_retry_after(seconds));
+    }
     let minter = Minter::official_account(
         state.wechat.clone(),
         ActionName::QrStrScene,
@@ -158,6 +202,14 @@ pub(super) async fn create_scene(
     );
     let minted = minter.mint(&request.scene).await.map_err(|e| {
         Counters::bump(&state.counters.mint_failures);
+        if e.errcode().is_some_and(|c| QUOTA_ERRCODES.contains(&c)) {
+            Counters::bump(&state.counters.wechat_quota_errors);
+            state
+                .counters
+                .wechat_quota_last_error_at
+                .store(unix_now(), Ordering::Relaxed);
+            tracing::error!(device = %device.id, error = %e, "WeChat quota for scene codes is spent; no new codes until it resets");
+        }
         tracing::warn!(device = %device.id, error = %e, "minting a scene code failed");
         let code = e
             .errcode()
@@ -262,7 +314,7 @@ async fn ingest(
         ));
     }
     let limit = usize::try_from(state.config.photos.max_bytes).unwrap_or(usize::MAX);
-    let bytes = read_body(headers, body, limit).await?;
+    let bytes = read_body(state, headers, body, limit).await?;
     let sha256 = sha256_hex(&bytes);
     if sha256 != meta.sha256 {
         return Err(ApiError::new(

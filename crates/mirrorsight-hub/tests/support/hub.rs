@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use mirrorsight_contract::backend::{SCENES_PATH, header as h, photos_path};
 use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET, FakeHandle, FakeServer};
+use mirrorsight_hub::config::CallbackMode;
 use mirrorsight_hub::http::unix_now;
 use mirrorsight_hub::store::{BlobStore, LocalBlobStore, SqliteStore, Store};
 use mirrorsight_hub::wechat::signature;
@@ -45,6 +46,8 @@ pub async fn listen() -> Result<(TcpListener, String), String> {
 /// The config of a hub at `base` that asks the fake WeChat at `fake_url`, as the fake's app.
 pub fn fake_wechat_config(base: &str, fake_url: &str) -> HubConfig {
     let mut config = HubConfig::with_base_url(base);
+    // The pushes these tests send are plaintext, as [`fake_wechat_secrets`] has no AES key.
+    config.callback.mode = CallbackMode::Plaintext;
     config.wechat.api_base = fake_url.to_string();
     config.wechat.mp_base = fake_url.to_string();
     config.wechat.appid = FAKE_APPID.into();

@@ -48,7 +48,7 @@ use mirrorsight_hub::{new_device_token, token_digest};
 use crate::support::hub::{self, sha256_hex as sha_hex};
 
 /// The callback Token the generated pushes are signed with.
-pub const CALLBACK_TOKEN: &str = "load-callback-token-0123456789";
+pub const CALLBACK_TOKEN: &str = "loadCallbackToken0123456789";
 /// The official account the pushes are addressed to.
 const ACCOUNT: &str = "gh_load_test";
 /// How many problems and error messages a report keeps verbatim.
