@@ -26,8 +26,15 @@ const MIRROR_1: &str = "device-token-mirror-1-xxxxxxxxxxxx";
 const MIRROR_2: &str = "device-token-mirror-2-yyyyyyyyyyyy";
 const SCENE: &str = "kJ3x_Zq8R0aUe-1mVbN4wA";
 const SESSION: &str = "kJ3x_Zq8R0aUe-1mVbN4wA";
-/// The nonce this test's plaintext pushes are signed with.
-const NONCE: &str = "486452656";
+/// The nonce of the next plaintext push: each gets its own, as WeChat's do (the hub refuses a
+/// timestamp and nonce that already came with another body).
+static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(486_452_656);
+
+fn fresh_nonce() -> String {
+    NONCE
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .to_string()
+}
 
 /// The hub on SQLite, in front of the fake WeChat, with this test's requests below.
 type Env = LocalHub;
@@ -100,12 +107,12 @@ impl Env {
 
     /// A plaintext push signed with `token`, now.
     async fn push(&self, token: &str, xml: &str) -> reqwest::Response {
-        hub::push(&self.http, &self.base, token, NONCE, xml).await
+        hub::push(&self.http, &self.base, token, &fresh_nonce(), xml).await
     }
 
     /// A plaintext push signed with `token` at timestamp `ts`.
     async fn push_at(&self, token: &str, xml: &str, ts: &str) -> reqwest::Response {
-        hub::push_at(&self.http, &self.base, token, ts, NONCE, xml).await
+        hub::push_at(&self.http, &self.base, token, ts, &fresh_nonce(), xml).await
     }
 
     async fn get(&self, url: &str) -> reqwest::Response {
@@ -461,8 +468,9 @@ async fn scan_to_gallery_end_to_end() {
 
     // --- URL handshake. ---
     let now = unix_now().to_string();
+    let nonce = fresh_nonce();
     let hs = |token: &str| {
-        let signed = hub::signed_query(token, &now, NONCE);
+        let signed = hub::signed_query(token, &now, &nonce);
         format!("{}/wechat?{signed}&echostr=echo+%E4%BD%A0123", env.base)
     };
     let ok = env.get(&hs(CALLBACK_TOKEN)).await;

@@ -544,6 +544,83 @@ async fn stale_and_future_dated_pushes_are_refused() {
     assert_eq!(env.store.wechat_event_count().unwrap(), 1);
 }
 
+/// A callback URL from a log, replayed within the skew window with a forged body (a `SCAN` of
+/// a real scene, whose reply would carry its gallery key): refused by whichever instance it
+/// reaches, since the pairs seen are kept in the database they share. The same request again,
+/// body and all, is WeChat retrying and gets the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_url_replayed_with_another_body_is_refused_by_every_instance() {
+    // Compatible mode takes plaintext pushes, whose signature does not cover the body.
+    let env = start(|c| c.callback.mode = CallbackMode::Compatible).await;
+    let target = "replay-target";
+    assert_eq!(
+        hub::mint_request(&env.http, &env.base, MIRROR_1, target)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let (fake_url, _fake) = mirrorsight_fake_backend::FakeServer::start().await.unwrap();
+    let secrets = HubSecrets {
+        encoding_aes_key: Some(Secret::new(AES_KEY)),
+        admin_token: Some(Secret::new(ADMIN)),
+        ..hub::fake_wechat_secrets(CALLBACK_TOKEN)
+    };
+    let other = hub::start(
+        &fake_url,
+        secrets,
+        env.store.clone(),
+        env.blobs.clone(),
+        |c| c.callback.mode = CallbackMode::Compatible,
+    )
+    .await
+    .unwrap();
+
+    let (timestamp, nonce) = (unix_now().to_string(), nonce());
+    let send = |base: String, xml: String| {
+        let (http, timestamp, nonce) = (env.http.clone(), timestamp.clone(), nonce.clone());
+        async move { hub::push_at(&http, &base, CALLBACK_TOKEN, &timestamp, &nonce, &xml).await }
+    };
+    let genuine = scan("o-genuine", "scene-gone");
+    let first = send(env.base.clone(), genuine.clone()).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first = first.text().await.unwrap();
+    assert_eq!(Incoming::parse(&first).unwrap().msg_type(), "text");
+    let retry = send(other.base.clone(), genuine).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(
+        retry.text().await.unwrap(),
+        first,
+        "a retry, answered alike"
+    );
+
+    let forged = scan("o-attacker", target);
+    for base in [&env.base, &other.base] {
+        let resp = send(base.clone(), forged.clone()).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{base}");
+        assert_eq!(resp.text().await.unwrap(), "replayed signature");
+    }
+    assert!(env.store.bindings(target).unwrap().is_empty());
+    assert_eq!(env.store.wechat_event_count().unwrap(), 1);
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "mirrorsight_hub_callback_replays_refused_total 1"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_mode_refuses_plaintext_and_malformed_frames() {
     let env = start(|_| {}).await;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use mirrorsight_hub::store::{
     Activity, BlobStore, Claim, Device, LocalBlobStore, MintOutcome, MintedScene, NewWechatEvent,
-    PhotoInsert, PhotoMeta, PostgresSettings, PostgresStore, SharedToken, SqliteStore, Store,
-    StoreError,
+    NonceUse, PhotoInsert, PhotoMeta, PostgresSettings, PostgresStore, SharedToken, SqliteStore,
+    Store, StoreError, Totals,
 };
 use mirrorsight_hub::{ORPHAN_GRACE_S, OrphanReport, sweep_expired, sweep_orphans};
 
@@ -257,6 +257,134 @@ fn stats_group_by_store_mirror_and_local_day(s: &dyn Store) {
     assert_eq!(totals.active_devices, 2);
 }
 
+/// `/metrics`' totals are kept by the writes themselves: after adds, repeats, revocations,
+/// retries, expiries and deletions they are exactly what the rows say.
+fn totals_are_kept_by_the_writes_they_count(s: &dyn Store) {
+    assert_eq!(
+        s.totals().unwrap(),
+        Totals {
+            activity: Activity::ALL.iter().map(|&k| (k, 0)).collect(),
+            ..Totals::default()
+        },
+        "a new database counts nothing"
+    );
+    let d = device(s, "mirror-1", "shop-1");
+    device(s, "mirror-2", "shop-1");
+    assert!(s.add_device("mirror-1", "shop-1", "again", T0).is_err());
+    assert!(s.revoke_device("mirror-2", T0).unwrap());
+    assert!(!s.revoke_device("mirror-2", T0).unwrap());
+    let Claim::Owned(scene) = s.claim_scene("sc", &d, "k", T0).unwrap() else {
+        panic!()
+    };
+    s.record_minted_scene("m1", &d, &code("u1"), "k", T0)
+        .unwrap();
+    s.record_minted_scene("m1", &d, &code("u2"), "k", T0)
+        .unwrap();
+    let sha = |c: char| c.to_string().repeat(64);
+    let sized = |id: &str, session: &str, c: char, bytes: i64| PhotoMeta {
+        bytes,
+        ..photo("sc", id, "mirror-1", session, &sha(c), T0)
+    };
+    for p in [
+        sized("p1", "s1", 'a', 3),
+        sized("p1", "s1", 'a', 3),
+        sized("p1", "s1", 'b', 7),
+        sized("p2", "s1", 'c', 10),
+        sized("p3", "s2", 'd', 5),
+    ] {
+        s.insert_photo(&p, "shop-1").unwrap();
+    }
+    s.mark_expired("sc", "p1", T0 + 1).unwrap();
+    s.mark_expired("sc", "p1", T0 + 2).unwrap();
+    assert!(s.delete_photo("sc", "p1").unwrap().is_some(), "expired");
+    assert!(s.delete_photo("sc", "p2").unwrap().is_some(), "live");
+    assert!(s.delete_photo("sc", "p2").unwrap().is_none());
+    let push = |dedupe: &str, event: &str, bind: bool| NewWechatEvent {
+        dedupe: dedupe.into(),
+        openid: "o1".into(),
+        event: event.into(),
+        event_key: "sc".into(),
+        bind_scene: bind.then(|| scene.clone()),
+        activity: Some(Activity::ScanAlreadyFollowing),
+        reply: "<xml/>".into(),
+    };
+    for event in [
+        push("e1", "SCAN", true),
+        push("e1", "SCAN", true),
+        push("e2", "SCAN", true),
+        push("e3", "SCAN", false),
+    ] {
+        s.record_wechat_event(&event, T0).unwrap();
+    }
+    for _ in 0..2 {
+        s.record_activity(Activity::GalleryOpened, &scene, Some("g"), T0)
+            .unwrap();
+    }
+    let totals = s.totals().unwrap();
+    assert_eq!(
+        totals,
+        Totals {
+            activity: vec![
+                (Activity::Session, 2),
+                (Activity::CodeMinted, 1),
+                (Activity::ScanNewFollower, 0),
+                (Activity::ScanAlreadyFollowing, 2),
+                (Activity::PhotoDelivered, 0),
+                (Activity::GalleryOpened, 1),
+            ],
+            photos_stored: 1,
+            photo_bytes_stored: 5,
+            active_devices: 1,
+            bindings: 1,
+            wechat_events: 3,
+        }
+    );
+    assert_eq!(totals.wechat_events, s.wechat_event_count().unwrap());
+}
+
+/// A signed push's (timestamp, nonce): fresh once, the same body again is a retry, another body
+/// a replay; forgotten once its time is up.
+fn push_nonces_are_remembered_with_their_body_until_they_expire(s: &dyn Store) {
+    let keep = T0 + 300;
+    assert_eq!(
+        s.claim_push_nonce(T0, "n1", "body-a", T0, keep).unwrap(),
+        NonceUse::Fresh
+    );
+    assert_eq!(
+        s.claim_push_nonce(T0, "n1", "body-a", T0 + 5, keep)
+            .unwrap(),
+        NonceUse::SameBody
+    );
+    assert_eq!(
+        s.claim_push_nonce(T0, "n1", "body-b", T0 + 5, keep)
+            .unwrap(),
+        NonceUse::OtherBody
+    );
+    assert_eq!(
+        s.claim_push_nonce(T0, "n2", "body-b", T0 + 5, keep)
+            .unwrap(),
+        NonceUse::Fresh,
+        "another nonce"
+    );
+    assert_eq!(
+        s.claim_push_nonce(T0 + 1, "n1", "body-b", T0 + 5, keep + 1)
+            .unwrap(),
+        NonceUse::Fresh,
+        "another timestamp"
+    );
+    assert_eq!(
+        s.claim_push_nonce(T0, "n1", "body-b", keep, keep).unwrap(),
+        NonceUse::OtherBody,
+        "still remembered at its last second"
+    );
+    assert_eq!(
+        s.claim_push_nonce(T0, "n1", "body-b", keep + 1, keep)
+            .unwrap(),
+        NonceUse::Fresh,
+        "forgotten after it"
+    );
+}
+
 fn retention_sweep_removes_old_bytes_and_keeps_rows(s: &dyn Store) {
     let dir = tempfile::tempdir().unwrap();
     let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
@@ -463,7 +591,10 @@ fn racing_writers_store_everything_once(s: Arc<dyn Store>) {
                         T0,
                     )
                     .unwrap();
-                (minted, inserted, reply)
+                let nonce = s
+                    .claim_push_nonce(T0, "nonce", &format!("body-{i}"), T0, T0 + 300)
+                    .unwrap();
+                (minted, inserted, reply, nonce)
             })
         })
         .collect();
@@ -473,6 +604,8 @@ fn racing_writers_store_everything_once(s: Arc<dyn Store>) {
         .filter(|r| r.1 == PhotoInsert::Created)
         .count();
     assert_eq!(created, 1, "{results:?}");
+    let fresh = results.iter().filter(|r| r.3 == NonceUse::Fresh).count();
+    assert_eq!(fresh, 1, "one racer's body owns the nonce: {results:?}");
     assert!(results.iter().all(|r| r.1 != PhotoInsert::Conflict));
     let replies: HashSet<_> = results.iter().map(|r| r.2.clone()).collect();
     assert_eq!(
@@ -509,6 +642,16 @@ fn racing_writers_store_everything_once(s: Arc<dyn Store>) {
             .contains(&(Activity::ScanAlreadyFollowing, 1)),
         "{totals:?}"
     );
+    assert_eq!(
+        (
+            totals.photos_stored,
+            totals.photo_bytes_stored,
+            totals.bindings,
+            totals.wechat_events
+        ),
+        (1, 3, 1, 1),
+        "racers counted once"
+    );
 }
 
 macro_rules! on_every_store {
@@ -544,6 +687,8 @@ on_every_store!(
     retention_sweep_removes_old_bytes_and_keeps_rows,
     orphaned_bytes_are_swept_after_a_grace_period,
     the_token_lease_has_one_holder_at_a_time,
+    totals_are_kept_by_the_writes_they_count,
+    push_nonces_are_remembered_with_their_body_until_they_expire,
 );
 
 #[test]

@@ -1,6 +1,7 @@
 //! `/wechat`: the official account's server URL. GET is the URL handshake; POST carries pushed
 //! messages and events, in plaintext or safe mode. The signature is checked on every request
-//! before anything else happens, so a forged push records nothing.
+//! before anything else happens, so a forged push records nothing; a signed query that already
+//! came with another body is refused, so a logged callback URL carries nothing else.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Counters, unix_now};
-use crate::store::{Activity, NewWechatEvent, PhotoMeta, SceneRecord};
+use crate::store::{Activity, NewWechatEvent, NonceUse, PhotoMeta, SceneRecord};
 use crate::wechat::xml::{Article, encrypted_reply, news_reply, text_reply};
 use crate::wechat::{Incoming, signature, verify_signature};
 
@@ -73,6 +74,54 @@ fn check_signature<'a>(state: &AppState, q: &'a HashMap<String, String>) -> Opti
         }
     }
     Some(Signed { timestamp, nonce })
+}
+
+/// How long a (timestamp, nonce) pair is remembered when `callback.max_timestamp_skew_s` is 0
+/// (no window): the longest window the key allows.
+const NONCE_MEMORY_WITHOUT_SKEW_S: i64 = 86_400;
+
+/// Why a push's (timestamp, nonce) pair was not let through.
+enum Replay {
+    /// The pair already came with another body.
+    OtherBody,
+    /// The database did not answer.
+    Unchecked,
+}
+
+/// Notes the push's (timestamp, nonce) pair with a digest of its body, in the store every
+/// instance shares, until the timestamp leaves the skew window. The same pair with the same
+/// body is WeChat retrying (its retries are answered from the record, recording nothing new);
+/// with another body it is a captured signed URL carrying a forged push.
+async fn claim_nonce(
+    state: &Arc<AppState>,
+    signed: &Signed<'_>,
+    body: &[u8],
+) -> Result<(), Replay> {
+    let now = unix_now();
+    let max_skew = state.config.callback.max_timestamp_skew_s;
+    // check_signature accepted the timestamp, so with a window it parses and lies within it.
+    let signed_at = signed.timestamp.parse::<i64>().unwrap_or(now);
+    let keep_until = if max_skew > 0 {
+        signed_at.saturating_add(max_skew)
+    } else {
+        now.saturating_add(NONCE_MEMORY_WITHOUT_SKEW_S)
+    };
+    let nonce = signed.nonce.to_string();
+    let digest = super::sha256_hex(body);
+    let found = state
+        .blocking(move |s| {
+            s.store
+                .claim_push_nonce(signed_at, &nonce, &digest, now, keep_until)
+        })
+        .await;
+    match found {
+        Ok(NonceUse::Fresh | NonceUse::SameBody) => Ok(()),
+        Ok(NonceUse::OtherBody) => Err(Replay::OtherBody),
+        Err(e) => {
+            tracing::error!(error = ?e, "recording a push's nonce failed");
+            Err(Replay::Unchecked)
+        }
+    }
 }
 
 /// `GET /wechat`: answer `echostr` verbatim when the signature is right.
@@ -184,6 +233,18 @@ pub(super) async fn push(
     } else {
         text.to_string()
     };
+    match claim_nonce(&state, &signed, &body).await {
+        Ok(()) => {}
+        Err(Replay::OtherBody) => {
+            Counters::bump(&state.counters.callback_replays_refused);
+            tracing::warn!(
+                timestamp = %signed.timestamp,
+                "push refused: its timestamp and nonce already came with another body (a captured callback URL replayed)"
+            );
+            return plain(StatusCode::FORBIDDEN, "replayed signature");
+        }
+        Err(Replay::Unchecked) => return plain(StatusCode::SERVICE_UNAVAILABLE, "try again"),
+    }
     let message = match Incoming::parse(&inner) {
         Ok(m) => m,
         Err(e) => return malformed(&e.to_string()),

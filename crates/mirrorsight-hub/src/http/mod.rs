@@ -53,6 +53,8 @@ pub struct Counters {
     /// Plaintext pushes refused because `callback.mode` is `"safe"`.
     pub callback_refused_plaintext: AtomicU64,
     pub callback_retries_answered: AtomicU64,
+    /// Signed pushes refused because their (timestamp, nonce) already came with another body.
+    pub callback_replays_refused: AtomicU64,
     pub uploads_created: AtomicU64,
     pub uploads_repeated: AtomicU64,
     pub uploads_refused: AtomicU64,

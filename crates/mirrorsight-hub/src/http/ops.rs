@@ -167,6 +167,11 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             &c.callback_retries_answered,
         ),
         (
+            "callback_replays_refused_total",
+            "Signed pushes refused because their timestamp and nonce already came with another body.",
+            &c.callback_replays_refused,
+        ),
+        (
             "uploads_created_total",
             "Photos stored since start.",
             &c.uploads_created,

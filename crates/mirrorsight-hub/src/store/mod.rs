@@ -253,7 +253,19 @@ pub(crate) fn activity_totals(
         .collect()
 }
 
-/// Whole-hub figures for `/metrics`.
+/// What [`Store::claim_push_nonce`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceUse {
+    /// First seen now.
+    Fresh,
+    /// Seen before with the same body: WeChat retrying the same request.
+    SameBody,
+    /// Seen before with another body: a captured signed URL carrying a forged push.
+    OtherBody,
+}
+
+/// Whole-hub figures for `/metrics`, kept up to date by the writes they count (never counted
+/// from the tables on a scrape).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     pub activity: Vec<(Activity, u64)>,
@@ -350,6 +362,18 @@ pub trait Store: Send + Sync + 'static {
         to: Option<&str>,
     ) -> Result<Vec<StatsRow>, StoreError>;
     fn totals(&self) -> Result<Totals, StoreError>;
+
+    /// Notes that a signed push with `(signed_at, nonce)` carried a body of digest
+    /// `body_sha256`, remembered until `keep_until` (Unix seconds; pairs older than `now` are
+    /// forgotten). Shared by every instance on the database.
+    fn claim_push_nonce(
+        &self,
+        signed_at: i64,
+        nonce: &str,
+        body_sha256: &str,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<NonceUse, StoreError>;
 
     /// Which of `keys` a photo row still needs (live or not yet expired); the orphan sweep
     /// deletes blobs outside this set.

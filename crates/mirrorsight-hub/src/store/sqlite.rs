@@ -205,6 +205,52 @@ mod tests {
         assert!(matches!(sqlite_params("SELECT 1"), Cow::Borrowed(_)));
     }
 
+    /// A database a hub before the counters filled: migrating counts what it holds, once,
+    /// and from then on a scrape reads the counters, not the tables.
+    #[test]
+    fn counters_are_seeded_from_an_older_database_and_then_read_alone() {
+        use crate::store::{Activity, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.sqlite3");
+        let mut conn = Connection::open(&path).unwrap();
+        let v1 = schema::migrations(Dialect::Sqlite).unwrap();
+        refinery::Runner::new(&v1[..1]).run(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO devices VALUES ('m1', 'shop-1', 'd1', 1, NULL), ('m2', 'shop-1', 'd2', 1, 2);
+             INSERT INTO photos VALUES ('sc', 'p1', 'm1', 's', 0, 'thumbs_up', 'x', 100, 'k1', 1, NULL),
+                                       ('sc', 'p2', 'm1', 's', 0, 'thumbs_up', 'y', 50, 'k2', 1, NULL),
+                                       ('sc', 'p3', 'm1', 's', 0, 'thumbs_up', 'z', 70, 'k3', 1, 5);
+             INSERT INTO bindings VALUES ('sc', 'o1', 'SCAN', 1);
+             INSERT INTO wechat_events VALUES ('e1', 'o1', 'SCAN', 'sc', 'sc', '<xml/>', 1);
+             INSERT INTO activity (at, kind, store, device) VALUES (1, 'session', 'shop-1', 'm1'),
+                 (1, 'code_minted', 'shop-1', 'm1'), (2, 'code_minted', 'shop-1', 'm1');",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let totals = store.totals().unwrap();
+        assert_eq!(
+            (
+                totals.photos_stored,
+                totals.photo_bytes_stored,
+                totals.active_devices,
+                totals.bindings,
+                totals.wechat_events
+            ),
+            (2, 150, 1, 1, 1)
+        );
+        assert!(totals.activity.contains(&(Activity::CodeMinted, 2)));
+        assert!(totals.activity.contains(&(Activity::Session, 1)));
+        drop(store);
+        // Reopening does not count again; and what a scrape shows is the counters' rows.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("UPDATE counters SET value = 123456 WHERE name = 'photos_stored';")
+            .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.totals().unwrap().photos_stored, 123_456);
+    }
+
     #[test]
     fn a_database_of_the_unversioned_schema_is_adopted() {
         let dir = tempfile::tempdir().unwrap();

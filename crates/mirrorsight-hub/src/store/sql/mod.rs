@@ -10,6 +10,10 @@
 //! insert waits for the first transaction and then sees its row. On SQLite a transaction
 //! holds the database's write lock from its start.
 //!
+//! The figures `/metrics` shows live in the `counters` table, changed by the same transaction
+//! as the rows they count (a [`Tally`] applied at its end), so a scrape reads a handful of rows
+//! whatever the size of the tables.
+//!
 //! A new table is a migration in [`schema`] and methods here; nothing per backend.
 
 pub(crate) mod driver;
@@ -19,9 +23,9 @@ use std::collections::HashSet;
 
 use self::driver::{Conn, Dialect, Driver, Row, args};
 use super::{
-    Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, PhotoInsert,
-    PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals, activity_totals,
-    fold_stats,
+    Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, NonceUse,
+    PhotoInsert, PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals,
+    activity_totals, fold_stats,
 };
 
 /// A [`Store`] on the database behind `D`.
@@ -121,20 +125,80 @@ fn get_scene(
     )
 }
 
-/// Logs one activity; with `dedupe`, at most once. `true` when logged now.
+/// Names of the running totals in the `counters` table (besides `activity:<kind>`).
+mod counter {
+    pub const PHOTOS_STORED: &str = "photos_stored";
+    pub const PHOTO_BYTES_STORED: &str = "photo_bytes_stored";
+    pub const DEVICES_ACTIVE: &str = "devices_active";
+    pub const BINDINGS: &str = "bindings";
+    pub const WECHAT_EVENTS: &str = "wechat_events";
+    pub const ACTIVITY_PREFIX: &str = "activity:";
+}
+
+/// The changes one transaction makes to the running totals, applied at its end by
+/// [`Tally::apply`]. Last, because an updated counter row stays locked until the commit (on
+/// PostgreSQL every writer of the hub touches a few of the same rows), and in name order, so
+/// two transactions never wait for each other's counters crosswise.
+#[derive(Debug, Default)]
+struct Tally(Vec<(String, i64)>);
+
+impl Tally {
+    fn add(&mut self, name: &str, delta: i64) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, d)) => *d += delta,
+            None => self.0.push((name.to_string(), delta)),
+        }
+    }
+
+    fn activity(&mut self, kind: Activity) {
+        self.add(&format!("{}{}", counter::ACTIVITY_PREFIX, kind.as_str()), 1);
+    }
+
+    fn apply(mut self, conn: &mut dyn Conn) -> Result<(), StoreError> {
+        self.0.retain(|(_, d)| *d != 0);
+        self.0.sort();
+        for (name, delta) in &self.0 {
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+                args![name.as_str(), *delta],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One row of the activity log.
+struct ActivityEntry<'a> {
+    kind: Activity,
+    store: &'a str,
+    device: &'a str,
+    scene: Option<&'a str>,
+    /// With a key, the activity is logged at most once.
+    dedupe: Option<&'a str>,
+    at: i64,
+}
+
+/// Logs one activity; with a dedupe key, at most once. `true` when logged now (and then
+/// counted in `tally`).
 fn log_activity(
     conn: &mut dyn Conn,
-    kind: Activity,
-    store: &str,
-    device: &str,
-    scene: Option<&str>,
-    dedupe: Option<&str>,
-    now: i64,
+    tally: &mut Tally,
+    entry: &ActivityEntry<'_>,
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
         "INSERT INTO activity (at, kind, store, device, scene, dedupe) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        args![now, kind.as_str(), store, device, scene, dedupe],
+        args![
+            entry.at,
+            entry.kind.as_str(),
+            entry.store,
+            entry.device,
+            entry.scene,
+            entry.dedupe
+        ],
     )?;
+    if n == 1 {
+        tally.activity(entry.kind);
+    }
     Ok(n == 1)
 }
 
@@ -151,11 +215,15 @@ impl<D: Driver> Store for SqlStore<D> {
         token_sha256: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let n = self.driver.run(|c| {
-            c.execute(
+        let n = self.driver.transaction(|c| {
+            let n = c.execute(
                 "INSERT INTO devices (id, store, token_sha256, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
                 args![id, store, token_sha256, now],
-            )
+            )?;
+            let mut tally = Tally::default();
+            tally.add(counter::DEVICES_ACTIVE, i64::try_from(n).unwrap_or(0));
+            tally.apply(c)?;
+            Ok(n)
         })?;
         if n == 0 {
             return Err(StoreError::Exists(format!("device {id}")));
@@ -164,11 +232,15 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn revoke_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let n = self.driver.run(|c| {
-            c.execute(
+        let n = self.driver.transaction(|c| {
+            let n = c.execute(
                 "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
                 args![id, now],
-            )
+            )?;
+            let mut tally = Tally::default();
+            tally.add(counter::DEVICES_ACTIVE, -i64::try_from(n).unwrap_or(0));
+            tally.apply(c)?;
+            Ok(n)
         })?;
         Ok(n == 1)
     }
@@ -249,15 +321,20 @@ impl<D: Driver> Store for SqlStore<D> {
                     None => return Err(StoreError::Db("scene vanished while minting".into())),
                 }
             }
+            let mut tally = Tally::default();
             log_activity(
                 c,
-                Activity::CodeMinted,
-                &device.store,
-                &device.id,
-                Some(scene),
-                None,
-                now,
+                &mut tally,
+                &ActivityEntry {
+                    kind: Activity::CodeMinted,
+                    store: &device.store,
+                    device: &device.id,
+                    scene: Some(scene),
+                    dedupe: None,
+                    at: now,
+                },
             )?;
+            tally.apply(c)?;
             let record = get_scene(c, D::DIALECT, scene, false)?
                 .ok_or_else(|| StoreError::Db("scene vanished inside its transaction".into()))?;
             Ok(MintOutcome::Created(record))
@@ -317,6 +394,9 @@ impl<D: Driver> Store for SqlStore<D> {
                     PhotoInsert::Conflict
                 });
             }
+            let mut tally = Tally::default();
+            tally.add(counter::PHOTOS_STORED, 1);
+            tally.add(counter::PHOTO_BYTES_STORED, photo.bytes);
             let new_session = c.execute(
                 "INSERT INTO sessions (device, session_id, scene, first_seen) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 args![&photo.device, &photo.session_id, &photo.scene, photo.created_at],
@@ -324,14 +404,18 @@ impl<D: Driver> Store for SqlStore<D> {
             if new_session {
                 log_activity(
                     c,
-                    Activity::Session,
-                    store,
-                    &photo.device,
-                    Some(&photo.scene),
-                    None,
-                    photo.created_at,
+                    &mut tally,
+                    &ActivityEntry {
+                        kind: Activity::Session,
+                        store,
+                        device: &photo.device,
+                        scene: Some(&photo.scene),
+                        dedupe: None,
+                        at: photo.created_at,
+                    },
                 )?;
             }
+            tally.apply(c)?;
             Ok(PhotoInsert::Created)
         })
     }
@@ -360,15 +444,22 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn delete_photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError> {
-        let row = self.driver.run(|c| {
-            c.query_opt(
+        self.driver.transaction(|c| {
+            let row = c.query_opt(
                 &format!(
                     "DELETE FROM photos WHERE scene = $1 AND photo = $2 RETURNING {PHOTO_COLUMNS}"
                 ),
                 args![scene, photo],
-            )
-        })?;
-        first(row, photo_from_row)
+            )?;
+            let deleted = first(row, photo_from_row)?;
+            if let Some(live) = deleted.as_ref().filter(|p| p.expired_at.is_none()) {
+                let mut tally = Tally::default();
+                tally.add(counter::PHOTOS_STORED, -1);
+                tally.add(counter::PHOTO_BYTES_STORED, -live.bytes);
+                tally.apply(c)?;
+            }
+            Ok(deleted)
+        })
     }
 
     fn photos_to_expire(&self, cutoff: i64, limit: usize) -> Result<Vec<PhotoMeta>, StoreError> {
@@ -385,13 +476,19 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn mark_expired(&self, scene: &str, photo: &str, now: i64) -> Result<(), StoreError> {
-        self.driver.run(|c| {
-            c.execute(
-                "UPDATE photos SET expired_at = $3 WHERE scene = $1 AND photo = $2 AND expired_at IS NULL",
+        self.driver.transaction(|c| {
+            let expired = c.query_opt(
+                "UPDATE photos SET expired_at = $3 WHERE scene = $1 AND photo = $2 AND expired_at IS NULL RETURNING bytes",
                 args![scene, photo, now],
-            )
-        })?;
-        Ok(())
+            )?;
+            if let Some(row) = expired {
+                let mut tally = Tally::default();
+                tally.add(counter::PHOTOS_STORED, -1);
+                tally.add(counter::PHOTO_BYTES_STORED, -row.int(0)?);
+                tally.apply(c)?;
+            }
+            Ok(())
+        })
     }
 
     fn wechat_reply(&self, dedupe: &str) -> Result<Option<String>, StoreError> {
@@ -429,23 +526,30 @@ impl<D: Driver> Store for SqlStore<D> {
                     )?
                     .text(0);
             }
+            let mut tally = Tally::default();
+            tally.add(counter::WECHAT_EVENTS, 1);
             if let Some(scene) = &event.bind_scene {
-                c.execute(
+                let bound = c.execute(
                     "INSERT INTO bindings (scene, openid, event, bound_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     args![&scene.scene, &event.openid, &event.event, now],
                 )?;
+                tally.add(counter::BINDINGS, i64::try_from(bound).unwrap_or(0));
                 if let Some(kind) = event.activity {
                     log_activity(
                         c,
-                        kind,
-                        &scene.store,
-                        &scene.device,
-                        Some(&scene.scene),
-                        Some(&format!("wechat:{}", event.dedupe)),
-                        now,
+                        &mut tally,
+                        &ActivityEntry {
+                            kind,
+                            store: &scene.store,
+                            device: &scene.device,
+                            scene: Some(&scene.scene),
+                            dedupe: Some(&format!("wechat:{}", event.dedupe)),
+                            at: now,
+                        },
                     )?;
                 }
             }
+            tally.apply(c)?;
             Ok(event.reply.clone())
         })
     }
@@ -483,16 +587,22 @@ impl<D: Driver> Store for SqlStore<D> {
         dedupe: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.driver.run(|c| {
-            log_activity(
+        self.driver.transaction(|c| {
+            let mut tally = Tally::default();
+            let logged = log_activity(
                 c,
-                kind,
-                &scene.store,
-                &scene.device,
-                Some(&scene.scene),
-                dedupe,
-                now,
-            )
+                &mut tally,
+                &ActivityEntry {
+                    kind,
+                    store: &scene.store,
+                    device: &scene.device,
+                    scene: Some(&scene.scene),
+                    dedupe,
+                    at: now,
+                },
+            )?;
+            tally.apply(c)?;
+            Ok(logged)
         })
     }
 
@@ -525,30 +635,61 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
-        let (by_kind, row) = self.driver.run(|c| {
-            let by_kind = c.query("SELECT kind, COUNT(*) FROM activity GROUP BY kind", args![])?;
-            let row = c.query_one(
-                "SELECT
-                    (SELECT COUNT(*) FROM photos WHERE expired_at IS NULL),
-                    (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM photos WHERE expired_at IS NULL),
-                    (SELECT COUNT(*) FROM devices WHERE revoked_at IS NULL),
-                    (SELECT COUNT(*) FROM bindings),
-                    (SELECT COUNT(*) FROM wechat_events)",
-                args![],
+        let rows = self
+            .driver
+            .run(|c| c.query("SELECT name, value FROM counters", args![]))?;
+        let mut totals = Totals::default();
+        let mut by_kind = Vec::new();
+        for row in &rows {
+            let (name, value) = (row.text(0)?, row.count(1)?);
+            match name.as_str() {
+                counter::PHOTOS_STORED => totals.photos_stored = value,
+                counter::PHOTO_BYTES_STORED => totals.photo_bytes_stored = value,
+                counter::DEVICES_ACTIVE => totals.active_devices = value,
+                counter::BINDINGS => totals.bindings = value,
+                counter::WECHAT_EVENTS => totals.wechat_events = value,
+                other => {
+                    if let Some(kind) = other.strip_prefix(counter::ACTIVITY_PREFIX) {
+                        by_kind.push((kind.to_string(), row.int(1)?));
+                    }
+                }
+            }
+        }
+        totals.activity = activity_totals(by_kind);
+        Ok(totals)
+    }
+
+    fn claim_push_nonce(
+        &self,
+        signed_at: i64,
+        nonce: &str,
+        body_sha256: &str,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<NonceUse, StoreError> {
+        self.driver.transaction(|c| {
+            c.execute(
+                "DELETE FROM push_nonces WHERE keep_until < $1",
+                args![now],
             )?;
-            Ok((by_kind, row))
-        })?;
-        let by_kind = by_kind
-            .iter()
-            .map(|r| Ok((r.text(0)?, r.int(1)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Totals {
-            activity: activity_totals(by_kind),
-            photos_stored: row.count(0)?,
-            photo_bytes_stored: row.count(1)?,
-            active_devices: row.count(2)?,
-            bindings: row.count(3)?,
-            wechat_events: row.count(4)?,
+            let fresh = c.execute(
+                "INSERT INTO push_nonces (signed_at, nonce, body_sha256, keep_until) VALUES ($1, $2, $3, $4) ON CONFLICT (signed_at, nonce) DO NOTHING",
+                args![signed_at, nonce, body_sha256, keep_until],
+            )? == 1;
+            if fresh {
+                return Ok(NonceUse::Fresh);
+            }
+            let seen = c
+                .query_one(
+                    "SELECT body_sha256 FROM push_nonces WHERE signed_at = $1 AND nonce = $2",
+                    args![signed_at, nonce],
+                )?
+                .text(0)?;
+            Ok(if seen == body_sha256 {
+                NonceUse::SameBody
+            } else {
+                NonceUse::OtherBody
+            })
         })
     }
 

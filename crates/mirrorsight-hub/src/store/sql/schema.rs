@@ -14,7 +14,10 @@ use super::driver::Dialect;
 use crate::store::StoreError;
 
 /// `(refinery name, SQL template)`, oldest first.
-const MIGRATIONS: &[(&str, &str)] = &[("V1__initial", V1_INITIAL)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("V1__initial", V1_INITIAL),
+    ("V2__counters_and_push_nonces", V2_COUNTERS_AND_PUSH_NONCES),
+];
 
 const V1_INITIAL: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -93,6 +96,34 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     lease_holder TEXT,
     lease_until BIGINT
 );
+";
+
+/// Running totals for `/metrics`, kept by the writes they count (`sql::Tally`) so a scrape reads
+/// a few rows instead of counting whole tables; seeded here once from the tables as they are.
+/// And the (timestamp, nonce) pairs of signed pushes seen, with a digest of the body each
+/// carried, until their timestamp leaves the skew window: one logged callback URL must not
+/// carry another body, whichever instance it reaches.
+const V2_COUNTERS_AND_PUSH_NONCES: &str = "
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO counters (name, value)
+    SELECT 'activity:' || kind, COUNT(*) FROM activity GROUP BY kind;
+INSERT INTO counters (name, value) VALUES
+    ('photos_stored', (SELECT COUNT(*) FROM photos WHERE expired_at IS NULL)),
+    ('photo_bytes_stored', (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM photos WHERE expired_at IS NULL)),
+    ('devices_active', (SELECT COUNT(*) FROM devices WHERE revoked_at IS NULL)),
+    ('bindings', (SELECT COUNT(*) FROM bindings)),
+    ('wechat_events', (SELECT COUNT(*) FROM wechat_events));
+CREATE TABLE push_nonces (
+    signed_at BIGINT NOT NULL,
+    nonce TEXT NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    keep_until BIGINT NOT NULL,
+    PRIMARY KEY (signed_at, nonce)
+);
+CREATE INDEX push_nonces_by_expiry ON push_nonces (keep_until);
 ";
 
 /// The table refinery records applied migrations in.
