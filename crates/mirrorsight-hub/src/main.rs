@@ -2,9 +2,10 @@
 
 use clap::{Parser, Subcommand};
 use mirrorsight_hub::{
-    Hub, HubConfig, ORPHAN_GRACE_S, STALE_TEMP_AGE, new_device_token, open_stores, sweep_expired,
-    sweep_orphans, token_digest,
+    ConfigError, Hub, HubConfig, HubError, ORPHAN_GRACE_S, STALE_TEMP_AGE, new_device_token,
+    open_stores, sweep_expired, sweep_orphans, token_digest,
 };
+use mirrorsight_wechat::secret::SecretError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -75,9 +76,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mirrorsight-hub: {e}");
-            ExitCode::FAILURE
+            if is_config_error(e.as_ref()) {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// sysexits' EX_CONFIG. The unit has `RestartPreventExitStatus=78`: a hub that cannot work
+/// with its config or credentials is left stopped (and the error stays at the end of its
+/// journal) instead of being restarted every two seconds.
+const EX_CONFIG: u8 = 78;
+
+/// Whether `e` is something only the operator can fix (a config key, a credential), as
+/// opposed to a database or network that may come back.
+fn is_config_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<ConfigError>() || e.is::<SecretError>() {
+        return true;
+    }
+    matches!(
+        e.downcast_ref::<HubError>(),
+        Some(
+            HubError::Config(_) | HubError::Secret(_) | HubError::AesKey(_) | HubError::TokenKey(_)
+        )
+    )
 }
 
 fn valid_name(s: &str) -> bool {

@@ -108,9 +108,76 @@ fn bad_config_names_the_key() {
     )
     .unwrap();
     let out = hub(&config, &["device", "list"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("photos.retention_days"), "{err}");
+}
+
+/// sysexits' EX_CONFIG: the unit's `RestartPreventExitStatus=78` keeps systemd from restarting
+/// a hub whose configuration or credentials cannot work.
+const EX_CONFIG: i32 = 78;
+
+/// `serve` with credentials that cannot work: refused at start, before the database or a port
+/// is touched, with one line naming what to fix and EX_CONFIG.
+#[test]
+fn serve_refuses_unfit_credentials_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    let db = dir.path().join("hub.sqlite3");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\npublic_base_url = \"https://hub.example\"\ndatabase = {db:?}\nblob_dir = {:?}\n[wechat]\nappid = \"wx1\"\n[metrics]\nlisten = \"\"\n",
+            dir.path().join("photos")
+        ),
+    )
+    .unwrap();
+    const STRONG: &str = "Xq7vR2mK9pL4sT8wZ3nB6yC1dF5gH0jA";
+    const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    for (token, aes_key, names) in [
+        ("0123456789", Some(AES_KEY), "callback token"),
+        ("abababababababababab", Some(AES_KEY), "callback token"),
+        (STRONG, None, "callback.mode"),
+    ] {
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_mirrorsight-hub"));
+        serve
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env("RUST_LOG", "error")
+            .env(
+                "MIRRORSIGHT_WECHAT_APPSECRET",
+                "appsecret-for-the-cli-test-000000",
+            )
+            .env("MIRRORSIGHT_HUB_CALLBACK_TOKEN", token)
+            .env_remove("MIRRORSIGHT_HUB_ENCODING_AES_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(key) = aes_key {
+            serve.env("MIRRORSIGHT_HUB_ENCODING_AES_KEY", key);
+        }
+        let mut child = serve.spawn().unwrap();
+        // Were the credentials taken, the hub would serve until killed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve started with token {token:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(EX_CONFIG), "{token}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(names), "{token}: {err}");
+        assert!(!err.contains(token), "the token is not printed: {err}");
+        assert!(!db.exists(), "the database was opened");
+    }
 }
 
 mod support {
