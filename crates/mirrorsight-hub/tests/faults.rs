@@ -621,6 +621,46 @@ async fn a_signed_url_replayed_with_another_body_is_refused_by_every_instance() 
     );
 }
 
+/// A safe-mode retry under the same timestamp and nonce, framed afresh (another random prefix,
+/// so other ciphertext and `msg_signature`): the same message, so it is answered as the first
+/// was and recorded once, not refused as a replay. Ciphertext can only be made with the key,
+/// so what is compared is the message it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_mode_retry_framed_afresh_is_answered_not_refused() {
+    let env = start(|_| {}).await;
+    let crypt = MessageCrypt::new(AES_KEY, FAKE_APPID).unwrap();
+    let xml = scan("o-retry", "scene-unknown");
+    let (timestamp, nonce) = (unix_now().to_string(), nonce());
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let encrypt = crypt.encrypt(&xml).unwrap();
+        let resp = env
+            .http
+            .post(safe_push_url(&env.base, &timestamp, &nonce, &encrypt))
+            .body(envelope(&encrypt))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let reply = Incoming::parse(&resp.text().await.unwrap()).unwrap();
+        replies.push(crypt.decrypt(reply.field("Encrypt")).unwrap());
+    }
+    assert_eq!(replies[0], replies[1]);
+    assert_eq!(env.store.wechat_event_count().unwrap(), 1);
+    // Another message under the same pair (which only a holder of the key could frame) is
+    // still a replay.
+    let other = crypt.encrypt(&scan("o-other", "scene-unknown")).unwrap();
+    let resp = env
+        .http
+        .post(safe_push_url(&env.base, &timestamp, &nonce, &other))
+        .body(envelope(&other))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.text().await.unwrap(), "replayed signature");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_mode_refuses_plaintext_and_malformed_frames() {
     let env = start(|_| {}).await;

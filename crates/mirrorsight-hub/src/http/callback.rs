@@ -88,14 +88,15 @@ enum Replay {
     Unchecked,
 }
 
-/// Notes the push's (timestamp, nonce) pair with a digest of its body, in the store every
-/// instance shares, until the timestamp leaves the skew window. The same pair with the same
-/// body is WeChat retrying (its retries are answered from the record, recording nothing new);
-/// with another body it is a captured signed URL carrying a forged push.
+/// Notes the push's (timestamp, nonce) pair with a digest of its message (the decrypted one in
+/// safe mode), in the store every instance shares, until the timestamp leaves the skew window.
+/// The same pair with the same message is WeChat retrying (its retries are answered from the
+/// record, recording nothing new); with another message it is a captured signed URL carrying
+/// a forged push.
 async fn claim_nonce(
     state: &Arc<AppState>,
     signed: &Signed<'_>,
-    body: &[u8],
+    message: &[u8],
 ) -> Result<(), Replay> {
     let now = unix_now();
     let max_skew = state.config.callback.max_timestamp_skew_s;
@@ -107,7 +108,7 @@ async fn claim_nonce(
         now.saturating_add(NONCE_MEMORY_WITHOUT_SKEW_S)
     };
     let nonce = signed.nonce.to_string();
-    let digest = super::sha256_hex(body);
+    let digest = super::sha256_hex(message);
     let found = state
         .blocking(move |s| {
             s.store
@@ -233,7 +234,9 @@ pub(super) async fn push(
     } else {
         text.to_string()
     };
-    match claim_nonce(&state, &signed, &body).await {
+    // The message, not its frame: a safe-mode retry may be framed afresh (another random
+    // prefix, so other ciphertext) around the same message.
+    match claim_nonce(&state, &signed, inner.as_bytes()).await {
         Ok(()) => {}
         Err(Replay::OtherBody) => {
             Counters::bump(&state.counters.callback_replays_refused);
