@@ -244,8 +244,8 @@ pub struct CallbackConfig {
     pub unknown_scene_text: String,
     /// Signed requests whose `timestamp` is further than this from the hub's clock are refused
     /// (a captured push cannot be replayed later), seconds; 0 turns the check off. Default 300.
-    /// A push's timestamp and nonce are remembered this long (a day with 0), so the same pair
-    /// with another body is refused.
+    /// Where plaintext pushes are accepted, a push's timestamp and nonce are remembered this
+    /// long (a day with 0), so the same pair with another message is refused.
     pub max_timestamp_skew_s: i64,
     /// `"safe"` (default), `"compatible"` or `"plaintext"`; see [`CallbackMode`].
     pub mode: CallbackMode,

@@ -19,6 +19,7 @@ use mirrorsight_contract::backend::{ErrorBody, SCENES_PATH, error_code, header a
 use mirrorsight_fake_backend::{FAKE_APPID, Fault, Route};
 use mirrorsight_hub::config::CallbackMode;
 use mirrorsight_hub::http::unix_now;
+use mirrorsight_hub::store::NonceUse;
 use mirrorsight_hub::wechat::{Incoming, MessageCrypt, signature};
 use mirrorsight_hub::{HubConfig, HubSecrets};
 use mirrorsight_wechat::Secret;
@@ -621,13 +622,23 @@ async fn a_signed_url_replayed_with_another_body_is_refused_by_every_instance() 
     );
 }
 
-/// A safe-mode retry under the same timestamp and nonce, framed afresh (another random prefix,
-/// so other ciphertext and `msg_signature`): the same message, so it is answered as the first
-/// was and recorded once, not refused as a replay. Ciphertext can only be made with the key,
-/// so what is compared is the message it carries.
+/// In compatible mode a safe-mode push's URL (from a log) also signs a plaintext push, whose
+/// signature is only `signature` over the same timestamp and nonce: the pair the safe push
+/// claimed refuses a plaintext forgery under it. A retry of the safe push framed afresh
+/// (another random prefix, so other ciphertext and `msg_signature`) carries the same message
+/// and is answered as the first was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_safe_mode_retry_framed_afresh_is_answered_not_refused() {
-    let env = start(|_| {}).await;
+async fn a_safe_push_url_cannot_carry_a_plaintext_forgery_in_compatible_mode() {
+    let env = start(|c| c.callback.mode = CallbackMode::Compatible).await;
+    let target = "compat-target";
+    assert_eq!(
+        hub::mint_request(&env.http, &env.base, MIRROR_1, target)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
     let crypt = MessageCrypt::new(AES_KEY, FAKE_APPID).unwrap();
     let xml = scan("o-retry", "scene-unknown");
     let (timestamp, nonce) = (unix_now().to_string(), nonce());
@@ -645,20 +656,64 @@ async fn a_safe_mode_retry_framed_afresh_is_answered_not_refused() {
         let reply = Incoming::parse(&resp.text().await.unwrap()).unwrap();
         replies.push(crypt.decrypt(reply.field("Encrypt")).unwrap());
     }
-    assert_eq!(replies[0], replies[1]);
+    assert_eq!(replies[0], replies[1], "a retry, answered alike");
     assert_eq!(env.store.wechat_event_count().unwrap(), 1);
-    // Another message under the same pair (which only a holder of the key could frame) is
-    // still a replay.
-    let other = crypt.encrypt(&scan("o-other", "scene-unknown")).unwrap();
-    let resp = env
-        .http
-        .post(safe_push_url(&env.base, &timestamp, &nonce, &other))
-        .body(envelope(&other))
-        .send()
-        .await
-        .unwrap();
+    // The logged URL without `encrypt_type` and `msg_signature`, carrying a plaintext SCAN of
+    // a real scene (whose reply would hold its gallery key).
+    let resp = hub::push_at(
+        &env.http,
+        &env.base,
+        CALLBACK_TOKEN,
+        &timestamp,
+        &nonce,
+        &scan("o-attacker", target),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(resp.text().await.unwrap(), "replayed signature");
+    assert!(env.store.bindings(target).unwrap().is_empty());
+    assert_eq!(env.store.wechat_event_count().unwrap(), 1);
+}
+
+/// In safe mode (the default) a retry framed afresh under the same timestamp and nonce is
+/// answered as the first push was, from the event log, and the pair is not written down:
+/// `msg_signature` already ties a frame to its query, and plaintext is refused outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_mode_retry_framed_afresh_is_answered_alike() {
+    let env = start(|_| {}).await;
+    let crypt = MessageCrypt::new(AES_KEY, FAKE_APPID).unwrap();
+    let xml = scan("o-safe-retry", "scene-unknown");
+    let (timestamp, nonce) = (unix_now().to_string(), nonce());
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let encrypt = crypt.encrypt(&xml).unwrap();
+        let resp = env
+            .http
+            .post(safe_push_url(&env.base, &timestamp, &nonce, &encrypt))
+            .body(envelope(&encrypt))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let reply = Incoming::parse(&resp.text().await.unwrap()).unwrap();
+        replies.push(crypt.decrypt(reply.field("Encrypt")).unwrap());
+    }
+    assert_eq!(replies[0], replies[1], "a retry, answered alike");
+    assert_eq!(env.store.wechat_event_count().unwrap(), 1);
+    let signed_at: i64 = timestamp.parse().unwrap();
+    assert_eq!(
+        env.store
+            .claim_push_nonce(
+                signed_at,
+                &nonce,
+                &"0".repeat(64),
+                unix_now(),
+                signed_at + 300
+            )
+            .unwrap(),
+        NonceUse::Fresh,
+        "safe mode keeps no pairs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
