@@ -237,21 +237,260 @@ pub fn score_gestures(events: &[Event], labels: &Labels) -> BTreeMap<String, Ges
     scores
 }
 
+/// Labelled kind × detected kind, with `none` on either side: a missed gesture is
+/// (kind, none), a false one (none, kind), a confusion (thumbs_up, open_palm).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Confusion {
+    /// Row and column names, `none` last.
+    pub kinds: Vec<String>,
+    /// `counts[labelled][detected]`.
+    pub counts: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+pub const NONE: &str = "none";
+
+/// Gesture kinds that trigger an action by default (a switch, a photo, a discard): a false
+/// one is a false trigger even where the labels do not list every hand shape.
+const TRIGGERS: &[&str] = &[
+    "swipe:image_left_to_right",
+    "swipe:image_right_to_left",
+    "thumbs_up",
+    "thumbs_down",
+    "open_palm",
+];
+
+fn detected_gestures(events: &[Event]) -> Vec<(String, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Gesture {
+                gesture, motion, ..
+            } => Some((gesture_key(*gesture, *motion), e.t)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn label_key(g: &GestureLabel) -> String {
+    g.motion
+        .as_ref()
+        .map_or(g.kind.clone(), |m| format!("{}:{m}", g.kind))
+}
+
+/// Each labelled gesture takes the detection of its own kind inside its interval (± the
+/// tolerance) if there is one, else the nearest detection of another kind there, else none.
+pub fn confusion(events: &[Event], labels: &Labels) -> Confusion {
+    let detected = detected_gestures(events);
+    let tol = labels.tolerance_s;
+    let mut used = vec![false; detected.len()];
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for g in &labels.gestures {
+        let key = label_key(g);
+        let window = |t: f64| t >= g.start - tol && t <= g.end + tol;
+        let pick = |same: bool| {
+            detected
+                .iter()
+                .enumerate()
+                .filter(|(i, (k, t))| !used[*i] && window(*t) && (*k == key) == same)
+                .min_by(|a, b| (a.1.1 - g.end).abs().total_cmp(&(b.1.1 - g.end).abs()))
+                .map(|(i, _)| i)
+        };
+        match pick(true).or_else(|| pick(false)) {
+            Some(i) => {
+                used[i] = true;
+                pairs.push((key, detected[i].0.clone()));
+            }
+            None => pairs.push((key, NONE.to_string())),
+        }
+    }
+    for (i, (k, _)) in detected.iter().enumerate() {
+        if !used[i] {
+            pairs.push((NONE.to_string(), k.clone()));
+        }
+    }
+    let mut kinds: Vec<String> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .filter(|k| k != NONE)
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds.push(NONE.to_string());
+    let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for (a, b) in pairs {
+        *counts.entry(a).or_default().entry(b).or_default() += 1;
+    }
+    Confusion { kinds, counts }
+}
+
+impl Confusion {
+    pub fn count(&self, labelled: &str, detected: &str) -> usize {
+        self.counts
+            .get(labelled)
+            .and_then(|row| row.get(detected))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Confusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const CORNER: &str = "labelled \\ detected";
+        let width = self
+            .kinds
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(CORNER.len());
+        write!(f, "  {CORNER:<width$}")?;
+        for k in &self.kinds {
+            write!(f, " {:>w$}", k, w = k.len().max(4))?;
+        }
+        writeln!(f)?;
+        for row in &self.kinds {
+            write!(f, "  {row:<width$}")?;
+            for col in &self.kinds {
+                let n = self.count(row, col);
+                let cell = if n == 0 {
+                    ".".to_string()
+                } else {
+                    n.to_string()
+                };
+                write!(f, " {:>w$}", cell, w = col.len().max(4))?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Detections of a triggering kind (swipe, thumbs, open palm) that match no label of their own
+/// kind: each would have switched an outfit, taken or discarded a photo by mistake.
+pub fn false_triggers(events: &[Event], labels: &Labels) -> usize {
+    let confusion = confusion(events, labels);
+    TRIGGERS
+        .iter()
+        .map(|detected| {
+            confusion
+                .kinds
+                .iter()
+                .filter(|labelled| labelled.as_str() != *detected)
+                .map(|labelled| confusion.count(labelled, detected))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub clip: String,
+    /// The `--augment` chain the clip went through (`none`: as recorded).
+    pub transform: String,
     pub sessions: Option<SessionScore>,
     pub gestures: BTreeMap<String, GestureScore>,
+    pub confusion: Confusion,
+    /// See [`false_triggers`].
+    pub false_triggers: usize,
 }
 
 pub fn evaluate(events: &[Event], labels: &Labels, exit_after_s: f64) -> Report {
     Report {
         clip: labels.clip.clone(),
+        transform: NONE.to_string(),
         sessions: labels
             .presence
             .as_ref()
             .map(|p| score_sessions(&sessions(events), p, exit_after_s)),
         gestures: score_gestures(events, labels),
+        confusion: confusion(events, labels),
+        false_triggers: false_triggers(events, labels),
+    }
+}
+
+impl Report {
+    /// Labelled gestures found, and how many were labelled.
+    pub fn gesture_recall(&self) -> (usize, usize) {
+        self.gestures.values().fold((0, 0), |(m, n), g| {
+            (m + g.matched, n + g.matched + g.missed)
+        })
+    }
+
+    /// False detections of any kind (only counted where the labels are complete).
+    pub fn false_gestures(&self) -> Option<usize> {
+        self.gestures
+            .values()
+            .map(|g| g.false_positives)
+            .sum::<Option<usize>>()
+    }
+
+    /// The largest session boundary error, start or end, in seconds.
+    pub fn worst_boundary_error(&self) -> Option<f64> {
+        let s = self.sessions.as_ref()?;
+        s.start_errors
+            .iter()
+            .chain(&s.end_errors)
+            .copied()
+            .fold(None, |acc: Option<f64>, e| {
+                Some(acc.map_or(e, |a| if e.abs() > a.abs() { e } else { a }))
+            })
+    }
+}
+
+/// `eval --augment`: one row per transform.
+pub struct RobustnessTable<'a>(pub &'a [Report]);
+
+impl fmt::Display for RobustnessTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .0
+            .iter()
+            .map(|r| r.transform.len())
+            .max()
+            .unwrap_or(9)
+            .max(9);
+        writeln!(
+            f,
+            "{:<width$}  {:>8}  {:>9}  {:>8}  {:>7}  {:>6}  {:>5}  {:>8}",
+            "transform",
+            "sessions",
+            "worst err",
+            "gestures",
+            "matched",
+            "missed",
+            "false",
+            "triggers"
+        )?;
+        for r in self.0 {
+            let sessions = r.sessions.as_ref().map_or("n/a".to_string(), |s| {
+                format!("{}/{}+{}", s.matched, s.labelled, s.detected - s.matched)
+            });
+            let err = r
+                .worst_boundary_error()
+                .map_or("-".to_string(), |e| format!("{e:+.2} s"));
+            let (matched, labelled) = r.gesture_recall();
+            let recall = if labelled == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", matched as f64 / labelled as f64)
+            };
+            let false_ = r
+                .false_gestures()
+                .map_or("n/a".to_string(), |n| n.to_string());
+            writeln!(
+                f,
+                "{:<width$}  {:>8}  {:>9}  {:>8}  {:>7}  {:>6}  {:>5}  {:>8}",
+                r.transform,
+                sessions,
+                err,
+                recall,
+                matched,
+                labelled - matched,
+                false_,
+                r.false_triggers
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -286,6 +525,9 @@ impl fmt::Display for Report {
             }
             None => writeln!(f, "sessions: presence not labelled for this clip")?,
         }
+        if self.transform != NONE {
+            writeln!(f, "transform: {}", self.transform)?;
+        }
         if self.gestures.is_empty() {
             writeln!(f, "gestures: none labelled, none detected")?;
         }
@@ -305,6 +547,15 @@ impl fmt::Display for Report {
                 g.matched, g.missed
             )?;
         }
+        if !self.gestures.is_empty() {
+            writeln!(f, "confusion (labelled × detected):")?;
+            write!(f, "{}", self.confusion)?;
+        }
+        writeln!(
+            f,
+            "false triggers (switch, photo or discard by mistake): {}",
+            self.false_triggers
+        )?;
         Ok(())
     }
 }
@@ -383,5 +634,41 @@ mod tests {
         assert!((swipe.delays[0] - 0.2).abs() < 1e-9);
         assert_eq!(r["thumbs_up"].missed, 1);
         assert_eq!(r["swipe:image_right_to_left"].false_positives, Some(1));
+
+        let c = confusion(&events, &labels);
+        assert_eq!(
+            c.count("swipe:image_left_to_right", "swipe:image_left_to_right"),
+            1
+        );
+        assert_eq!(c.count("thumbs_up", NONE), 1);
+        assert_eq!(c.count(NONE, "swipe:image_right_to_left"), 1);
+        assert_eq!(c.kinds.last().map(String::as_str), Some(NONE));
+        assert_eq!(false_triggers(&events, &labels), 1);
+        let table = c.to_string();
+        assert!(table.contains("labelled \\ detected"), "{table}");
+    }
+
+    #[test]
+    fn a_gesture_read_as_another_is_a_confusion_and_a_false_trigger() {
+        let labels: Labels = serde_json::from_str(
+            r#"{"clip":"x","presence":null,"gestures":[{"kind":"fist","start":1.0,"end":2.0}],
+                "gestures_complete":false,"tolerance_s":0.5}"#,
+        )
+        .unwrap();
+        let events = vec![ev(
+            1.5,
+            EventKind::Gesture {
+                session: "s".into(),
+                gesture: GestureKind::ThumbsUp,
+                motion: None,
+                direction: None,
+                hand: Side::Left,
+                confidence: 0.9,
+            },
+        )];
+        let c = confusion(&events, &labels);
+        assert_eq!(c.count("fist", "thumbs_up"), 1);
+        // Incomplete labels: no false positives per kind, but a photo by mistake all the same.
+        assert_eq!(false_triggers(&events, &labels), 1);
     }
 }

@@ -5,6 +5,7 @@
 //! clip behaves exactly like the live camera it was recorded from.
 
 pub mod actions;
+pub mod augment;
 pub mod config;
 pub mod eval;
 pub mod frame;

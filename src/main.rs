@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mirrorsight::actions::overlay::OverlaySink;
+use mirrorsight::augment::{self, Augmented, Chain};
 use mirrorsight::config::{Config, DisplayMode};
 use mirrorsight::eval::{self, Labels};
 use mirrorsight::ids::{DEFAULT_REPLAY_SEED, IdGenerator};
@@ -77,6 +78,9 @@ enum Command {
         /// Write each frame's body and hand landmarks as JSON lines (for tuning gestures).
         #[arg(long, value_name = "FILE", hide = true)]
         dump_observations: Option<PathBuf>,
+        /// Transform the frames before vision, as `eval --augment` does (one chain).
+        #[arg(long, value_name = "NAME[,NAME]")]
+        augment: Option<String>,
     },
     /// Replay a clip and score sessions and gestures against ground-truth labels.
     Eval {
@@ -88,6 +92,11 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Transform the frames (and the labels to match) before vision: a chain such as
+        /// `hflip,scale=0.5` (hflip, scale=F[@x,y], pad=WxH@x,y, rotate=DEG, gamma=G,
+        /// noise=S, fps=N, speed=F), or `all` for the fixed robustness suite, one row each.
+        #[arg(long, value_name = "NAME[,NAME]|all")]
+        augment: Option<String>,
     },
     /// Mint one QR code as configured, print it as JSON and optionally render it to PNG.
     Mint {
@@ -119,6 +128,9 @@ enum Command {
         clip: PathBuf,
         #[command(flatten)]
         config: ConfigArgs,
+        /// Transform the frames before vision, as `eval --augment` does (one chain).
+        #[arg(long, value_name = "NAME[,NAME]")]
+        augment: Option<String>,
     },
 }
 
@@ -184,6 +196,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             display,
             snapshot_dir,
             dump_observations,
+            augment,
         } => {
             let mut cfg = config.load()?;
             if let Some(target) = events {
@@ -212,7 +225,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dump_observations,
                 ..RunOptions::default()
             };
-            let summary = replay(&cfg, &clip, seed, &opts, sinks, Arc::new(Metrics::new()))?;
+            let source = open_clip(&clip, augment.as_deref())?;
+            let summary = replay(&cfg, source, seed, &opts, sinks, Arc::new(Metrics::new()))?;
             tracing::info!(
                 frames = summary.frames_processed,
                 dropped = summary.frames_dropped,
@@ -231,23 +245,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
             labels,
             config,
             json,
+            augment,
         } => {
             let cfg = config.load()?;
             let labels = Labels::load(&labels)?;
-            let collector = Collector::default();
-            replay(
-                &cfg,
-                &clip,
-                DEFAULT_REPLAY_SEED,
-                &RunOptions::default(),
-                vec![Box::new(collector.clone())],
-                Arc::new(Metrics::new()),
-            )?;
-            let report = eval::evaluate(&collector.take(), &labels, cfg.session.exit_after_s);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{report}");
+            let chains = match augment.as_deref() {
+                None => vec![Chain::default()],
+                Some("all") => {
+                    let probe = VideoFile::open(&clip)?;
+                    augment::suite(probe.info().width, probe.info().height)
+                }
+                Some(spec) => vec![Chain::parse(spec)?],
+            };
+            let mut reports = Vec::new();
+            for chain in chains {
+                let source = augmented(VideoFile::open(&clip)?, &chain)?;
+                let collector = Collector::default();
+                replay(
+                    &cfg,
+                    source,
+                    DEFAULT_REPLAY_SEED,
+                    &RunOptions::default(),
+                    vec![Box::new(collector.clone())],
+                    Arc::new(Metrics::new()),
+                )?;
+                let mut report = eval::evaluate(
+                    &collector.take(),
+                    &chain.labels(&labels),
+                    cfg.session.exit_after_s,
+                );
+                report.transform = chain.to_string();
+                reports.push(report);
+            }
+            match (json, augment.is_some()) {
+                (true, false) => println!("{}", serde_json::to_string_pretty(&reports[0])?),
+                (true, true) => println!("{}", serde_json::to_string_pretty(&reports)?),
+                (false, false) => print!("{}", reports[0]),
+                (false, true) => {
+                    println!("clip: {}", labels.clip);
+                    print!("{}", eval::RobustnessTable(&reports));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -257,12 +294,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mint { config, scene, png } => mint(&config.load()?, scene, png.as_deref()),
-        Command::Bench { clip, config } => {
+        Command::Bench {
+            clip,
+            config,
+            augment,
+        } => {
             let cfg = config.load()?;
             let metrics = Arc::new(Metrics::new());
             let summary = replay(
                 &cfg,
-                &clip,
+                open_clip(&clip, augment.as_deref())?,
                 DEFAULT_REPLAY_SEED,
                 &RunOptions::default(),
                 Vec::new(),
@@ -274,15 +315,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// A clip, through an `--augment` chain when one is given.
+fn open_clip(clip: &Path, augment: Option<&str>) -> Result<Box<dyn Source>> {
+    let chain = augment.map(Chain::parse).transpose()?.unwrap_or_default();
+    augmented(VideoFile::open(clip)?, &chain)
+}
+
+fn augmented(video: VideoFile, chain: &Chain) -> Result<Box<dyn Source>> {
+    Ok(if chain.0.is_empty() {
+        Box::new(video)
+    } else {
+        Box::new(Augmented::new(
+            Box::new(video),
+            chain.clone(),
+            DEFAULT_REPLAY_SEED,
+        )?)
+    })
+}
+
 fn replay(
     cfg: &Config,
-    clip: &Path,
+    source: Box<dyn Source>,
     seed: u64,
     opts: &RunOptions,
     sinks: Vec<Box<dyn EventSink>>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary> {
-    let source: Box<dyn Source> = Box::new(VideoFile::open(clip)?);
     // Every consumer of randomness gets its own stream, so adding one never shifts another's ids.
     let mut seeds = IdGenerator::seeded(seed);
     let session_ids = seeds.fork();
