@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use mirrorsight_core::presence::PresenceConfig;
 pub use mirrorsight_core::session::SessionConfig;
 use thiserror::Error;
 
@@ -149,40 +150,6 @@ impl Default for OnnxRuntimeConfig {
             library: None,
             intra_threads: 2,
             spinning: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PresenceConfig {
-    /// Minimum pose-detector score for a person.
-    pub min_score: f32,
-    /// A person counts only if their body spans at least this fraction of the frame height.
-    pub min_height_fraction: f32,
-    /// Detector period while something moves or a session is open (seconds of media time).
-    pub active_interval_s: f64,
-    /// Detector period while the scene is still and nobody is there.
-    pub idle_interval_s: f64,
-    /// Detector period inside a session while the body landmarks follow the shopper
-    /// confidently (they already show the shopper is there).
-    pub tracked_interval_s: f64,
-    /// Mean absolute difference (0..255) of a coarse grey thumbnail that counts as motion.
-    pub motion_threshold: f32,
-    /// After the last detection, motion around the shopper keeps them present this long.
-    pub motion_grace_s: f64,
-}
-
-impl Default for PresenceConfig {
-    fn default() -> Self {
-        Self {
-            min_score: 0.6,
-            min_height_fraction: 0.3,
-            active_interval_s: 0.1,
-            idle_interval_s: 1.0,
-            tracked_interval_s: 0.3,
-            motion_threshold: 2.0,
-            motion_grace_s: 1.5,
         }
     }
 }
@@ -333,36 +300,10 @@ impl Config {
         if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
             return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
         }
-        fraction("presence.min_score", self.presence.min_score)?;
-        fraction(
-            "presence.min_height_fraction",
-            self.presence.min_height_fraction,
-        )?;
-        positive(
-            "presence.active_interval_s",
-            self.presence.active_interval_s,
-        )?;
-        positive("presence.idle_interval_s", self.presence.idle_interval_s)?;
-        positive(
-            "presence.tracked_interval_s",
-            self.presence.tracked_interval_s,
-        )?;
-        if self.presence.idle_interval_s < self.presence.active_interval_s {
-            return Err(key_error(
-                "presence.idle_interval_s",
-                "must be >= presence.active_interval_s",
-            ));
-        }
-        if !(self.presence.motion_grace_s >= 0.0 && self.presence.motion_grace_s.is_finite()) {
-            return Err(key_error("presence.motion_grace_s", "must be >= 0"));
-        }
-        if !(self.presence.motion_threshold.is_finite() && self.presence.motion_threshold >= 0.0) {
-            return Err(key_error("presence.motion_threshold", "must be >= 0"));
-        }
-        if !(self.session.enter_after_s >= 0.0 && self.session.enter_after_s.is_finite()) {
-            return Err(key_error("session.enter_after_s", "must be >= 0"));
-        }
-        positive("session.absent_after_s", self.session.absent_after_s)?;
+        // Components validate their own sections; their errors name the full key.
+        let component = |e: mirrorsight_core::ConfigError| key_error(&e.key, e.message);
+        self.presence.validate().map_err(component)?;
+        self.session.validate().map_err(component)?;
         if !(1..=4).contains(&self.hands.max_hands) {
             return Err(key_error("hands.max_hands", "must be 1..=4"));
         }
@@ -400,16 +341,6 @@ impl Config {
         }
         if !(0.0..=2.0).contains(&self.hands.search_margin) {
             return Err(key_error("hands.search_margin", "must be between 0 and 2"));
-        }
-        positive("session.exit_after_s", self.session.exit_after_s)?;
-        if self.session.absent_after_s > self.session.exit_after_s {
-            return Err(key_error(
-                "session.absent_after_s",
-                format!(
-                    "must not exceed session.exit_after_s ({} > {})",
-                    self.session.absent_after_s, self.session.exit_after_s
-                ),
-            ));
         }
         Ok(())
     }
@@ -570,10 +501,10 @@ mod tests {
 
     #[test]
     fn section_validators_are_applied() {
-        let err = load_str("", &["gestures.swipe_min_travel=-1"])
+        let err = load_str("", &["gestures.swipe_min_travel_shoulders=-1"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("gestures.swipe_min_travel"), "{err}");
+        assert!(err.contains("gestures.swipe_min_travel_shoulders"), "{err}");
         let err = load_str("", &["photos.jpeg_quality=0"])
             .unwrap_err()
             .to_string();
@@ -589,7 +520,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = load_str("", &[]).unwrap();
-        assert_eq!(c.session.enter_after_s, 0.5);
+        assert_eq!(c.session.enter_after_s, 0.3);
         assert_eq!(c.session.exit_after_s, 30.0);
     }
 

@@ -22,6 +22,8 @@ use crate::service::{Health, Shutdown};
 use crate::sinks::{EventSink, SinkError};
 use crate::source::{FrameQueue, QueuePolicy, Source, SourceError, SourceInfo};
 use crate::vision::{VisionError, VisionStage};
+use mirrorsight_core::mirror::Mirror;
+use mirrorsight_core::observation::Observation;
 
 /// A photo due now, with candidate frames from the pipeline.
 pub type Capture = mirrorsight_core::capture::Capture<Frame>;
@@ -87,7 +89,24 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<RunSummary, PipelineError> {
     let info = source.info().clone();
-    let mut vision = VisionStage::new(config, ids, metrics.clone())?;
+    let mut driver = Driver {
+        vision: VisionStage::new(
+            &config.onnxruntime,
+            &config.models,
+            &config.presence,
+            &config.hands,
+            metrics.clone(),
+        )?,
+        mirror: Mirror::new(
+            config.presence.clone(),
+            config.session.clone(),
+            config.gestures.clone(),
+            config.camera.mirrored,
+            ids,
+        ),
+        observation: Observation::default(),
+        metrics: metrics.clone(),
+    };
     let mut photos = CaptureScheduler::<Frame>::new(
         config.photos.ring_frames,
         config.photos.best_frame_window_s,
@@ -145,17 +164,19 @@ pub fn run(
     let mut out = Vec::new();
     let mut processed = 0u64;
     let mut vision_result = Ok(());
+    let mut last_t = 0.0;
     while let Some(frame) = frames.recv() {
-        if let Err(e) = vision.process(&frame, &mut out) {
+        if let Err(e) = driver.step(&frame, &mut out) {
             vision_result = Err(e);
             break;
         }
+        last_t = frame.t;
         processed += 1;
         progress.set_position(frame.seq + 1);
-        let captures = photos.on_frame(&frame, &out, vision.shopper().map(|p| p.region));
+        let captures = photos.on_frame(&frame, &out, driver.mirror.shopper_region(frame.t));
         if let (Some(w), Some(path)) = (dump.as_mut(), opts.dump_observations.as_ref()) {
             use std::io::Write;
-            let line = serde_json::to_string(vision.observation()).unwrap_or_default();
+            let line = serde_json::to_string(&driver.observation).unwrap_or_default();
             writeln!(w, "{line}").map_err(|source| SinkError::Io {
                 path: path.clone(),
                 source,
@@ -187,11 +208,12 @@ pub fn run(
         .store(dropped, std::sync::atomic::Ordering::Relaxed);
     // Whatever happened upstream, take the photos still counting down and close the open
     // session, so the stream is complete.
-    for capture in photos.finish(vision.shopper().map(|p| p.region)) {
+    for capture in photos.finish(driver.mirror.shopper_region(last_t)) {
         let _ = event_tx.send(Item::Capture(capture));
     }
     let stopping = opts.shutdown.as_ref().is_some_and(Shutdown::is_triggered);
-    vision.finish(
+    driver.mirror.finish(
+        last_t,
         if stopping {
             EndReason::Shutdown
         } else {
@@ -201,7 +223,7 @@ pub fn run(
     );
     let captured = capture_result.as_ref().map(|(n, _)| *n).unwrap_or(0);
     out.push(Event::new(
-        vision.last_t(),
+        last_t,
         EventKind::SourceEnded { frames: captured },
     ));
     send_all(&event_tx, &mut out, &metrics);
@@ -215,7 +237,7 @@ pub fn run(
     let (frames_captured, frames_dropped) = capture_result?;
     sink_result?;
     let summary = RunSummary {
-        media_s: vision.last_t(),
+        media_s: last_t,
         frames_captured,
         frames_processed: processed,
         frames_dropped,
@@ -224,6 +246,44 @@ pub fn run(
         source: info,
     };
     Ok(summary)
+}
+
+/// Drives vision and the core through one frame: vision measures, the core decides.
+struct Driver {
+    vision: VisionStage,
+    mirror: Mirror,
+    /// What vision saw of the shopper in the latest frame (for `--dump-observations`).
+    observation: Observation,
+    metrics: Arc<Metrics>,
+}
+
+impl Driver {
+    fn step(&mut self, frame: &Frame, out: &mut Vec<Event>) -> Result<(), VisionError> {
+        let t = frame.t;
+        let motion = self.vision.motion(&frame.image);
+        let mut detected = None;
+        if self.mirror.detection_due(t, &motion) {
+            let people = self.vision.detect_people(&frame.image)?;
+            let decided = Instant::now();
+            let before = out.len();
+            let size = [frame.image.width, frame.image.height];
+            self.mirror.observe_people(t, size, &people, &motion, out);
+            for e in &out[before..] {
+                if matches!(e.kind, EventKind::SessionStarted { .. }) {
+                    Metrics::inc(&self.metrics.sessions_started);
+                }
+            }
+            self.metrics.record(Stage::Tracking, decided.elapsed());
+            detected = Some(people);
+        }
+        self.observation =
+            self.vision
+                .observe_body(frame, self.mirror.shopper(t), self.mirror.session())?;
+        self.observation.people = detected;
+        self.mirror.observe_body(&self.observation, out);
+        Metrics::inc(&self.metrics.frames_processed);
+        Ok(())
+    }
 }
 
 /// What vision hands to the dispatcher, in stream order.

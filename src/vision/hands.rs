@@ -66,12 +66,16 @@ impl HandTracker {
 
     /// Tracks hands in one frame. `search` is the region (image pixels) hands may be in:
     /// the shopper's body and a margin around it. Hands already followed are always
-    /// tracked; new ones are searched for only when `may_search`.
+    /// tracked. New ones are looked for first where the body landmarks put a raised hand
+    /// (`seeds`, as MediaPipe Holistic does: one landmark run, no palm detector, and it keeps
+    /// finding a hand the palm detector loses in motion blur), and with the palm detector
+    /// only when the body gave no seed and `may_search`.
     pub fn track(
         &mut self,
         t: f64,
         image: &RgbImage,
         search: [f32; 4],
+        seeds: &[Roi],
         may_search: bool,
     ) -> Result<Vec<HandLandmarks>, VisionError> {
         let mut found: Vec<HandLandmarks> = Vec::new();
@@ -87,7 +91,23 @@ impl HandTracker {
         self.tracked = next;
         dedupe(&mut found, &mut self.tracked);
 
-        let wanted = may_search && self.tracked.len() < self.cfg.max_hands;
+        for seed in seeds {
+            if self.tracked.len() >= self.cfg.max_hands {
+                break;
+            }
+            if self.covers(seed) {
+                continue;
+            }
+            if let Some((hand, roi)) = self.landmarks_in(image, seed, true)?
+                && inside(&hand, &search)
+            {
+                self.tracked.push(Tracked { roi });
+                found.push(hand);
+            }
+        }
+        dedupe(&mut found, &mut self.tracked);
+
+        let wanted = may_search && seeds.is_empty() && self.tracked.len() < self.cfg.max_hands;
         // Nothing followed: look often. One hand followed: look for a second one now and then.
         let interval = if self.tracked.is_empty() {
             self.cfg.search_interval_s
@@ -106,11 +126,7 @@ impl HandTracker {
                 }
                 let roi = roi_from_palm(&palm);
                 // A palm inside a hand we already follow is that hand.
-                if self
-                    .tracked
-                    .iter()
-                    .any(|t| distance(&t.roi, &roi) < 0.5 * t.roi.width.min(roi.width))
-                {
+                if self.covers(&roi) {
                     continue;
                 }
                 // The landmark model's presence score rejects palm-like background objects.
@@ -124,6 +140,13 @@ impl HandTracker {
             dedupe(&mut found, &mut self.tracked);
         }
         Ok(found)
+    }
+
+    /// True when a followed hand already sits in this region.
+    fn covers(&self, roi: &Roi) -> bool {
+        self.tracked
+            .iter()
+            .any(|t| distance(&t.roi, roi) < 0.5 * t.roi.width.min(roi.width))
     }
 
     fn palms(
@@ -258,6 +281,20 @@ pub fn roi_from_palm(palm: &Detection) -> Roi {
     )
 }
 
+/// Body landmarks → hand crop, as MediaPipe Holistic's hand-from-pose: the middle finger
+/// estimated between the pose model's index and pinky points, a box twice its distance from
+/// the wrist, turned so wrist → middle finger points up, enlarged 2.7× and shifted slightly
+/// towards the fingers.
+pub fn roi_from_pose_hand(wrist: [f32; 2], index: [f32; 2], pinky: [f32; 2]) -> Roi {
+    let middle = [
+        (2.0 * index[0] + pinky[0]) / 3.0,
+        (2.0 * index[1] + pinky[1]) / 3.0,
+    ];
+    let size = 2.0 * ((middle[0] - wrist[0]).powi(2) + (middle[1] - wrist[1]).powi(2)).sqrt();
+    let rotation = rotation_up(wrist, middle);
+    transform(middle[0], middle[1], size, size, rotation, -0.1, 2.7)
+}
+
 /// Landmarks → next frame's crop, as MediaPipe's hand-landmarks-to-ROI: orientation from the
 /// wrist to the middle of the finger bases, the box of the palm and finger-base points in that
 /// orientation, shifted slightly towards the fingers, squared and enlarged 2×.
@@ -340,6 +377,16 @@ mod tests {
         // The crop's top centre lies in the finger direction.
         let [x, _] = roi.to_image(0.5, 0.0);
         assert!(x > roi.cx);
+    }
+
+    #[test]
+    fn a_raised_hand_from_the_body_landmarks_gives_an_upright_crop_around_it() {
+        // Wrist below, index and pinky knuckles above: a hand pointing up.
+        let roi = roi_from_pose_hand([100.0, 200.0], [95.0, 170.0], [110.0, 172.0]);
+        assert!(roi.rotation.abs() < 0.4, "{roi:?}");
+        assert!(roi.cy < 190.0 && roi.cy > 140.0, "{roi:?}");
+        // About 2 × 29 px × 2.7: the whole hand and some margin.
+        assert!(roi.width > 120.0 && roi.width < 200.0, "{roi:?}");
     }
 
     #[test]

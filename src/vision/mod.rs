@@ -1,4 +1,6 @@
-//! The vision stage: frames in, observations and events out.
+//! The vision stage: frames in, observations out. It measures (motion, people, the
+//! shopper's body and hands); the core (`mirrorsight_core::mirror::Mirror`) decides
+//! (presence, sessions, gestures). The pipeline drives the two, frame by frame.
 
 pub mod hands;
 pub mod model;
@@ -12,20 +14,17 @@ pub mod tensor;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mirrorsight_contract::events::{EndReason, Event, EventKind};
+use mirrorsight_core::observation::{MotionGrid, Observation, Person};
+use mirrorsight_core::presence::PresenceConfig;
 use thiserror::Error;
 
-use crate::config::Config;
-use crate::frame::Frame;
-use crate::gesture::GestureRecognizer;
-use crate::ids::IdGenerator;
+use crate::config::{HandsConfig, ModelsConfig, OnnxRuntimeConfig};
+use crate::frame::{Frame, RgbImage};
 use crate::metrics::{Metrics, Stage};
-use crate::observation::Observation;
-use crate::session::SessionTracker;
 use hands::HandTracker;
 use motion::MotionGate;
 use pose::PoseTracker;
-use presence::{Person, PresenceDetector};
+use presence::PresenceDetector;
 use runtime::{ModelsDir, Runtime, RuntimeError};
 
 #[derive(Debug, Error)]
@@ -36,32 +35,115 @@ pub enum VisionError {
     Inference { model: &'static str, reason: String },
 }
 
-/// Motion keeps the detector at its active rate for this long after the last change.
-const MOTION_HOLD_S: f64 = 1.0;
-
-/// Presence detection on a schedule, feeding the session tracker.
+/// The models and trackers that look at frames.
 pub struct VisionStage {
     presence: PresenceDetector,
     motion: MotionGate,
-    tracker: SessionTracker,
-    active_interval_s: f64,
-    idle_interval_s: f64,
-    tracked_interval_s: f64,
-    motion_threshold: f32,
-    last_run: Option<f64>,
-    last_motion: f64,
-    last_t: f64,
-    shopper: Option<Person>,
-    /// Where and when the shopper was last detected, for motion continuation.
-    last_detection: Option<(f64, [f32; 4])>,
-    motion_grace_s: f64,
-    /// Hands and body landmarks, while a session is open.
-    hands: Option<(PoseTracker, HandTracker)>,
+    /// Body landmarks and hands (`hands.enabled`).
+    trackers: Option<(PoseTracker, HandTracker)>,
     search_margin: f32,
-    /// The latest frame's observation (what the gesture recognizer consumes).
-    observation: Observation,
-    gestures: GestureRecognizer,
     metrics: Arc<Metrics>,
+}
+
+impl VisionStage {
+    pub fn new(
+        onnxruntime: &OnnxRuntimeConfig,
+        models: &ModelsConfig,
+        presence: &PresenceConfig,
+        hands: &HandsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, VisionError> {
+        let runtime = Runtime::get(onnxruntime)?;
+        let models = ModelsDir::locate(models)?;
+        let detector = PresenceDetector::new(runtime.load(&models, presence::MODEL)?, presence);
+        let trackers = if hands.enabled {
+            let palm = runtime.load(
+                &models,
+                &format!("palm_detection_{}", hands.palm_model.suffix()),
+            )?;
+            let landmarks = runtime.load(
+                &models,
+                &format!("hand_landmark_{}", hands.landmark_model.suffix()),
+            )?;
+            Some((
+                PoseTracker::new(runtime.load(&models, pose::MODEL)?),
+                HandTracker::new(palm, landmarks, hands),
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            presence: detector,
+            motion: MotionGate::default(),
+            trackers,
+            search_margin: hands.search_margin,
+            metrics,
+        })
+    }
+
+    /// How much each part of the picture changed since the previous frame (a few µs).
+    pub fn motion(&mut self, image: &RgbImage) -> MotionGrid {
+        self.motion.update(image)
+    }
+
+    /// The people in the frame (the body detector: the "preprocess" and "inference" stages).
+    pub fn detect_people(&mut self, image: &RgbImage) -> Result<Vec<Person>, VisionError> {
+        let started = Instant::now();
+        let roi = self.presence.preprocess(image);
+        let prepared = Instant::now();
+        self.metrics.record(Stage::Preprocess, prepared - started);
+        let people = self.presence.infer(&roi)?;
+        self.metrics.record(Stage::Inference, prepared.elapsed());
+        Metrics::inc(&self.metrics.detector_runs);
+        Ok(people)
+    }
+
+    /// The shopper's body landmarks and hands, only inside a session and only around them.
+    /// Without a shopper the trackers forget what they followed.
+    pub fn observe_body(
+        &mut self,
+        frame: &Frame,
+        shopper: Option<&Person>,
+        session: Option<&str>,
+    ) -> Result<Observation, VisionError> {
+        let image = &frame.image;
+        let mut observation = Observation {
+            t: frame.t,
+            frame: [image.width, image.height],
+            session: session.map(str::to_string),
+            ..Default::default()
+        };
+        let Some((pose, hands)) = &mut self.trackers else {
+            return Ok(observation);
+        };
+        let (Some(_), Some(shopper)) = (session, shopper) else {
+            pose.reset();
+            hands.reset();
+            return Ok(observation);
+        };
+        let started = Instant::now();
+        let [x0, y0, x1, y1] = shopper.region(observation.frame);
+        let (mw, mh) = (self.search_margin * (x1 - x0), self.search_margin * (y1 - y0));
+        let (w, h) = (image.width as f32, image.height as f32);
+        let search = [
+            (x0 - mw).max(0.0),
+            (y0 - mh).max(0.0),
+            (x1 + mw).min(w),
+            (y1 + mh).min(h),
+        ];
+        observation.shopper = Some(search);
+        observation.pose = pose.track(image, Some(shopper))?;
+        let runs_before = hands.palm_runs();
+        let may_search = hands_may_be_up(observation.pose.as_ref());
+        let seeds = pose_hand_seeds(observation.pose.as_ref(), observation.frame);
+        observation.hands = hands.track(frame.t, image, search, &seeds, may_search)?;
+        self.metrics.palm_detector_runs.fetch_add(
+            hands.palm_runs() - runs_before,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.metrics.record(Stage::Hands, started.elapsed());
+        Ok(observation)
+    }
 }
 
 /// Every gesture is made with a raised hand. While the body landmarks clearly show both
@@ -90,211 +172,43 @@ fn hands_may_be_up(pose: Option<&crate::observation::PoseLandmarks>) -> bool {
         })
 }
 
-/// Pose-landmark score above which the shopper counts as followed by the landmark model.
-const FOLLOWED_POSE_SCORE: f32 = 0.9;
+/// Pose-landmark visibility above which the body's hand points (wrist, index, pinky) are
+/// trusted to seed the hand landmark model.
+const SEED_VISIBILITY: f32 = 0.5;
 
-/// A detection older than this no longer says where the shopper is.
-const SHOPPER_STALE_S: f64 = 1.0;
-
-impl VisionStage {
-    pub fn new(
-        config: &Config,
-        ids: IdGenerator,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, VisionError> {
-        let runtime = Runtime::get(&config.onnxruntime)?;
-        let models = ModelsDir::locate(&config.models)?;
-        let presence =
-            PresenceDetector::new(runtime.load(&models, presence::MODEL)?, &config.presence);
-        let trackers = if config.hands.enabled {
-            let palm = runtime.load(
-                &models,
-                &format!("palm_detection_{}", config.hands.palm_model.suffix()),
-            )?;
-            let landmarks = runtime.load(
-                &models,
-                &format!("hand_landmark_{}", config.hands.landmark_model.suffix()),
-            )?;
-            Some((
-                PoseTracker::new(runtime.load(&models, pose::MODEL)?),
-                HandTracker::new(palm, landmarks, &config.hands),
-            ))
-        } else {
-            None
-        };
-        Ok(Self {
-            presence,
-            motion: MotionGate::default(),
-            tracker: SessionTracker::new(config.session.clone(), ids),
-            active_interval_s: config.presence.active_interval_s,
-            idle_interval_s: config.presence.idle_interval_s,
-            tracked_interval_s: config.presence.tracked_interval_s,
-            motion_threshold: config.presence.motion_threshold,
-            last_run: None,
-            last_motion: f64::NEG_INFINITY,
-            last_t: 0.0,
-            shopper: None,
-            last_detection: None,
-            motion_grace_s: config.presence.motion_grace_s,
-            hands: trackers,
-            search_margin: config.hands.search_margin,
-            observation: Observation::default(),
-            gestures: GestureRecognizer::new(config.gestures.clone(), config.camera.mirrored),
-            metrics,
+/// Where the body landmarks put a raised hand of the shopper: one crop per arm whose wrist,
+/// index and pinky points are visible and inside the frame, and whose wrist is no lower than
+/// the bottom of the chest (every gesture is made with a raised hand).
+fn pose_hand_seeds(
+    pose: Option<&crate::observation::PoseLandmarks>,
+    frame: [u32; 2],
+) -> Vec<tensor::Roi> {
+    use crate::observation::pose as p;
+    let Some(pose) = pose else { return Vec::new() };
+    let pt = |i: usize| pose.points.get(i).copied();
+    let shoulders = match (pt(p::LEFT_SHOULDER), pt(p::RIGHT_SHOULDER)) {
+        (Some(l), Some(r)) if l[3] >= SEED_VISIBILITY && r[3] >= SEED_VISIBILITY => Some((
+            (l[1] + r[1]) / 2.0,
+            ((l[0] - r[0]).powi(2) + (l[1] - r[1]).powi(2)).sqrt(),
+        )),
+        _ => None,
+    };
+    let (w, h) = (frame[0] as f32, frame[1] as f32);
+    [
+        (p::LEFT_WRIST, p::LEFT_INDEX, p::LEFT_PINKY),
+        (p::RIGHT_WRIST, p::RIGHT_INDEX, p::RIGHT_PINKY),
+    ]
+    .iter()
+    .filter_map(|&(wi, ii, pi)| {
+        let (wr, ix, pk) = (pt(wi)?, pt(ii)?, pt(pi)?);
+        let visible = [wr, ix, pk]
+            .iter()
+            .all(|q| q[3] >= SEED_VISIBILITY && (0.0..w).contains(&q[0]) && (0.0..h).contains(&q[1]));
+        let raised = shoulders.is_none_or(|(sy, sw)| wr[1] < sy + 1.2 * sw.max(1.0));
+        (visible && raised).then(|| {
+            hands::roi_from_pose_hand([wr[0], wr[1]], [ix[0], ix[1]], [pk[0], pk[1]])
         })
-    }
-
-    /// The shopper as last detected (region used by hands and photos).
-    pub fn shopper(&self) -> Option<&Person> {
-        self.shopper.as_ref()
-    }
-
-    /// Media time of the last processed frame.
-    pub fn last_t(&self) -> f64 {
-        self.last_t
-    }
-
-    pub fn process(&mut self, frame: &Frame, out: &mut Vec<Event>) -> Result<(), VisionError> {
-        let t = frame.t;
-        self.last_t = t;
-        let started = Instant::now();
-        if self.motion.update(&frame.image) >= self.motion_threshold {
-            self.last_motion = t;
-        }
-        let busy =
-            self.tracker.wants_frequent_observations() || t - self.last_motion < MOTION_HOLD_S;
-        // Inside a session, while the body landmarks follow the shopper confidently, they
-        // already say the shopper is there: the detector only needs to confirm now and then.
-        let followed = self.tracker.shopper_in_view()
-            && self
-                .observation
-                .pose
-                .as_ref()
-                .is_some_and(|p| p.score >= FOLLOWED_POSE_SCORE);
-        let interval = if followed {
-            self.tracked_interval_s
-        } else if busy {
-            self.active_interval_s
-        } else {
-            self.idle_interval_s
-        };
-        let due = self.last_run.is_none_or(|last| t - last >= interval - 1e-6);
-        if due {
-            self.last_run = Some(t);
-            let roi = self.presence.preprocess(&frame.image);
-            let prepared = Instant::now();
-            self.metrics.record(Stage::Preprocess, prepared - started);
-            let people = self.presence.infer(&frame.image, &roi)?;
-            let inferred = Instant::now();
-            self.metrics.record(Stage::Inference, inferred - prepared);
-            Metrics::inc(&self.metrics.detector_runs);
-            self.shopper = self.presence.shopper(&people).cloned();
-            let present = self.shopper.is_some() || self.moving_on(t);
-            if let Some(p) = &self.shopper {
-                let (w, h) = (frame.image.width as f32, frame.image.height as f32);
-                self.last_detection = Some((
-                    t,
-                    [
-                        p.region[0] / w,
-                        p.region[1] / h,
-                        p.region[2] / w,
-                        p.region[3] / h,
-                    ],
-                ));
-            }
-            tracing::debug!(
-                t,
-                people = ?people.iter().map(|p| (p.score, p.height_fraction, p.center)).collect::<Vec<_>>(),
-                shopper = self.shopper.is_some(),
-                "presence"
-            );
-            let before = out.len();
-            self.tracker.observe(t, present, out);
-            for e in &out[before..] {
-                if matches!(e.kind, EventKind::SessionStarted { .. }) {
-                    Metrics::inc(&self.metrics.sessions_started);
-                }
-            }
-            self.metrics.record(Stage::Tracking, inferred.elapsed());
-        }
-        self.observe_hands(frame)?;
-        if self.observation.session.is_some() {
-            self.gestures.observe(&self.observation, out);
-        } else {
-            // A new shopper starts with a clean slate: no half-seen gesture carries over.
-            self.gestures.reset();
-        }
-        Metrics::inc(&self.metrics.frames_processed);
-        Ok(())
-    }
-
-    /// What this frame showed of the shopper's body and hands.
-    pub fn observation(&self) -> &Observation {
-        &self.observation
-    }
-
-    /// Body landmarks and hands of the shopper, only inside a session and only around them.
-    fn observe_hands(&mut self, frame: &Frame) -> Result<(), VisionError> {
-        let t = frame.t;
-        let image = &frame.image;
-        self.observation = Observation {
-            t,
-            frame: [image.width, image.height],
-            session: self.tracker.session().map(str::to_string),
-            ..Default::default()
-        };
-        let Some((pose, hands)) = &mut self.hands else {
-            return Ok(());
-        };
-        let recent = self
-            .last_detection
-            .filter(|(seen, _)| t - seen <= SHOPPER_STALE_S);
-        let (Some(_), Some((_, region))) = (self.tracker.session(), recent) else {
-            pose.reset();
-            hands.reset();
-            return Ok(());
-        };
-        let started = Instant::now();
-        let (w, h) = (image.width as f32, image.height as f32);
-        let m = self.search_margin;
-        let (rw, rh) = (region[2] - region[0], region[3] - region[1]);
-        let search = [
-            ((region[0] - m * rw) * w).max(0.0),
-            ((region[1] - m * rh) * h).max(0.0),
-            ((region[2] + m * rw) * w).min(w),
-            ((region[3] + m * rh) * h).min(h),
-        ];
-        self.observation.shopper = Some(search);
-        self.observation.pose = pose.track(image, self.shopper.as_ref())?;
-        let runs_before = hands.palm_runs();
-        let may_search = hands_may_be_up(self.observation.pose.as_ref());
-        self.observation.hands = hands.track(t, image, search, may_search)?;
-        self.metrics.palm_detector_runs.fetch_add(
-            hands.palm_runs() - runs_before,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.metrics.record(Stage::Hands, started.elapsed());
-        Ok(())
-    }
-
-    /// A shopper walking out of the frame is lost by the detector (hip centre off-screen,
-    /// body cut off) well before they are gone. Motion next to where they were last seen
-    /// keeps them present for at most `presence.motion_grace_s`, so the absence timer
-    /// starts when they have actually left, not a second early.
-    fn moving_on(&self, t: f64) -> bool {
-        let Some((seen, r)) = self.last_detection else {
-            return false;
-        };
-        if self.tracker.session().is_none() || t - seen > self.motion_grace_s {
-            return false;
-        }
-        let half = (r[2] - r[0]) * 0.5;
-        let around = [r[0] - half, r[1], r[2] + half, r[3]];
-        self.motion.change_in(around) >= self.motion_threshold * 2.0
-    }
-
-    /// Closes what is open at the end of the stream.
-    pub fn finish(&mut self, reason: EndReason, out: &mut Vec<Event>) {
-        self.tracker.finish(self.last_t, reason, out);
-    }
+    })
+    .collect()
 }
+

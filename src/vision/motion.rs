@@ -4,6 +4,8 @@
 //! microseconds per frame; its mean absolute difference to the previous frame's thumbnail
 //! separates a still scene from someone moving.
 
+use mirrorsight_core::observation::MotionGrid;
+
 use crate::frame::RgbImage;
 
 const W: usize = 32;
@@ -19,8 +21,8 @@ pub struct MotionGate {
 }
 
 impl MotionGate {
-    /// Mean absolute grey-level change (0..255) since the previous frame; 0 for the first.
-    pub fn update(&mut self, image: &RgbImage) -> f32 {
+    /// Per-cell absolute grey-level change (0..255) since the previous frame; 0 for the first.
+    pub fn update(&mut self, image: &RgbImage) -> MotionGrid {
         thumbnail(image, &mut self.current);
         self.diffs.clear();
         match &self.previous {
@@ -29,33 +31,15 @@ impl MotionGate {
                 .extend(prev.iter().zip(&self.current).map(|(a, b)| (a - b).abs())),
             None => self.diffs.resize(W * H, 0.0),
         }
-        let diff = self.diffs.iter().sum::<f32>() / (W * H) as f32;
         match &mut self.previous {
             Some(prev) => std::mem::swap(prev, &mut self.current),
             None => self.previous = Some(self.current.clone()),
         }
-        diff
-    }
-}
-
-impl MotionGate {
-    /// Mean change inside a region given as fractions of the frame (xmin, ymin, xmax, ymax).
-    pub fn change_in(&self, region: [f32; 4]) -> f32 {
-        if self.diffs.len() != W * H {
-            return 0.0;
+        MotionGrid {
+            columns: W,
+            rows: H,
+            change: self.diffs.clone(),
         }
-        let cell = |v: f32, n: usize| ((v.clamp(0.0, 1.0) * n as f32) as usize).min(n - 1);
-        let (x0, x1) = (cell(region[0], W), cell(region[2], W));
-        let (y0, y1) = (cell(region[1], H), cell(region[3], H));
-        let mut sum = 0.0;
-        let mut n = 0;
-        for y in y0..=y1 {
-            for x in x0..=x1 {
-                sum += self.diffs[y * W + x];
-                n += 1;
-            }
-        }
-        if n == 0 { 0.0 } else { sum / n as f32 }
     }
 }
 
@@ -90,8 +74,8 @@ mod tests {
     fn still_scene_is_zero_and_a_change_is_not() {
         let mut gate = MotionGate::default();
         let grey = RgbImage::filled(64, 48, [100, 100, 100]);
-        assert_eq!(gate.update(&grey), 0.0);
-        assert_eq!(gate.update(&grey), 0.0);
+        assert_eq!(gate.update(&grey).mean(), 0.0);
+        assert_eq!(gate.update(&grey).mean(), 0.0);
         let mut moved = grey.clone();
         for y in 0..24 {
             for x in 0..32 {
@@ -99,12 +83,13 @@ mod tests {
                 moved.data[i..i + 3].copy_from_slice(&[200, 200, 200]);
             }
         }
-        let d = gate.update(&moved);
+        let grid = gate.update(&moved);
+        let d = grid.mean();
         assert!(
             (d - 25.0).abs() < 1.0,
             "a quarter of the frame changed by 100: {d}"
         );
-        assert!((gate.change_in([0.0, 0.0, 0.49, 0.49]) - 100.0).abs() < 1.0);
-        assert_eq!(gate.change_in([0.6, 0.6, 1.0, 1.0]), 0.0);
+        assert!((grid.change_in([0.0, 0.0, 0.49, 0.49]) - 100.0).abs() < 1.0);
+        assert_eq!(grid.change_in([0.6, 0.6, 1.0, 1.0]), 0.0);
     }
 }

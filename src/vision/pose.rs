@@ -5,7 +5,7 @@ use ort::session::Session;
 
 use super::VisionError;
 use super::model::ImageModel;
-use super::presence::Person;
+use mirrorsight_core::observation::Person;
 use super::ssd::sigmoid;
 use super::tensor::{Range, Roi};
 use crate::frame::RgbImage;

@@ -1,10 +1,13 @@
 //! The mirror's decisions, free of I/O: observations and media timestamps in, events out.
 //!
+//! - [`presence`]: who is at the mirror (people followed across detections, the shopper among
+//!   them, passers-by ignored) and how often the detector must look.
 //! - [`session`]: the session tracker (a shopper arrives, steps away, leaves).
 //! - [`gesture`]: the gesture recognizer (hand shapes, swipes, holds, cooldowns) and the
 //!   gesture → action map.
 //! - [`capture`]: the capture scheduler (photo countdowns, which frames a photo may come from).
 //! - [`observation`]: what vision saw in one frame, the input of all of the above.
+//! - [`mirror`]: all of the above for one mirror, as the pipeline drives it frame by frame.
 //! - [`frame`], [`ids`]: frame metadata and the (seedable) id generator.
 //!
 //! Like `quinn-proto`, nothing here reads a clock, a file, a socket or a device: every
@@ -17,5 +20,15 @@ pub mod capture;
 pub mod frame;
 pub mod gesture;
 pub mod ids;
+pub mod mirror;
 pub mod observation;
+pub mod presence;
 pub mod session;
+
+/// A config value out of range; `key` is the full dotted key (`presence.min_score`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}

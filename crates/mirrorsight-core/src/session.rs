@@ -1,6 +1,10 @@
 //! The session tracker: a pure state machine fed presence observations with media
 //! timestamps. No clocks, threads or I/O, so replay is exact and tests are too.
 //!
+//! Each observation says whether the shopper is in view ([`Sighting`]: since when they have
+//! stood at the mirror, when they were last seen) or not; who counts as a shopper (close
+//! enough, stopped, the nearest of several) is [`crate::presence`]'s business.
+//!
 //! ```text
 //!   Idle ──present for enter_after_s──▶ Present ──unseen absent_after_s──▶ Away
 //!    ▲                                    ▲                                 │
@@ -12,13 +16,16 @@
 
 use mirrorsight_contract::events::{EndReason, Event, EventKind};
 
+use crate::ConfigError;
 use crate::ids::IdGenerator;
+pub use crate::presence::Sighting;
 
 /// `[session]`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
-    /// A shopper must be seen this long before a session starts.
+    /// A shopper must have stood at the mirror this long before a session starts (presence
+    /// already needs a few detections to tell standing from walking past).
     pub enter_after_s: f64,
     /// Unseen this long inside a session: `person_left`.
     pub absent_after_s: f64,
@@ -29,10 +36,41 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            enter_after_s: 0.5,
+            enter_after_s: 0.3,
             absent_after_s: 1.0,
             exit_after_s: 30.0,
         }
+    }
+}
+
+impl SessionConfig {
+    /// Checks every value; the error names the full key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            key: format!("session.{key}"),
+            message,
+        };
+        if !(self.enter_after_s >= 0.0 && self.enter_after_s.is_finite()) {
+            return Err(err("enter_after_s", "must be >= 0".into()));
+        }
+        for (key, v) in [
+            ("absent_after_s", self.absent_after_s),
+            ("exit_after_s", self.exit_after_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(err(key, format!("must be > 0, got {v}")));
+            }
+        }
+        if self.absent_after_s > self.exit_after_s {
+            return Err(err(
+                "absent_after_s",
+                format!(
+                    "must not exceed session.exit_after_s ({} > {})",
+                    self.absent_after_s, self.exit_after_s
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -94,16 +132,20 @@ impl SessionTracker {
         }
     }
 
-    /// Feeds one observation taken at media time `t`. Observations must come in time order.
-    pub fn observe(&mut self, t: f64, present: bool, out: &mut Vec<Event>) {
+    /// Feeds one observation taken at media time `t`: the shopper in view, or `None`.
+    /// Observations must come in time order.
+    pub fn observe(&mut self, t: f64, seen: Option<Sighting>, out: &mut Vec<Event>) {
         let cfg = &self.config;
         match &mut self.state {
             State::Idle { candidate_since } => {
-                if !present {
+                let Some(seen) = seen else {
                     *candidate_since = None;
                     return;
-                }
-                let since = *candidate_since.get_or_insert(t);
+                };
+                // Presence knows since when this shopper has stood there (a person who stopped
+                // after walking in counts from when they stopped).
+                let since = seen.since.min(t);
+                *candidate_since = Some(since);
                 if elapsed(since, t, cfg.enter_after_s) {
                     let session = self.ids.next_id();
                     out.push(Event::new(
@@ -127,9 +169,10 @@ impl SessionTracker {
                 away: away @ None,
                 ..
             } => {
-                if present {
-                    *last_seen = t;
-                } else if elapsed(*last_seen, t, cfg.absent_after_s) {
+                if let Some(seen) = seen {
+                    *last_seen = seen.last_seen.max(*last_seen);
+                }
+                if elapsed(*last_seen, t, cfg.absent_after_s) {
                     out.push(Event::new(
                         t,
                         EventKind::PersonLeft {
@@ -148,8 +191,8 @@ impl SessionTracker {
                 ..
             } => {
                 let Some(a) = away.as_mut() else { return };
-                if present {
-                    let since = *a.candidate_since.get_or_insert(t);
+                if let Some(seen) = seen {
+                    let since = *a.candidate_since.get_or_insert(seen.since.max(*last_seen));
                     if elapsed(since, t, cfg.enter_after_s) {
                         out.push(Event::new(
                             t,
@@ -157,7 +200,7 @@ impl SessionTracker {
                                 session: session.clone(),
                             },
                         ));
-                        *last_seen = t;
+                        *last_seen = seen.last_seen;
                         *away = None;
                     }
                 } else {
@@ -237,8 +280,27 @@ mod tests {
         )
     }
 
+    /// Presence as a detector that sees the shopper (or not) at `t` would report it: in view
+    /// since the start of the current run of sightings.
+    #[derive(Default)]
+    struct Eyes {
+        since: Option<f64>,
+    }
+
+    impl Eyes {
+        fn see(&mut self, t: f64, present: bool) -> Option<Sighting> {
+            if !present {
+                self.since = None;
+                return None;
+            }
+            let since = *self.since.get_or_insert(t);
+            Some(Sighting { since, last_seen: t })
+        }
+    }
+
     /// Feeds `present` observations every 0.1 s over [from, to) and returns compact event strings.
     fn feed(tr: &mut SessionTracker, from: f64, to: f64, present: bool, log: &mut Vec<String>) {
+        let mut eyes = Eyes::default();
         let mut out = Vec::new();
         let mut i = 0;
         loop {
@@ -246,7 +308,7 @@ mod tests {
             if t >= to - 1e-9 {
                 break;
             }
-            tr.observe(t, present, &mut out);
+            tr.observe(t, eyes.see(t, present), &mut out);
             i += 1;
         }
         log.extend(out.iter().map(|e| format!("{}@{}", e.type_name(), e.t)));
@@ -306,9 +368,11 @@ mod tests {
     fn flicker_neither_starts_nor_prolongs_a_session() {
         let mut tr = tracker();
         let mut out = Vec::new();
+        let mut eyes = Eyes::default();
         // One detection in three over 5 s: never 0.5 s of continuous presence.
         for i in 0..50 {
-            tr.observe(i as f64 * 0.1, i % 3 == 0, &mut out);
+            let t = i as f64 * 0.1;
+            tr.observe(t, eyes.see(t, i % 3 == 0), &mut out);
         }
         assert!(out.is_empty(), "{out:?}");
 
@@ -317,9 +381,10 @@ mod tests {
         feed(&mut tr, 0.0, 2.0, true, &mut log);
         // Gone, with an isolated false detection every 1.5 s.
         let mut out = Vec::new();
+        let mut eyes = Eyes::default();
         for i in 0..60 {
             let t = 2.0 + i as f64 * 0.1;
-            tr.observe(t, i % 15 == 0 && i > 0, &mut out);
+            tr.observe(t, eyes.see(t, i % 15 == 0 && i > 0), &mut out);
         }
         log.extend(out.iter().map(|e| format!("{}@{}", e.type_name(), e.t)));
         assert_eq!(
@@ -354,8 +419,10 @@ mod tests {
     fn finish_closes_an_open_session_once() {
         let mut tr = tracker();
         let mut out = Vec::new();
+        let mut eyes = Eyes::default();
         for i in 0..10 {
-            tr.observe(i as f64 * 0.1, true, &mut out);
+            let t = i as f64 * 0.1;
+            tr.observe(t, eyes.see(t, true), &mut out);
         }
         tr.finish(1.0, EndReason::EndOfStream, &mut out);
         tr.finish(1.1, EndReason::EndOfStream, &mut out);
@@ -368,12 +435,48 @@ mod tests {
     }
 
     #[test]
+    fn a_shopper_standing_since_earlier_starts_the_session_at_once() {
+        // Presence says the shopper has stood there since 1.0 (they were confirmed late):
+        // the session starts as soon as that is enter_after_s ago.
+        let mut tr = tracker();
+        let mut out = Vec::new();
+        tr.observe(1.6, Some(Sighting { since: 1.0, last_seen: 1.6 }), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].type_name(), "session_started");
+        assert_eq!(out[0].t, 1.6);
+    }
+
+    #[test]
+    fn absence_counts_from_when_the_shopper_was_last_seen() {
+        let mut tr = tracker();
+        let mut log = Vec::new();
+        feed(&mut tr, 0.0, 2.0, true, &mut log); // last seen 1.9
+        let mut out = Vec::new();
+        // Reported present (a missed detection bridged) but last seen at 1.9.
+        tr.observe(2.95, Some(Sighting { since: 0.0, last_seen: 1.9 }), &mut out);
+        assert_eq!(out.iter().map(|e| e.type_name()).collect::<Vec<_>>(), ["person_left"]);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let c = SessionConfig {
+            absent_after_s: 5.0,
+            exit_after_s: 2.0,
+            ..SessionConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "session.absent_after_s");
+        assert!(SessionConfig::default().validate().is_ok());
+    }
+
+    #[test]
     fn seeded_trackers_give_identical_ids() {
         let run = || {
             let mut tr = tracker();
             let mut out = Vec::new();
+            let mut eyes = Eyes::default();
             for i in 0..10 {
-                tr.observe(i as f64 * 0.1, true, &mut out);
+                let t = i as f64 * 0.1;
+                tr.observe(t, eyes.see(t, true), &mut out);
             }
             out
         };

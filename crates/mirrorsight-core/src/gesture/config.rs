@@ -1,20 +1,15 @@
 //! `[gestures]`: every threshold of the recognizer and the gesture → action mapping.
 //!
-//! Distances are relative, never pixels, so one configuration works for any camera resolution
-//! and shopper distance: swipe travel is a fraction of the frame width, hand motion is in palm
-//! lengths, heights are in shoulder widths.
+//! Distances are relative to the body, never pixels or fractions of the picture, so one
+//! configuration works for any camera resolution, shopper distance and place in the frame:
+//! swipe travel, wrist speed and heights are in shoulder widths, hand motion is in palm
+//! lengths; durations are media seconds, never frame counts.
 
 use mirrorsight_contract::events::Side;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-/// A configuration value out of range; `key` is the full dotted key (`gestures.swipe_min_travel`).
-#[derive(Debug, Clone, PartialEq, Error)]
-#[error("config key `{key}`: {message}")]
-pub struct GestureConfigError {
-    pub key: String,
-    pub message: String,
-}
+/// A configuration value out of range; `key` is the full dotted key.
+pub type GestureConfigError = crate::ConfigError;
 
 /// What a recognised gesture asks the mirror to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -99,6 +94,17 @@ pub struct GestureConfig {
     pub palm_max_tilt_deg: f64,
     /// How far the wrist may wander during the open-palm hold, in palm lengths. Default 0.6.
     pub palm_max_motion: f64,
+    /// The open palm must face the camera: how clearly the knuckles' order shows the palm
+    /// rather than the back of the hand or a palm turned up (0..1, see `palm_turn` in the
+    /// shape reading). Default 0.2.
+    pub palm_min_facing: f64,
+    /// The open palm's fingers must be apart, not held together: minimum angle between the
+    /// index and little fingers, degrees. Default 15.
+    pub palm_min_spread_deg: f64,
+    /// A hand shape counts only while the other hand is not next to it (hands clasped, pressed
+    /// together or opened like a book are not a gesture): minimum distance between the two
+    /// wrists, in shoulder widths. Default 0.8.
+    pub hands_min_apart_shoulders: f64,
     /// After a gesture fires, the same gesture cannot fire again for this long. Default 1.5 s.
     pub cooldown_s: f64,
     /// ... nor before its shape has been gone from every hand for this long (a long hold fires once).
@@ -109,8 +115,8 @@ pub struct GestureConfig {
     pub hand_max_wrist_distance: f64,
     /// Pose wrists and shoulders below this visibility are ignored. Default 0.8.
     pub min_pose_visibility: f32,
-    /// Minimum horizontal wrist travel of a swipe, as a fraction of the frame width. Default 0.3.
-    pub swipe_min_travel: f64,
+    /// Minimum wrist travel of a swipe along the shoulder line, in shoulder widths. Default 1.0.
+    pub swipe_min_travel_shoulders: f64,
     /// The travel must happen within this time. Default 0.8 s.
     pub swipe_max_duration_s: f64,
     /// Vertical extent of the stroke over its horizontal travel: above this it is a wave or an
@@ -133,9 +139,9 @@ pub struct GestureConfig {
     pub swipe_require_open_hand: bool,
     /// How long after the stroke ends to wait for that open hand. Default 0.3 s.
     pub swipe_confirm_wait_s: f64,
-    /// Wrist points that would need a faster speed than this (frame widths per second) to be
-    /// reached are glitches and ignored. Default 8.0.
-    pub max_wrist_speed: f64,
+    /// Wrist points that would need a faster speed than this (shoulder widths per second) to be
+    /// reached are glitches and ignored. Default 25.0.
+    pub max_wrist_speed_shoulders: f64,
     /// The shopper's swipe direction (as they see it in the mirror) that means `next`; the
     /// other means `previous`. Default `left`, like flicking a page.
     pub swipe_next_direction: Side,
@@ -157,11 +163,14 @@ impl Default for GestureConfig {
             palm_hold_s: 1.0,
             palm_max_tilt_deg: 50.0,
             palm_max_motion: 0.6,
+            palm_min_facing: 0.2,
+            palm_min_spread_deg: 15.0,
+            hands_min_apart_shoulders: 0.8,
             cooldown_s: 1.5,
             release_s: 0.5,
             hand_max_wrist_distance: 0.6,
             min_pose_visibility: 0.8,
-            swipe_min_travel: 0.3,
+            swipe_min_travel_shoulders: 1.0,
             swipe_max_duration_s: 0.8,
             swipe_max_vertical_ratio: 0.5,
             swipe_max_below_shoulder: 0.3,
@@ -170,7 +179,7 @@ impl Default for GestureConfig {
             swipe_cooldown_s: 0.3,
             swipe_require_open_hand: true,
             swipe_confirm_wait_s: 0.3,
-            max_wrist_speed: 8.0,
+            max_wrist_speed_shoulders: 25.0,
             swipe_next_direction: Side::Left,
             actions: ActionMap::default(),
         }
@@ -231,16 +240,24 @@ impl GestureConfig {
             ));
         }
         positive("palm_max_motion", self.palm_max_motion)?;
+        fraction("palm_min_facing", self.palm_min_facing)?;
+        if !(0.0..=90.0).contains(&self.palm_min_spread_deg) {
+            return Err(key_error(
+                "palm_min_spread_deg",
+                format!("must be in [0, 90], got {}", self.palm_min_spread_deg),
+            ));
+        }
+        non_negative("hands_min_apart_shoulders", self.hands_min_apart_shoulders)?;
         non_negative("cooldown_s", self.cooldown_s)?;
         non_negative("release_s", self.release_s)?;
         positive("hand_max_wrist_distance", self.hand_max_wrist_distance)?;
         fraction("min_pose_visibility", f64::from(self.min_pose_visibility))?;
-        if !(self.swipe_min_travel > 0.0 && self.swipe_min_travel <= 1.0) {
+        if !(self.swipe_min_travel_shoulders > 0.0 && self.swipe_min_travel_shoulders <= 10.0) {
             return Err(key_error(
-                "swipe_min_travel",
+                "swipe_min_travel_shoulders",
                 format!(
-                    "must be a fraction of the frame width in (0, 1], got {}",
-                    self.swipe_min_travel
+                    "must be in shoulder widths in (0, 10], got {}",
+                    self.swipe_min_travel_shoulders
                 ),
             ));
         }
@@ -256,7 +273,7 @@ impl GestureConfig {
         non_negative("swipe_refractory_s", self.swipe_refractory_s)?;
         non_negative("swipe_cooldown_s", self.swipe_cooldown_s)?;
         non_negative("swipe_confirm_wait_s", self.swipe_confirm_wait_s)?;
-        positive("max_wrist_speed", self.max_wrist_speed)?;
+        positive("max_wrist_speed_shoulders", self.max_wrist_speed_shoulders)?;
         let a = &self.actions;
         for (key, action) in [
             ("thumbs_up", a.thumbs_up),
@@ -289,14 +306,14 @@ mod tests {
     #[test]
     fn toml_overrides_and_partial_tables() {
         let text = r#"
-            swipe_min_travel = 0.4
+            swipe_min_travel_shoulders = 1.4
             swipe_next_direction = "right"
             [actions]
             thumbs_up = "none"
             fist = "photo_requested"
         "#;
         let c: GestureConfig = toml::from_str(text).unwrap();
-        assert_eq!(c.swipe_min_travel, 0.4);
+        assert_eq!(c.swipe_min_travel_shoulders, 1.4);
         assert_eq!(c.swipe_next_direction, Side::Right);
         assert_eq!(c.actions.thumbs_up, Action::None);
         assert_eq!(c.actions.fist, Action::PhotoRequested);
@@ -309,6 +326,9 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<GestureConfig>("swipe_min_travl = 0.3").is_err());
+        // The old frame-fraction keys are gone: a config naming them is refused by name.
+        assert!(toml::from_str::<GestureConfig>("swipe_min_travel = 0.3").is_err());
+        assert!(toml::from_str::<GestureConfig>("max_wrist_speed = 8.0").is_err());
         assert!(toml::from_str::<GestureConfig>("[actions]\nwave = \"none\"").is_err());
         assert!(toml::from_str::<GestureConfig>("[actions]\nswipe = \"dance\"").is_err());
     }
@@ -316,12 +336,15 @@ mod tests {
     #[test]
     fn errors_name_the_full_key() {
         let c = GestureConfig {
-            swipe_min_travel: 1.5,
+            swipe_min_travel_shoulders: -1.5,
             ..GestureConfig::default()
         };
         let e = c.validate().unwrap_err();
-        assert_eq!(e.key, "gestures.swipe_min_travel");
-        assert!(e.to_string().contains("gestures.swipe_min_travel"), "{e}");
+        assert_eq!(e.key, "gestures.swipe_min_travel_shoulders");
+        assert!(
+            e.to_string().contains("gestures.swipe_min_travel_shoulders"),
+            "{e}"
+        );
 
         let c = GestureConfig {
             palm_hold_s: f64::NAN,

@@ -207,6 +207,8 @@ mod tests {
             palm: 50.0,
             wrist: [x, 100.0],
             finger_angle_deg: 0.0,
+            palm_turn: 0.0,
+            finger_spread_deg: 0.0,
         }
     }
 

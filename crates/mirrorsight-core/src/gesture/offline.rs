@@ -4,7 +4,8 @@
 //!
 //! `GESTURE_OBS_DIR=/tmp/obs cargo test --release --lib gesture::offline -- --ignored --nocapture`
 //! (default dir /tmp/obs; `GESTURE_TRACE=1` prints every judged stroke and every hand reading,
-//! `GESTURE_CLIP=stem` runs one clip, `GESTURE_SET` overrides `[gestures]` keys).
+//! `GESTURE_CLIP=stem` runs one clip, `GESTURE_SET` overrides `[gestures]` keys,
+//! `GESTURE_DUMP=FILE` traces one dump without scoring it).
 //! Ignored by default: the dumps are produced by the current vision code and are not part of
 //! the repository; the acceptance tests replay the clips themselves.
 
@@ -214,16 +215,34 @@ pub(crate) fn replay(path: &Path, config: &GestureConfig, trace: bool) -> Vec<Ev
             println!("  -> {}", e.to_json_line());
         }
     }
+    if let Ok(path) = std::env::var("GESTURE_STROKES") {
+        // Every judged stroke as JSON lines, for offline analysis.
+        let lines: Vec<String> = rec
+            .stroke_trace()
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "arm": v.arm, "dir": v.dir, "start": v.start, "end": v.end,
+                    "travel": v.travel, "vertical": v.vertical_ratio, "duration": v.duration,
+                    "peak_speed": v.peak_speed, "below": v.below_shoulder,
+                    "rejections": v.rejections.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
+                })
+                .to_string()
+            })
+            .collect();
+        let _ = std::fs::write(path, lines.join("\n"));
+    }
     if trace {
-        for v in rec.stroke_trace().iter().filter(|v| v.travel >= 0.15) {
+        for v in rec.stroke_trace().iter().filter(|v| v.travel >= 0.4) {
             println!(
-                "    stroke arm {} dir {:+} {:.3}-{:.3} travel {:.2} below {:?} -> {:?}",
+                "    stroke arm {} dir {:+} {:.3}-{:.3} travel {:.2} vertical {:.2} below {:.2} -> {:?}",
                 v.arm,
                 v.dir,
                 v.start,
                 v.end,
                 v.travel,
-                v.below_shoulder.map(|b| (b * 100.0).round() / 100.0),
+                v.vertical_ratio,
+                v.below_shoulder,
                 v.rejections
             );
         }
@@ -240,11 +259,16 @@ fn real_footage() {
     );
     let trace = std::env::var("GESTURE_TRACE").is_ok_and(|v| v == "1");
     let only = std::env::var("GESTURE_CLIP").ok();
-    // `GESTURE_SET="swipe_min_travel = 0.4; [actions] fist = 'none'"`: TOML, `;` for newlines.
+    // `GESTURE_SET="swipe_min_travel_shoulders = 1.2; [actions] fist = 'none'"`: TOML, `;` for newlines.
     let config: GestureConfig = match std::env::var("GESTURE_SET") {
         Ok(set) => toml::from_str(&set.replace(';', "\n")).expect("GESTURE_SET is gestures TOML"),
         Err(_) => GestureConfig::default(),
     };
+    if let Ok(one) = std::env::var("GESTURE_DUMP") {
+        // One dump (e.g. of an augmented replay), traced, not scored.
+        replay(Path::new(&one), &config, trace);
+        return;
+    }
     let mut failures = Vec::new();
     for exp in EXPECTATIONS {
         if only.as_deref().is_some_and(|o| o != exp.stem) {

@@ -20,12 +20,42 @@ const MIN_POSE_PRESENCE: f32 = 0.5;
 const TRACK_MATCH_PALMS: f64 = 2.5;
 /// Time running backwards by more than this (a clip restarted, a camera reset) starts over.
 const TIME_JUMP_BACK_S: f64 = 0.001;
+/// The body's scale and tilt are medians over this much of the recent past.
+const SHOULDER_MEMORY_S: f64 = 1.0;
+/// Shoulders closer than this share of their typical width: the shopper is side-on.
+const SIDE_ON_SHARE: f64 = 0.4;
+/// A shoulder line steeper than this is a shopper leaning, not a crooked camera: the body's
+/// axes tilt no further.
+const MAX_TILT_DEG: f64 = 25.0;
+
+/// One frame's shoulders.
+#[derive(Debug, Clone, Copy)]
+struct Shoulders {
+    t: f64,
+    origin: [f64; 2],
+    span: f64,
+    tilt_deg: f64,
+    /// The body's left shoulder on the picture's right: the shopper faces the camera (the pose
+    /// model names the shoulders anatomically, so this holds in a mirrored picture too).
+    facing: bool,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
 
 /// A hand that counts: its reading, and which of the shopper's hands it is.
 #[derive(Debug, Clone)]
 struct SeenHand {
     reading: ShapeReading,
     side: Side,
+    /// The pose model's arm (0 left, 1 right) whose wrist it sits on, if the wrists were seen.
+    arm: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +74,8 @@ pub struct GestureRecognizer {
     mirrored: bool,
     session: Option<String>,
     last_t: Option<f64>,
-    body: Option<(f64, BodyRef)>,
+    /// Recent shoulders, oldest first (see [`Self::body_ref`]).
+    shoulders: std::collections::VecDeque<Shoulders>,
     tracks: Vec<HandTrack>,
     /// One per entry of [`HandShape::ALL`].
     latches: [Latch; 6],
@@ -100,7 +131,7 @@ impl GestureRecognizer {
             mirrored,
             session: None,
             last_t: None,
-            body: None,
+            shoulders: std::collections::VecDeque::new(),
             tracks: Vec::new(),
             latches: [Latch::default(); 6],
             swipes: SwipeDetector::default(),
@@ -119,7 +150,7 @@ impl GestureRecognizer {
 
     fn clear(&mut self) {
         self.last_t = None;
-        self.body = None;
+        self.shoulders.clear();
         self.tracks.clear();
         self.latches = [Latch::default(); 6];
         self.swipes.reset();
@@ -166,16 +197,24 @@ impl GestureRecognizer {
         let (width, height) = (f64::from(w), f64::from(h));
 
         let body = self.body_ref(t, obs.pose.as_ref(), width, height);
-        let wrists = obs.pose.as_ref().map_or([None, None], |p| {
-            [pose::LEFT_WRIST, pose::RIGHT_WRIST].map(|i| {
-                self.reliable(p, i, width, height)
-                    .map(|[x, y]| WristSample { t, x, y, body })
-            })
+        let turned_away = self.facing() == Some(false);
+        let raw_wrists = match obs.pose.as_ref() {
+            Some(p) if !turned_away => {
+                [pose::LEFT_WRIST, pose::RIGHT_WRIST].map(|i| self.reliable(p, i, width, height))
+            }
+            _ => [None, None],
+        };
+        // Swipes are measured against the body: without shoulders there is no telling a
+        // raised-hand swipe from an arm swinging past.
+        let wrists = raw_wrists.map(|w| {
+            let ([x, y], body) = (w?, body?);
+            Some(WristSample { t, x, y, body })
         });
         let hands: Vec<SeenHand> = obs
             .hands
             .iter()
-            .filter_map(|hand| self.seen_hand(hand, &wrists, body))
+            .filter(|_| !turned_away)
+            .filter_map(|hand| self.seen_hand(hand, &raw_wrists, body))
             .collect();
 
         let sightings: Vec<HandSighting> = hands
@@ -183,12 +222,11 @@ impl GestureRecognizer {
             .map(|h| HandSighting {
                 t,
                 wrist: h.reading.wrist,
+                arm: h.arm,
                 flat: h.reading.flat,
             })
             .collect();
-        let swipes = self
-            .swipes
-            .update(t, width, wrists, &sightings, &self.config);
+        let swipes = self.swipes.update(t, wrists, &sightings, &self.config);
         for swipe in swipes {
             let direction = shopper_direction(swipe.motion, self.mirrored);
             let hand = self.arm_side(swipe.arm);
@@ -213,7 +251,7 @@ impl GestureRecognizer {
             );
         }
 
-        self.static_shapes(t, session, &hands, out);
+        self.static_shapes(t, session, &hands, body, out);
     }
 
     /// The pose model labels arms as the person's own on an unflipped camera view; on a
@@ -236,6 +274,9 @@ impl GestureRecognizer {
         .then_some([x, y])
     }
 
+    /// The shopper's body as a frame of reference: this frame's shoulders, with the scale
+    /// (shoulder width) and the tilt of the shoulder line as medians over the last moments, so
+    /// one bad pair of landmarks or a shopper turning for a second does not rescale everything.
     fn body_ref(
         &mut self,
         t: f64,
@@ -243,34 +284,68 @@ impl GestureRecognizer {
         width: f64,
         height: f64,
     ) -> Option<BodyRef> {
+        self.shoulders
+            .retain(|s| t - s.t <= SHOULDER_MEMORY_S && s.t <= t);
         let current = pose.and_then(|p| {
             let l = self.reliable(p, pose::LEFT_SHOULDER, width, height)?;
             let r = self.reliable(p, pose::RIGHT_SHOULDER, width, height)?;
-            let shoulder_width = (l[0] - r[0]).hypot(l[1] - r[1]);
-            // Shoulders on top of each other: the person is side-on or the points are wrong.
-            (shoulder_width >= 0.03 * width).then_some(BodyRef {
-                shoulder_y: 0.5 * (l[1] + r[1]),
-                center_x: 0.5 * (l[0] + r[0]),
-                shoulder_width,
+            let (a, b) = if l[0] <= r[0] { (l, r) } else { (r, l) };
+            let span = (b[0] - a[0]).hypot(b[1] - a[1]);
+            let typical = self.typical_shoulder_width();
+            // Shoulders nearly on top of each other: the shopper turned side-on (or the points
+            // are wrong); the body's scale is not this frame's.
+            if typical.is_some_and(|w| span < SIDE_ON_SHARE * w) || span <= 0.0 {
+                return None;
+            }
+            let tilt = (b[1] - a[1]).atan2(b[0] - a[0]).to_degrees();
+            Some(Shoulders {
+                t,
+                origin: [0.5 * (l[0] + r[0]), 0.5 * (l[1] + r[1])],
+                span,
+                tilt_deg: tilt.clamp(-MAX_TILT_DEG, MAX_TILT_DEG),
+                facing: l[0] > r[0],
             })
         });
-        match current {
-            Some(b) => {
-                self.body = Some((t, b));
-                Some(b)
+        let current = match current {
+            Some(s) => {
+                self.shoulders.push_back(s);
+                s
             }
-            None => self
-                .body
-                .filter(|(seen, _)| t - seen <= BODY_MEMORY_S)
-                .map(|(_, b)| b),
+            // Shoulders missing for a moment: the last ones still stand in.
+            None => *self
+                .shoulders
+                .back()
+                .filter(|s| t - s.t <= BODY_MEMORY_S)?,
+        };
+        let scale = median(self.shoulders.iter().map(|s| s.span));
+        let tilt = median(self.shoulders.iter().map(|s| s.tilt_deg)).to_radians();
+        Some(BodyRef {
+            origin: current.origin,
+            axis: [tilt.cos(), tilt.sin()],
+            scale,
+        })
+    }
+
+    /// Does the shopper face the mirror? Gestures are made facing it: a shopper with their
+    /// back to the camera (looking at the rack, at a friend) makes none. `None` without
+    /// shoulders (hand-only views).
+    fn facing(&self) -> Option<bool> {
+        if self.shoulders.is_empty() {
+            return None;
         }
+        let facing = self.shoulders.iter().filter(|s| s.facing).count();
+        Some(2 * facing >= self.shoulders.len())
+    }
+
+    fn typical_shoulder_width(&self) -> Option<f64> {
+        (self.shoulders.len() >= 3).then(|| median(self.shoulders.iter().map(|s| s.span)))
     }
 
     /// A hand the recognizer will use: present, classifiable, and the shopper's.
     fn seen_hand(
         &self,
         hand: &HandLandmarks,
-        wrists: &[Option<WristSample>; 2],
+        wrists: &[Option<[f64; 2]>; 2],
         body: Option<BodyRef>,
     ) -> Option<SeenHand> {
         // NaN presence is no presence.
@@ -278,9 +353,9 @@ impl GestureRecognizer {
             return None;
         }
         let mut reading = classify(&hand.points)?;
-        let near = |w: &WristSample| {
-            let d = (w.x - reading.wrist[0]).hypot(w.y - reading.wrist[1]);
-            body.is_none_or(|b| d <= self.config.hand_max_wrist_distance * b.shoulder_width)
+        let near = |w: &[f64; 2]| {
+            let d = (w[0] - reading.wrist[0]).hypot(w[1] - reading.wrist[1]);
+            body.is_none_or(|b| d <= self.config.hand_max_wrist_distance * b.scale)
                 .then_some(d)
         };
         let arm = match wrists {
@@ -315,15 +390,34 @@ impl GestureRecognizer {
         // in the lap keeps its reading for swipe confirmation but shows no shape. An open palm
         // must also be upright: a relaxed hand hangs open, fingers down.
         let low = body.is_some_and(|b| {
-            (reading.wrist[1] - b.shoulder_y) / b.shoulder_width.max(f64::EPSILON)
-                > self.config.shape_max_below_shoulder
+            b.below_shoulders(reading.wrist) > self.config.shape_max_below_shoulder
         });
+        // Upright means along the body's up, which a crooked camera tilts in the image.
+        let tilt = body.map_or(0.0, |b| b.tilt_deg());
         let slumped = reading.shape == HandShape::OpenPalm
-            && reading.finger_angle_deg.abs() > self.config.palm_max_tilt_deg;
-        if low || slumped {
+            && (reading.finger_angle_deg - tilt).abs() > self.config.palm_max_tilt_deg;
+        // An open palm shown on purpose faces the camera with the fingers apart. Which hand
+        // it is (the body's arm, else the hand model's own guess) decides which knuckle order
+        // shows the palm; both flip together in a mirrored picture.
+        let perceived_right = match arm {
+            Some(a) => Some(a == 1),
+            None if (hand.right_hand - 0.5).abs() >= 0.3 => Some(hand.right_hand > 0.5),
+            None => None,
+        };
+        let facing = perceived_right.is_some_and(|right| {
+            let turn = if right {
+                -reading.palm_turn
+            } else {
+                reading.palm_turn
+            };
+            turn >= self.config.palm_min_facing
+        });
+        let half_shown = reading.shape == HandShape::OpenPalm
+            && (!facing || reading.finger_spread_deg < self.config.palm_min_spread_deg);
+        if low || slumped || half_shown {
             reading.shape = HandShape::None;
         }
-        Some(SeenHand { reading, side })
+        Some(SeenHand { reading, side, arm })
     }
 
     fn rule(config: &GestureConfig, shape: HandShape) -> HoldRule {
@@ -346,7 +440,31 @@ impl GestureRecognizer {
         }
     }
 
-    fn static_shapes(&mut self, t: f64, session: &str, hands: &[SeenHand], out: &mut Vec<Event>) {
+    fn static_shapes(
+        &mut self,
+        t: f64,
+        session: &str,
+        hands: &[SeenHand],
+        body: Option<BodyRef>,
+        out: &mut Vec<Event>,
+    ) {
+        // Two hands together (clasped, pressed palm to palm, opened like a book: signing or
+        // fidgeting) show no shape.
+        let together = |a: &SeenHand, b: &SeenHand| {
+            let unit = body.map_or(2.0 * a.reading.palm.max(b.reading.palm), |b| b.scale);
+            (a.reading.wrist[0] - b.reading.wrist[0]).hypot(a.reading.wrist[1] - b.reading.wrist[1])
+                < self.config.hands_min_apart_shoulders * unit
+        };
+        let mut hands = hands.to_vec();
+        let close: Vec<bool> = (0..hands.len())
+            .map(|i| (0..hands.len()).any(|j| j != i && together(&hands[i], &hands[j])))
+            .collect();
+        for (h, close) in hands.iter_mut().zip(close) {
+            if close {
+                h.reading.shape = HandShape::None;
+            }
+        }
+        let hands = &hands[..];
         // Match hands to tracks, nearest first, so two hands keep their own holds.
         let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
         for (hi, h) in hands.iter().enumerate() {

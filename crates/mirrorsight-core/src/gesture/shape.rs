@@ -67,6 +67,15 @@ pub struct ShapeReading {
     /// Direction the fingers point (wrist → middle knuckle) in degrees from image up,
     /// positive clockwise: 0 = fingers up.
     pub finger_angle_deg: f64,
+    /// Which way the palm turns, from the order of the knuckles around the wrist in the
+    /// picture: the cross product (wrist → index knuckle) × (wrist → little-finger knuckle)
+    /// over their lengths, in -1..1. A right hand shows its palm when this is negative, a left
+    /// hand when positive; near 0 the palm faces up, down or sideways. Mirroring the picture
+    /// turns a right hand into a left one and flips the sign, so the rule holds either way.
+    pub palm_turn: f64,
+    /// Angle between the index and little fingers (knuckle → tip), degrees: fingers apart
+    /// (an open hand shown on purpose) or held together.
+    pub finger_spread_deg: f64,
 }
 
 type V3 = [f64; 3];
@@ -186,6 +195,16 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
     // up is not a thumbs up.
     let others_curled = curled.iter().copied().fold(1.0, f64::min);
     let thumbs = thumb_out.min(others_curled).min(thumb_visible);
+    // The thumb's tip must not sit below the middle of the knuckle line for a thumbs up (or
+    // above it for a thumbs down): a thumb pointing up from inside a clasp or a low fist is
+    // not shown. The ramp allows a tilted, turned hand (30° roll and 40° yaw still pass).
+    let knuckle_line_y = [INDEX_MCP, MIDDLE_MCP, RING_MCP, PINKY_MCP]
+        .iter()
+        .map(|&j| p[j][1])
+        .sum::<f64>()
+        / 4.0;
+    let clear_above = ramp((knuckle_line_y - p[THUMB_TIP][1]) / palm, -0.3, -0.1);
+    let clear_below = ramp((p[THUMB_TIP][1] - knuckle_line_y) / palm, -0.3, -0.1);
 
     // V sign: the two fingers must part, or it is two fingers held together (another sign).
     let spread = angle_deg(
@@ -203,8 +222,8 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
             .fold(1.0, f64::min)
             .min(not(thumb_out)),
         // thumbs up / down
-        thumbs.min(up),
-        thumbs.min(down),
+        thumbs.min(up).min(clear_above),
+        thumbs.min(down).min(clear_below),
         // pointing
         index.min(not(middle)).min(not(ring)).min(not(pinky)),
         // victory
@@ -234,6 +253,17 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
     let mut long = [index, middle, ring, pinky];
     long.sort_by(f64::total_cmp);
     let fv = sub(p[MIDDLE_MCP], wrist);
+    let (iv, pv) = (sub(p[INDEX_MCP], wrist), sub(p[PINKY_MCP], wrist));
+    let turn_norm = iv[0].hypot(iv[1]) * pv[0].hypot(pv[1]);
+    let palm_turn = if turn_norm > f64::EPSILON {
+        (iv[0] * pv[1] - iv[1] * pv[0]) / turn_norm
+    } else {
+        0.0
+    };
+    let finger_spread_deg = angle_deg(
+        sub(p[INDEX_TIP], p[INDEX_MCP]),
+        sub(p[PINKY_TIP], p[PINKY_MCP]),
+    );
     Some(ShapeReading {
         shape,
         confidence,
@@ -243,6 +273,8 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
         palm,
         wrist: [wrist[0], wrist[1]],
         finger_angle_deg: fv[0].atan2(-fv[1]).to_degrees(),
+        palm_turn,
+        finger_spread_deg,
     })
 }
 

@@ -1,24 +1,34 @@
 //! Horizontal swipes from the shopper's wrist trajectories.
 //!
 //! The pose model's wrist is the primary signal: it is found in nearly every frame, while the
-//! hand-landmark model loses the hand in the motion blur of a fast stroke. Each arm's wrist
-//! path is cut into strokes (runs that keep one horizontal direction); a stroke is judged once,
-//! when it ends (the wrist turns back, stops, or is lost). A swipe is a stroke that
+//! hand-landmark model loses the hand in the motion blur of a fast stroke.
 //!
-//! - covers `swipe_min_travel` of the frame width within `swipe_max_duration_s`,
-//! - stays roughly level (vertical extent small against the travel),
+//! **Everything is measured in the shopper's own frame of reference** ([`BodyRef`]): origin
+//! between the shoulders, the first axis along the shoulder line, the second towards the feet,
+//! one shoulder width as the unit. So a shopper at 1 m or at 3 m, in the middle of the picture
+//! or at its edge, under a camera mounted a few degrees crooked, makes the same numbers; and
+//! times are media seconds, never frame counts, so a 10 fps camera and a 30 fps one agree.
+//! Left and right are one mirrored rule: nothing here knows which arm is which.
+//!
+//! Each arm's wrist path is cut into strokes (runs that keep one direction along the shoulder
+//! line); a stroke is judged once, when it ends (the wrist turns back, stops, or is lost). A
+//! swipe is a stroke that
+//!
+//! - covers `swipe_min_travel_shoulders` within `swipe_max_duration_s`,
+//! - stays roughly level (its extent across the shoulder line small against its travel),
 //! - is made with the hand raised (at or above a line just under the shoulders),
 //! - is the wrist moving, not the whole body (the shoulders stay put),
-//! - is not the return stroke of the previous swipe (opposite direction, starting within
-//!   `swipe_refractory_s` of its end), and
-//! - ends with an open, flat hand seen by the hand model near the wrist
-//!   (`swipe_require_open_hand`, on by default).
+//! - is not the return stroke of a swipe (see below), and
+//! - has an open, flat hand seen by the hand model on its path, from just before it starts
+//!   until shortly after it ends (`swipe_require_open_hand`, on by default).
 //!
-//! The return stroke of a swipe is the classic false trigger. It starts right after the swipe
-//! (refractory period), ends without an open palm (confirmation) and is often lower, across
-//! the chest (height rule); it is also short and fast (few points, large steps). On the sense
-//! clip every return stroke breaks at least two of these rules, so no single threshold is
-//! critical.
+//! The return stroke of a swipe is the classic false trigger: the very next stroke of the same
+//! arm, the other way, starting within `swipe_refractory_s` of the swipe's end. A swipe the
+//! other way made on purpose comes after the hand was brought back into position (a stroke of
+//! its own in between, a wind-up), or after a pause, so it is not mistaken for a return. Only a
+//! swipe that fired has its return suppressed: a wind-up that was not a swipe must not swallow
+//! the swipe that follows it. The return of a swipe that was missed has to pass every rule on
+//! its own, and returns are usually lower (across the chest) and without an open palm.
 
 use std::collections::VecDeque;
 
@@ -27,28 +37,68 @@ use mirrorsight_contract::events::SwipeMotion;
 use super::config::GestureConfig;
 use super::shape::ramp;
 
+/// The shopper's body as a frame of reference for one video frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BodyRef {
+    /// Between the shoulders, image pixels.
+    pub origin: [f64; 2],
+    /// Unit vector along the shoulder line, pointing to the image's right.
+    pub axis: [f64; 2],
+    /// One shoulder width in pixels (smoothed over recent frames).
+    pub scale: f64,
+}
+
+impl BodyRef {
+    /// A point in body units: along the shoulder line (towards the image's right) and across
+    /// it (towards the feet), in shoulder widths from between the shoulders.
+    pub fn to_body(&self, p: [f64; 2]) -> [f64; 2] {
+        let d = [p[0] - self.origin[0], p[1] - self.origin[1]];
+        let scale = self.scale.max(f64::EPSILON);
+        [
+            (d[0] * self.axis[0] + d[1] * self.axis[1]) / scale,
+            (-d[0] * self.axis[1] + d[1] * self.axis[0]) / scale,
+        ]
+    }
+
+    /// How far below the shoulder line a point is, in shoulder widths (negative: above).
+    pub fn below_shoulders(&self, p: [f64; 2]) -> f64 {
+        self.to_body(p)[1]
+    }
+
+    /// The body's tilt in the image: the shoulder line's angle, degrees, positive clockwise.
+    pub fn tilt_deg(&self) -> f64 {
+        self.axis[1].atan2(self.axis[0]).to_degrees()
+    }
+}
+
 /// One reliable wrist position, with the body reference of the same frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WristSample {
     pub t: f64,
+    /// Image pixels.
     pub x: f64,
     pub y: f64,
-    /// Shoulder line, centre and width in pixels, when both shoulders are seen.
-    pub body: Option<BodyRef>,
+    pub body: BodyRef,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BodyRef {
-    pub shoulder_y: f64,
-    pub center_x: f64,
-    pub shoulder_width: f64,
+impl WristSample {
+    /// Position in body units (see [`BodyRef::to_body`]).
+    fn along(&self) -> f64 {
+        self.body.to_body([self.x, self.y])[0]
+    }
+
+    fn across(&self) -> f64 {
+        self.body.to_body([self.x, self.y])[1]
+    }
 }
 
-/// A hand the landmark model saw, for confirming a stroke's end.
+/// A hand the landmark model saw, for confirming a stroke.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HandSighting {
     pub t: f64,
     pub wrist: [f64; 2],
+    /// The arm whose wrist it sits on, when the body's wrists were seen.
+    pub arm: Option<usize>,
     /// Open/flat-hand membership (see [`super::shape::ShapeReading::flat`]).
     pub flat: f64,
 }
@@ -61,7 +111,7 @@ pub struct Swipe {
     pub motion: SwipeMotion,
     pub start: f64,
     pub end: f64,
-    /// Travel as a fraction of the frame width.
+    /// Travel in shoulder widths.
     pub travel: f64,
     pub confidence: f64,
 }
@@ -70,10 +120,8 @@ pub struct Swipe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     Short,
-    TooFewPoints,
     Jump,
     Vertical,
-    NoBody,
     Low,
     BodyMoved,
     ReturnStroke,
@@ -88,39 +136,63 @@ pub struct StrokeVerdict {
     pub dir: i8,
     pub start: f64,
     pub end: f64,
+    /// Shoulder widths.
     pub travel: f64,
+    /// Extent across the shoulder line over the travel.
+    pub vertical_ratio: f64,
+    /// Duration of the fastest segment, seconds.
+    pub duration: f64,
+    /// Fastest travel over any 0.15 s of the stroke, shoulder widths per second.
+    pub peak_speed: f64,
     /// Median wrist height below the shoulder line, in shoulder widths.
-    pub below_shoulder: Option<f64>,
+    pub below_shoulder: f64,
     /// Every rule it broke; empty = a swipe.
     pub rejections: Vec<Rejection>,
 }
 
-/// Points per arm kept for a stroke; at 60 fps that is 2 s, longer strokes are not swipes.
-const MAX_STROKE_POINTS: usize = 120;
-/// Movement that starts a stroke, as a fraction of the frame width.
-const START_EPS: f64 = 0.02;
-/// Backward movement that ends a stroke (the wrist turned back), fraction of the frame width.
-const REVERSAL_EPS: f64 = 0.05;
+/// A stroke ends when nothing new came for this long (points are pruned by time, so a fast
+/// camera keeps more of them, never a longer stretch).
+const MAX_STROKE_S: f64 = 2.0;
+/// Movement along the shoulder line that starts a stroke, shoulder widths.
+const START_EPS: f64 = 0.06;
+/// Backward movement that ends a stroke (the wrist turned back), shoulder widths.
+const REVERSAL_EPS: f64 = 0.15;
 /// No new extreme for this long: the stroke has stopped.
 const STALL_S: f64 = 0.2;
 /// No reliable wrist for this long: the stroke is over.
 const MAX_GAP_S: f64 = 0.3;
-/// No single frame-to-frame step may carry more than this share of a swipe's travel: a
-/// landmark jumping (left/right swap, a limb re-found elsewhere) is not a stroke.
-const MAX_STEP_SHARE: f64 = 0.65;
+/// No single step between two samples may carry more than this share of a swipe's travel: a
+/// landmark jumping (left/right swap, a limb re-found elsewhere) is not a stroke. At 10 fps a
+/// quick swipe is three or four samples, so the share must allow a third of the travel and
+/// some.
+const MAX_STEP_SHARE: f64 = 0.7;
 /// Consecutive implausible points after which the wrist is believed to really be there.
 const MAX_REJECTED_JUMPS: u32 = 3;
-/// Two wrists closer than this (shoulder widths, or frame widths without shoulders) are one.
+/// Two wrists closer than this (shoulder widths) are one.
 const DUPLICATE_SHOULDER_WIDTHS: f64 = 0.3;
-const DUPLICATE_FRAME_FRACTION: f64 = 0.05;
 /// Open-hand sightings are kept this long for confirmation.
 const SIGHTING_MEMORY_S: f64 = 2.0;
 /// A confirming open hand may be seen from this long before the stroke starts (the hand is
 /// raised and opened, then swipes; mid-stroke it is a blur).
 const CONFIRM_LEAD_S: f64 = 0.5;
-/// A stroke at least this share of `swipe_min_travel` long has a return stroke, whether it
-/// fired or not: the return of a missed swipe must not fire the opposite one.
-const RETURN_AFTER_SHARE: f64 = 0.7;
+/// Strokes shorter than this share of the minimum travel are jitter: they neither count as
+/// "the next stroke" after a swipe nor interrupt one.
+const SIGNIFICANT_SHARE: f64 = 0.3;
+/// A confirming hand must be this close (shoulder widths) to where the stroke's wrist was at
+/// that moment (or where it started or ended, before and after it).
+const CONFIRM_DISTANCE_SHOULDERS: f64 = 0.7;
+/// Another arm's stroke starting this close (shoulder widths) to where a swipe ended is that
+/// same hand, relabelled by the pose model.
+const SAME_HAND_SHOULDER_WIDTHS: f64 = 0.5;
+
+/// A swipe, which will be followed by its return stroke.
+#[derive(Debug, Clone, Copy)]
+struct Returnable {
+    dir: i8,
+    end: f64,
+    /// This arm's count of significant strokes when it ended.
+    index: u64,
+}
 
 #[derive(Debug, Clone, Default)]
 struct Arm {
@@ -132,8 +204,10 @@ struct Arm {
     extreme: usize,
     last: Option<WristSample>,
     rejected_jumps: u32,
-    /// The last swipe-sized stroke of this arm, fired or not: (direction, end time).
-    last_big: Option<(i8, f64)>,
+    /// Significant strokes judged so far.
+    strokes: u64,
+    /// The last swipe this arm made.
+    last_swipe: Option<Returnable>,
 }
 
 /// A stroke that ended, with its points up to its farthest point.
@@ -145,7 +219,7 @@ struct Stroke {
 
 impl Arm {
     /// Adds a reliable wrist point; returns a stroke that this point ended.
-    fn push(&mut self, s: WristSample, width: f64, max_speed: f64) -> Option<Stroke> {
+    fn push(&mut self, s: WristSample, max_speed: f64) -> Option<Stroke> {
         let mut ended = None;
         if let Some(last) = self.last {
             let dt = s.t - last.t;
@@ -154,7 +228,8 @@ impl Arm {
                 self.restart(s);
                 return ended;
             }
-            let speed = (s.x - last.x).hypot(s.y - last.y) / width / dt;
+            let step = (s.x - last.x).hypot(s.y - last.y) / s.body.scale.max(f64::EPSILON);
+            let speed = step / dt;
             if speed > max_speed && self.rejected_jumps < MAX_REJECTED_JUMPS {
                 self.rejected_jumps += 1;
                 return None;
@@ -173,10 +248,12 @@ impl Arm {
             self.restart(s);
             return None;
         }
+        let u = s.along();
         if self.dir == 0 {
             let first = self.points[0];
-            if (s.x - first.x).abs() >= START_EPS * width {
-                self.dir = if s.x > first.x { 1 } else { -1 };
+            let moved = u - first.along();
+            if moved.abs() >= START_EPS {
+                self.dir = if moved > 0.0 { 1 } else { -1 };
                 self.points.push(s);
                 self.extreme = self.points.len() - 1;
             } else if s.t - first.t > STALL_S {
@@ -189,10 +266,11 @@ impl Arm {
         }
         let d = f64::from(self.dir);
         let ext = self.points[self.extreme];
-        if (s.x - ext.x) * d > 0.0 {
+        let beyond = (u - ext.along()) * d;
+        if beyond > 0.0 {
             self.points.push(s);
             self.extreme = self.points.len() - 1;
-        } else if (ext.x - s.x) * d > REVERSAL_EPS * width {
+        } else if -beyond > REVERSAL_EPS {
             // Turned back: the stroke ended at its extreme; the new one starts there.
             let tail: Vec<WristSample> = self.points[self.extreme..].to_vec();
             ended = self.close();
@@ -210,8 +288,9 @@ impl Arm {
                 self.extreme = 0;
             }
         }
-        if self.points.len() > MAX_STROKE_POINTS {
-            let drop = self.points.len() - MAX_STROKE_POINTS;
+        let oldest_kept = s.t - MAX_STROKE_S;
+        let drop = self.points.iter().take_while(|p| p.t < oldest_kept).count();
+        if drop > 0 {
             self.points.drain(..drop);
             self.extreme = self.extreme.saturating_sub(drop);
         }
@@ -223,9 +302,10 @@ impl Arm {
         match self.last {
             Some(last) if t - last.t > MAX_GAP_S => {
                 let ended = self.close();
-                // Losing the wrist does not end the memory of its last stroke.
+                // Losing the wrist does not end the memory of its strokes.
                 *self = Arm {
-                    last_big: self.last_big,
+                    last_swipe: self.last_swipe,
+                    strokes: self.strokes,
                     ..Arm::default()
                 };
                 ended
@@ -256,22 +336,43 @@ impl Arm {
 }
 
 /// A stroke that passed the geometric rules and waits for the hand model's confirmation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     swipe: Swipe,
     dir: i8,
-    start_x: f64,
-    end_x: f64,
-    y_range: [f64; 2],
+    /// The stroke's wrist path: time and image position.
+    path: Vec<(f64, [f64; 2])>,
+    end_at: [f64; 2],
     scale: f64,
+    /// The arm's stroke count when this one ended (see [`Returnable::index`]).
+    index: u64,
     geometry_confidence: f64,
 }
 
-fn y_range(seg: &[WristSample]) -> (f64, f64) {
-    seg.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| {
-            (a.min(s.y), b.max(s.y))
-        })
+impl Pending {
+    /// Where the stroke's wrist was at `t` (its ends before and after it).
+    fn wrist_at(&self, t: f64) -> [f64; 2] {
+        let path = &self.path;
+        match path.iter().position(|(pt, _)| *pt >= t) {
+            None => path.last().map_or(self.end_at, |p| p.1),
+            Some(0) => path[0].1,
+            Some(j) => {
+                let ((t0, a), (t1, b)) = (path[j - 1], path[j]);
+                let u = ((t - t0) / (t1 - t0).max(f64::EPSILON)).clamp(0.0, 1.0);
+                [a[0] + (b[0] - a[0]) * u, a[1] + (b[1] - a[1]) * u]
+            }
+        }
+    }
+}
+
+/// The last swipe that fired.
+#[derive(Debug, Clone, Copy)]
+struct Fired {
+    arm: usize,
+    dir: i8,
+    end: f64,
+    end_at: [f64; 2],
+    scale: f64,
 }
 
 /// Swipe detection for both arms of one shopper.
@@ -280,10 +381,18 @@ pub struct SwipeDetector {
     arms: [Arm; 2],
     sightings: VecDeque<HandSighting>,
     pending: Vec<Pending>,
-    /// The last swipe that fired: (direction, motion start, end).
-    last: Option<(i8, f64, f64)>,
+    last: Option<Fired>,
     /// Every stroke judged so far, newest last, when `trace` is on (offline tuning).
     pub trace: Option<Vec<StrokeVerdict>>,
+}
+
+/// The median of a few values (empty: NaN).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 impl SwipeDetector {
@@ -301,7 +410,6 @@ impl SwipeDetector {
     pub fn update(
         &mut self,
         t: f64,
-        frame_width: f64,
         wrists: [Option<WristSample>; 2],
         sightings: &[HandSighting],
         config: &GestureConfig,
@@ -315,15 +423,15 @@ impl SwipeDetector {
             self.sightings.pop_front();
         }
         let mut wrists = wrists;
-        self.drop_duplicate_wrist(&mut wrists, frame_width);
+        self.drop_duplicate_wrist(&mut wrists);
         let mut out = Vec::new();
         for (arm, wrist) in wrists.into_iter().enumerate() {
             let ended = match wrist {
-                Some(s) => self.arms[arm].push(s, frame_width, config.max_wrist_speed),
+                Some(s) => self.arms[arm].push(s, config.max_wrist_speed_shoulders),
                 None => self.arms[arm].idle(t),
             };
             if let Some(stroke) = ended {
-                self.judge(arm, &stroke, frame_width, config);
+                self.judge(arm, &stroke, config);
             }
         }
         self.confirm(t, config, &mut out);
@@ -332,16 +440,11 @@ impl SwipeDetector {
 
     /// The pose model sometimes puts both wrists on the one raised hand (the other arm being
     /// out of the picture): the wrist that jumped there is the copy.
-    fn drop_duplicate_wrist(&self, wrists: &mut [Option<WristSample>; 2], width: f64) {
+    fn drop_duplicate_wrist(&self, wrists: &mut [Option<WristSample>; 2]) {
         let [Some(a), Some(b)] = *wrists else {
             return;
         };
-        let near = a
-            .body
-            .or(b.body)
-            .map_or(DUPLICATE_FRAME_FRACTION * width, |body| {
-                DUPLICATE_SHOULDER_WIDTHS * body.shoulder_width
-            });
+        let near = DUPLICATE_SHOULDER_WIDTHS * a.body.scale;
         if (a.x - b.x).hypot(a.y - b.y) > near {
             return;
         }
@@ -360,156 +463,133 @@ impl SwipeDetector {
         }
     }
 
-    fn judge(&mut self, arm: usize, stroke: &Stroke, width: f64, config: &GestureConfig) {
+    fn judge(&mut self, arm: usize, stroke: &Stroke, config: &GestureConfig) {
         let p = &stroke.points;
         let d = f64::from(stroke.dir);
         // The longest travel within the allowed duration: a slow start or a slow finish
         // must not hide a fast stroke in the middle.
+        let along: Vec<f64> = p.iter().map(WristSample::along).collect();
         let mut best = (0usize, 0usize, 0.0f64);
         for j in 0..p.len() {
             for i in (0..j).rev() {
                 if p[j].t - p[i].t > config.swipe_max_duration_s {
                     break;
                 }
-                let travel = (p[j].x - p[i].x) * d;
+                let travel = (along[j] - along[i]) * d;
                 if travel > best.2 {
                     best = (i, j, travel);
                 }
             }
         }
-        let (i, j, travel_px) = best;
+        let (i, j, travel) = best;
         let seg = &p[i..=j.max(i)];
-        let (rejections, geometry_confidence, median_below) =
-            self.rules(arm, seg, travel_px, width, stroke.dir, p[0].t, config);
-        // A return stroke has no return stroke of its own: the next stroke the other way is the
-        // next swipe.
-        if travel_px / width >= RETURN_AFTER_SHARE * config.swipe_min_travel
-            && !rejections.contains(&Rejection::ReturnStroke)
-        {
-            self.arms[arm].last_big = Some((stroke.dir, seg[seg.len() - 1].t));
+        let features = Features::of(seg, travel);
+        let significant = travel >= SIGNIFICANT_SHARE * config.swipe_min_travel_shoulders;
+        if significant {
+            self.arms[arm].strokes += 1;
         }
+        let index = self.arms[arm].strokes;
+        let rejections = self.rules(arm, stroke.dir, seg, &features, index, config);
         self.record(StrokeVerdict {
             arm,
             dir: stroke.dir,
             start: p[0].t,
             end: p[p.len() - 1].t,
-            travel: travel_px / width,
-            below_shoulder: median_below,
+            travel,
+            vertical_ratio: features.vertical_ratio,
+            duration: features.duration,
+            peak_speed: features.peak_speed,
+            below_shoulder: features.below,
             rejections: rejections.clone(),
         });
         if !rejections.is_empty() {
             return;
         }
-        let (ymin, ymax) = y_range(seg);
-        let scale = seg
-            .iter()
-            .filter_map(|s| s.body.map(|b| b.shoulder_width))
-            .fold(0.0, f64::max);
-        let swipe = Swipe {
-            arm,
-            motion: if stroke.dir > 0 {
-                SwipeMotion::ImageLeftToRight
-            } else {
-                SwipeMotion::ImageRightToLeft
-            },
-            start: p[0].t,
-            end: seg[seg.len() - 1].t,
-            travel: travel_px / width,
-            confidence: geometry_confidence,
-        };
+        let travel_margin = ramp(
+            travel,
+            0.7 * config.swipe_min_travel_shoulders,
+            1.5 * config.swipe_min_travel_shoulders,
+        );
+        let height_margin = ramp(
+            features.below,
+            config.swipe_max_below_shoulder + 0.5,
+            config.swipe_max_below_shoulder - 0.5,
+        );
+        let geometry_confidence = 0.5 * (travel_margin + height_margin);
+        let last = seg[seg.len() - 1];
         self.pending.push(Pending {
-            swipe,
+            swipe: Swipe {
+                arm,
+                motion: if stroke.dir > 0 {
+                    SwipeMotion::ImageLeftToRight
+                } else {
+                    SwipeMotion::ImageRightToLeft
+                },
+                start: p[0].t,
+                end: last.t,
+                travel,
+                confidence: geometry_confidence,
+            },
             dir: stroke.dir,
-            start_x: seg[0].x,
-            end_x: seg[seg.len() - 1].x,
-            y_range: [ymin, ymax],
-            scale,
+            path: p.iter().map(|s| (s.t, [s.x, s.y])).collect(),
+            end_at: [last.x, last.y],
+            scale: seg.iter().map(|s| s.body.scale).fold(0.0, f64::max),
+            index,
             geometry_confidence,
         });
     }
 
-    /// Every geometric rule the stroke's fastest segment breaks (all of them, not just the
-    /// first, so a trace shows how many independent reasons reject a stroke), the confidence
-    /// if it breaks none, and its median height below the shoulders.
-    #[allow(clippy::too_many_arguments)]
+    /// Every rule the stroke's fastest segment breaks (all of them, not just the first, so a
+    /// trace shows how many independent reasons reject a stroke).
     fn rules(
         &self,
         arm: usize,
-        seg: &[WristSample],
-        travel_px: f64,
-        width: f64,
         dir: i8,
-        motion_start: f64,
+        seg: &[WristSample],
+        f: &Features,
+        index: u64,
         config: &GestureConfig,
-    ) -> (Vec<Rejection>, f64, Option<f64>) {
+    ) -> Vec<Rejection> {
         let mut no = Vec::new();
-        let travel = travel_px / width;
-        if travel < config.swipe_min_travel {
+        if f.travel < config.swipe_min_travel_shoulders {
             no.push(Rejection::Short);
         }
-        if seg.len() < 3 {
-            no.push(Rejection::TooFewPoints);
-        }
-        let max_step = seg
-            .windows(2)
-            .map(|w| (w[1].x - w[0].x).abs())
-            .fold(0.0, f64::max);
-        if max_step > MAX_STEP_SHARE * travel_px {
+        if f.max_step > MAX_STEP_SHARE * f.travel {
             no.push(Rejection::Jump);
         }
-        let (ymin, ymax) = y_range(seg);
-        if ymax - ymin > config.swipe_max_vertical_ratio * travel_px {
+        if f.vertical_ratio > config.swipe_max_vertical_ratio {
             no.push(Rejection::Vertical);
         }
-        let mut below: Vec<f64> = seg
-            .iter()
-            .filter_map(|s| {
-                s.body
-                    .map(|b| (s.y - b.shoulder_y) / b.shoulder_width.max(f64::EPSILON))
-            })
-            .collect();
-        below.sort_by(f64::total_cmp);
-        let median_below = (!below.is_empty()).then(|| below[below.len() / 2]);
-        // Without the shoulders there is no telling a raised-hand swipe from a return stroke.
-        match median_below.filter(|_| 2 * below.len() >= seg.len()) {
-            None => no.push(Rejection::NoBody),
-            Some(m) if m > config.swipe_max_below_shoulder => no.push(Rejection::Low),
-            Some(_) => {}
+        if f.below > config.swipe_max_below_shoulder {
+            no.push(Rejection::Low);
         }
-        let first_body = seg.iter().find_map(|s| s.body);
-        let last_body = seg.iter().rev().find_map(|s| s.body);
-        if let (Some(a), Some(b)) = (first_body, last_body)
-            && (b.center_x - a.center_x).abs() > config.swipe_max_body_ratio * travel_px
-        {
+        if f.body_moved > config.swipe_max_body_ratio * f.travel {
             no.push(Rejection::BodyMoved);
         }
-        // The return stroke of the last swipe (any arm), or of this arm's last swipe-sized
-        // stroke even if that did not fire.
-        let returning = |last: Option<(i8, f64)>| {
-            last.is_some_and(|(last_dir, last_end)| {
-                last_dir != dir && motion_start < last_end + config.swipe_refractory_s
-            })
-        };
-        if returning(self.last.map(|(d, _, end)| (d, end))) || returning(self.arms[arm].last_big) {
+        let start = seg[0];
+        let starts_within = |end: f64| start.t < end + config.swipe_refractory_s;
+        // This arm's last swipe, if this is the very next stroke, the other way.
+        let own_return = self.arms[arm].last_swipe.is_some_and(|r| {
+            r.dir != dir && r.index + 1 == index && starts_within(r.end)
+        });
+        // The other arm's swipe, if this stroke starts where it ended: the same hand, the
+        // pose model having swapped the arms.
+        let relabelled_return = self.last.is_some_and(|l| {
+            l.arm != arm
+                && l.dir != dir
+                && starts_within(l.end)
+                && (start.x - l.end_at[0]).hypot(start.y - l.end_at[1])
+                    <= SAME_HAND_SHOULDER_WIDTHS * l.scale
+        });
+        if own_return || relabelled_return {
             no.push(Rejection::ReturnStroke);
         }
-        if let Some((_, _, last_end)) = self.last {
-            let end = seg.last().map_or(motion_start, |s| s.t);
-            if end - last_end < config.swipe_cooldown_s {
-                no.push(Rejection::TooSoon);
-            }
+        if let Some(last) = self.last
+            && seg[seg.len() - 1].t - last.end < config.swipe_cooldown_s
+        {
+            no.push(Rejection::TooSoon);
         }
-        let travel_margin = ramp(
-            travel,
-            0.7 * config.swipe_min_travel,
-            1.5 * config.swipe_min_travel,
-        );
-        let height_margin = ramp(
-            median_below.unwrap_or(f64::INFINITY),
-            config.swipe_max_below_shoulder + 0.5,
-            config.swipe_max_below_shoulder - 0.5,
-        );
-        (no, 0.5 * (travel_margin + height_margin), median_below)
+        no
     }
 
     fn confirm(&mut self, t: f64, config: &GestureConfig, out: &mut Vec<Swipe>) {
@@ -522,19 +602,28 @@ impl SwipeDetector {
             };
             match flat {
                 Some(flat) => {
-                    // A later swipe may have fired meanwhile (the other arm): re-check the
-                    // return-stroke rule against it.
-                    if let Some((last_dir, _, last_end)) = self.last
-                        && ((last_dir != p.dir
-                            && p.swipe.start < last_end + config.swipe_refractory_s)
-                            || (p.swipe.end - last_end).abs() < config.swipe_cooldown_s)
+                    // Another swipe may have fired meanwhile (the other arm): the cooldown
+                    // holds against it too.
+                    if let Some(last) = self.last
+                        && (p.swipe.end - last.end).abs() < config.swipe_cooldown_s
                     {
-                        self.reject_pending(&p, Rejection::ReturnStroke);
+                        self.reject_pending(&p, Rejection::TooSoon);
                         continue;
                     }
                     let mut swipe = p.swipe;
                     swipe.confidence = 0.5 * (p.geometry_confidence + flat);
-                    self.last = Some((p.dir, p.swipe.start, p.swipe.end));
+                    self.arms[p.swipe.arm].last_swipe = Some(Returnable {
+                        dir: p.dir,
+                        end: p.swipe.end,
+                        index: p.index,
+                    });
+                    self.last = Some(Fired {
+                        arm: p.swipe.arm,
+                        dir: p.dir,
+                        end: p.swipe.end,
+                        end_at: p.end_at,
+                        scale: p.scale,
+                    });
                     out.push(swipe);
                 }
                 None if t - p.swipe.end <= config.swipe_confirm_wait_s => self.pending.push(p),
@@ -553,29 +642,102 @@ impl SwipeDetector {
         }
     }
 
-    /// The best open-hand sighting along the stroke: on its path (level with it, within its
-    /// horizontal span), from just before it started (the hand raised and opened) until just
-    /// after it ended. Mid-stroke the hand is usually a blur, and how often the hand model
-    /// looks is the vision stage's business, so any point of the stroke will do; the return
-    /// stroke, which this would let through, has its own rule.
+    /// The best open-hand sighting of this stroke's own hand: from just before it started
+    /// (the hand raised and opened) until just after it ended, where this arm's wrist was at
+    /// that moment. Mid-stroke the hand is usually a blur, and how often the hand model looks
+    /// is the vision stage's business, so any moment of the stroke will do; the return stroke,
+    /// which this would let through, has its own rule. The other arm's hand confirms nothing.
     fn confirmation(&self, p: &Pending, config: &GestureConfig) -> Option<f64> {
-        let travel = (p.end_x - p.start_x).abs();
-        let margin = 0.5 * p.scale.max(travel * 0.5);
-        let (xmin, xmax) = (p.start_x.min(p.end_x), p.start_x.max(p.end_x));
+        let reach = CONFIRM_DISTANCE_SHOULDERS * p.scale;
         self.sightings
             .iter()
             .filter(|s| {
                 s.t >= p.swipe.start - CONFIRM_LEAD_S
                     && s.t <= p.swipe.end + config.swipe_confirm_wait_s
-                    && s.wrist[0] >= xmin - margin
-                    && s.wrist[0] <= xmax + margin
-                    && s.wrist[1] >= p.y_range[0] - margin
-                    && s.wrist[1] <= p.y_range[1] + margin
+                    && s.arm.is_none_or(|a| a == p.swipe.arm)
+                    && {
+                        let w = p.wrist_at(s.t);
+                        (s.wrist[0] - w[0]).hypot(s.wrist[1] - w[1]) <= reach
+                    }
                     && s.flat >= config.min_confidence
             })
             .map(|s| s.flat)
             .fold(None, |acc: Option<f64>, f| {
                 Some(acc.map_or(f, |a| a.max(f)))
             })
+    }
+}
+
+/// What the rules look at, in body units.
+#[derive(Debug, Clone, Copy)]
+struct Features {
+    /// Along the shoulder line, shoulder widths.
+    travel: f64,
+    /// Extent across the shoulder line over the travel; each point's height is the median of
+    /// it and its neighbours, so one glitching landmark does not make a level stroke an arc.
+    vertical_ratio: f64,
+    /// Median height below the shoulder line, shoulder widths.
+    below: f64,
+    /// The largest step between two samples along the shoulder line, shoulder widths.
+    max_step: f64,
+    /// How far the shoulders moved, shoulder widths.
+    body_moved: f64,
+    duration: f64,
+    /// Fastest travel along the shoulder line over any [`PEAK_WINDOW_S`], shoulder widths per
+    /// second (a window, not a step, so the frame rate does not change it).
+    peak_speed: f64,
+}
+
+/// The window of [`Features::peak_speed`].
+const PEAK_WINDOW_S: f64 = 0.15;
+
+impl Features {
+    fn of(seg: &[WristSample], travel: f64) -> Self {
+        let across: Vec<f64> = seg.iter().map(WristSample::across).collect();
+        let smoothed: Vec<f64> = (0..across.len())
+            .map(|i| {
+                let lo = i.saturating_sub(1);
+                let hi = (i + 2).min(across.len());
+                median(across[lo..hi].to_vec())
+            })
+            .collect();
+        let (vmin, vmax) = smoothed
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let max_step = seg
+            .windows(2)
+            .map(|w| (w[1].along() - w[0].along()).abs())
+            .fold(0.0, f64::max);
+        let (first, last) = (seg[0].body, seg[seg.len() - 1].body);
+        let body_moved = (last.origin[0] - first.origin[0]).hypot(last.origin[1] - first.origin[1])
+            / first.scale.max(f64::EPSILON);
+        let along: Vec<f64> = seg.iter().map(WristSample::along).collect();
+        let mut peak_speed: f64 = 0.0;
+        for j in 1..seg.len() {
+            // The shortest span ending at j that lasts at least the window (or all of it).
+            let i = (0..j)
+                .rev()
+                .find(|&i| seg[j].t - seg[i].t >= PEAK_WINDOW_S)
+                .unwrap_or(0);
+            let dt = seg[j].t - seg[i].t;
+            if dt > 0.0 {
+                peak_speed = peak_speed.max((along[j] - along[i]).abs() / dt.max(PEAK_WINDOW_S));
+            }
+        }
+        Self {
+            travel,
+            duration: seg[seg.len() - 1].t - seg[0].t,
+            peak_speed,
+            vertical_ratio: if travel > 0.0 && vmax >= vmin {
+                (vmax - vmin) / travel
+            } else {
+                f64::INFINITY
+            },
+            below: median(across),
+            max_step,
+            body_moved,
+        }
     }
 }

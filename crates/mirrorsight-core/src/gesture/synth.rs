@@ -336,5 +336,6 @@ pub fn observation(
         shopper: Some([150.0, 100.0, 490.0, 480.0]),
         pose,
         hands,
+        people: None,
     }
 }
