@@ -17,6 +17,7 @@
 //! | `noise=S` | add seeded Gaussian noise of standard deviation S (8-bit levels) |
 //! | `fps=N` | resample to N frames per second (drops frames, or repeats them for a faster camera) |
 //! | `speed=F` | play F times faster (the shopper moves faster); label times scale by 1/F |
+//! | `slide=V` | move the picture sideways at V frame widths per second, entering from the left again after leaving on the right (someone walking past who never stops); nobody is labelled present and no gesture is labelled |
 
 use std::fmt;
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub enum Transform {
     Speed {
         factor: f64,
     },
+    Slide {
+        widths_per_s: f64,
+    },
 }
 
 impl fmt::Display for Transform {
@@ -87,6 +91,7 @@ impl fmt::Display for Transform {
             Transform::Noise { sigma } => write!(f, "noise={sigma}"),
             Transform::Fps { fps } => write!(f, "fps={fps}"),
             Transform::Speed { factor } => write!(f, "speed={factor}"),
+            Transform::Slide { widths_per_s } => write!(f, "slide={widths_per_s}"),
         }
     }
 }
@@ -264,12 +269,23 @@ impl Chain {
                 }
                 Transform::Speed { factor }
             }
+            "slide" => {
+                need("slide=V")?;
+                let widths_per_s = number(spec, "slide", arg)?;
+                if !(0.01..=10.0).contains(&widths_per_s.abs()) {
+                    return Err(invalid(
+                        spec,
+                        format!("slide must be within ±[0.01, 10] frame widths per second, got {widths_per_s}"),
+                    ));
+                }
+                Transform::Slide { widths_per_s }
+            }
             other => {
                 return Err(invalid(
                     spec,
                     format!(
                         "unknown transform `{other}` (known: hflip, scale=F[@x,y], pad=WxH@x,y, \
-                         rotate=DEG, gamma=G, noise=S, fps=N, speed=F, or `all`)"
+                         rotate=DEG, gamma=G, noise=S, fps=N, speed=F, slide=V, or `all`)"
                     ),
                 ));
             }
@@ -335,9 +351,23 @@ impl Chain {
             .product()
     }
 
+    /// True when the picture keeps moving sideways: whoever is in it walks past.
+    pub fn walks_past(&self) -> bool {
+        self.0
+            .iter()
+            .any(|t| matches!(t, Transform::Slide { .. }))
+    }
+
     /// The ground truth of the augmented clip.
     pub fn labels(&self, labels: &Labels) -> Labels {
         let mut out = labels.clone();
+        if self.walks_past() {
+            // Someone who never stops is no visitor, and nothing they do is a gesture.
+            out.presence = Some(Vec::new());
+            out.gestures.clear();
+            out.gestures_complete = true;
+            return out;
+        }
         let speed = self.speed();
         let time = |t: f64| t / speed;
         if let Some(presence) = &mut out.presence {
@@ -534,6 +564,9 @@ impl Augmented {
                 Transform::Fps { .. } | Transform::Speed { .. } => continue,
                 Transform::Gamma { gamma } => gamma_lut(src, *gamma),
                 Transform::Noise { sigma } => noise(src, *sigma, self.seed ^ frame.seq),
+                Transform::Slide { widths_per_s } => {
+                    slide(src, *widths_per_s, frame.t).map_err(|e| failed(e.message))?
+                }
                 _ => spatial(src, t).map_err(|e| failed(e.message))?,
             };
             image = Some(out);
@@ -590,6 +623,35 @@ fn noise(src: &RgbImage, sigma: f64, seed: u64) -> RgbImage {
         height: src.height,
         data,
     }
+}
+
+/// The picture shifted sideways by where the walk is at media time `t`: it enters fully from
+/// the left edge, crosses, leaves fully on the right, and enters again (one crossing every
+/// `2 / |V|` seconds); what it uncovers is black.
+fn slide(src: &RgbImage, widths_per_s: f64, t: f64) -> opencv::Result<RgbImage> {
+    let w = f64::from(src.width);
+    let travelled = (t * widths_per_s.abs()).rem_euclid(2.0);
+    let mut dx = ((travelled - 1.0) * w).round() as i64;
+    if widths_per_s < 0.0 {
+        dx = -dx;
+    }
+    let (width, height) = (src.width as usize, src.height as usize);
+    let mut data = vec![0u8; src.data.len()];
+    let shift = dx.unsigned_abs() as usize;
+    if shift < width {
+        let kept = (width - shift) * 3;
+        for row in 0..height {
+            let line = row * width * 3;
+            let (from, to) = if dx >= 0 {
+                (line, line + shift * 3)
+            } else {
+                (line + shift * 3, line)
+            };
+            data[to..to + kept].copy_from_slice(&src.data[from..from + kept]);
+        }
+    }
+    RgbImage::new(src.width, src.height, data)
+        .ok_or_else(|| opencv::Error::new(cv::StsBadSize, "unexpected picture size after slide"))
 }
 
 fn view(src: &RgbImage) -> opencv::Result<BoxedRef<'_, Mat>> {
@@ -660,7 +722,8 @@ fn spatial(src: &RgbImage, t: &Transform) -> opencv::Result<RgbImage> {
         Transform::Gamma { .. }
         | Transform::Noise { .. }
         | Transform::Fps { .. }
-        | Transform::Speed { .. } => return Ok(src.clone()),
+        | Transform::Speed { .. }
+        | Transform::Slide { .. } => return Ok(src.clone()),
     }
     to_image(&out)
 }
@@ -759,6 +822,31 @@ mod tests {
         // Counter-clockwise: the right edge (bright red) comes to the top.
         assert!(turned.pixel(24, 2)[0] > 200, "{:?}", turned.pixel(24, 2));
         assert!(turned.pixel(24, 45)[0] < 50, "{:?}", turned.pixel(24, 45));
+    }
+
+    #[test]
+    fn slide_walks_the_picture_across_and_labels_nobody() {
+        let img = gradient(64, 48);
+        // 0.5 widths/s: fully off to the left at t = 0, in place at t = 2 s, half-way out to
+        // the right at t = 3 s.
+        let at = |t: f64| slide(&img, 0.5, t).unwrap();
+        assert!(at(0.0).data.iter().all(|&v| v == 0));
+        assert_eq!(at(2.0).data, img.data);
+        let half_out = at(3.0);
+        assert_eq!(half_out.pixel(40, 5), img.pixel(8, 5));
+        assert_eq!(half_out.pixel(10, 5), [0, 0, 0]);
+        // The other way round.
+        assert_eq!(slide(&img, -0.5, 3.0).unwrap().pixel(10, 5), img.pixel(42, 5));
+        let chain = Chain::parse("scale=0.5,slide=0.25").unwrap();
+        assert!(chain.walks_past());
+        let labels: Labels = serde_json::from_str(
+            r#"{"presence": [[1.0, 5.0]], "gestures": [{"kind": "thumbs_up", "start": 2, "end": 3}]}"#,
+        )
+        .unwrap();
+        let walked = chain.labels(&labels);
+        assert_eq!(walked.presence, Some(Vec::new()));
+        assert!(walked.gestures.is_empty() && walked.gestures_complete);
+        assert!(Chain::parse("slide=0").is_err());
     }
 
     #[test]

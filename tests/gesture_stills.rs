@@ -34,7 +34,7 @@ fn hands_in(name: &str) -> Option<Vec<HandLandmarks>> {
     let (w, h) = (frame.image.width as f32, frame.image.height as f32);
     Some(
         tracker
-            .track(frame.t, &frame.image, [0.0, 0.0, w, h], true)
+            .track(frame.t, &frame.image, [0.0, 0.0, w, h], &[], true)
             .expect("hand models run"),
     )
 }

@@ -155,8 +155,11 @@ pub struct StrokeVerdict {
 const MAX_STROKE_S: f64 = 2.0;
 /// Movement along the shoulder line that starts a stroke, shoulder widths.
 const START_EPS: f64 = 0.06;
-/// Backward movement that ends a stroke (the wrist turned back), shoulder widths.
+/// Backward movement that ends a stroke (the wrist turned back), shoulder widths ...
 const REVERSAL_EPS: f64 = 0.15;
+/// ... or this share of the stroke's travel so far, when larger: a long stroke is not cut in
+/// two by a landmark wobbling back for a frame (a 30 fps camera sees more of those).
+const REVERSAL_SHARE: f64 = 0.25;
 /// No new extreme for this long: the stroke has stopped.
 const STALL_S: f64 = 0.2;
 /// No reliable wrist for this long: the stroke is over.
@@ -270,7 +273,7 @@ impl Arm {
         if beyond > 0.0 {
             self.points.push(s);
             self.extreme = self.points.len() - 1;
-        } else if -beyond > REVERSAL_EPS {
+        } else if -beyond > REVERSAL_EPS.max(REVERSAL_SHARE * (ext.along() - self.points[0].along()).abs()) {
             // Turned back: the stroke ended at its extreme; the new one starts there.
             let tail: Vec<WristSample> = self.points[self.extreme..].to_vec();
             ended = self.close();
