@@ -275,7 +275,9 @@ impl Chain {
                 if !(0.01..=10.0).contains(&widths_per_s.abs()) {
                     return Err(invalid(
                         spec,
-                        format!("slide must be within ±[0.01, 10] frame widths per second, got {widths_per_s}"),
+                        format!(
+                            "slide must be within ±[0.01, 10] frame widths per second, got {widths_per_s}"
+                        ),
                     ));
                 }
                 Transform::Slide { widths_per_s }
@@ -353,9 +355,7 @@ impl Chain {
 
     /// True when the picture keeps moving sideways: whoever is in it walks past.
     pub fn walks_past(&self) -> bool {
-        self.0
-            .iter()
-            .any(|t| matches!(t, Transform::Slide { .. }))
+        self.0.iter().any(|t| matches!(t, Transform::Slide { .. }))
     }
 
     /// The ground truth of the augmented clip.
@@ -836,7 +836,10 @@ mod tests {
         assert_eq!(half_out.pixel(40, 5), img.pixel(8, 5));
         assert_eq!(half_out.pixel(10, 5), [0, 0, 0]);
         // The other way round.
-        assert_eq!(slide(&img, -0.5, 3.0).unwrap().pixel(10, 5), img.pixel(42, 5));
+        assert_eq!(
+            slide(&img, -0.5, 3.0).unwrap().pixel(10, 5),
+            img.pixel(42, 5)
+        );
         let chain = Chain::parse("scale=0.5,slide=0.25").unwrap();
         assert!(chain.walks_past());
         let labels: Labels = serde_json::from_str(

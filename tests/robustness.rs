@@ -80,7 +80,11 @@ fn suite_reports() -> Vec<(String, Vec<Value>)> {
 
 fn recall(row: &Value) -> (u64, u64, f64) {
     let (mut matched, mut missed) = (0, 0);
-    for g in row["gestures"].as_object().into_iter().flat_map(|m| m.values()) {
+    for g in row["gestures"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
         matched += g["matched"].as_u64().unwrap_or(0);
         missed += g["missed"].as_u64().unwrap_or(0);
     }
@@ -101,7 +105,11 @@ fn robustness_suite_holds_on_every_labelled_clip() {
     }
     let mut failures = Vec::new();
     for (name, rows) in &reports {
-        assert!(rows.len() >= 11, "{name}: the suite has {} rows", rows.len());
+        assert!(
+            rows.len() >= 11,
+            "{name}: the suite has {} rows",
+            rows.len()
+        );
         for row in rows {
             let transform = row["transform"].as_str().unwrap_or("?");
             // Nothing anyone does in any clip, seen any way, may switch an outfit or take a
@@ -147,10 +155,7 @@ fn robustness_suite_holds_on_every_labelled_clip() {
                     .flatten()
                     .filter_map(Value::as_f64)
                     .collect();
-                if s["matched"] != 6
-                    || s["detected"] != 6
-                    || starts.iter().any(|e| e.abs() > 1.0)
-                {
+                if s["matched"] != 6 || s["detected"] != 6 || starts.iter().any(|e| e.abs() > 1.0) {
                     failures.push(format!(
                         "{name} [{transform}]: {}/6 sessions ({} detected), start errors {starts:?}",
                         s["matched"], s["detected"]
@@ -187,7 +192,12 @@ fn passers_by_start_no_session() {
         "scale=0.6,slide=-0.9",
     ] {
         let events = replay(&clip, &["--augment", chain]);
-        for forbidden in ["session_started", "qr_minted", "photo_requested", "outfit_switch"] {
+        for forbidden in [
+            "session_started",
+            "qr_minted",
+            "photo_requested",
+            "outfit_switch",
+        ] {
             assert!(
                 of_type(&events, forbidden).is_empty(),
                 "{chain}: {forbidden} for someone walking past: {:?}",
@@ -227,10 +237,13 @@ fn the_session_follows_the_shopper_not_the_person_beside() {
         let tol = labels["tolerance_s"].as_f64().unwrap_or(0.5);
         for t in photos {
             assert!(
-                labels["gestures"].as_array().unwrap().iter().any(|g| g["kind"]
-                    == "thumbs_up"
-                    && t >= g["start"].as_f64().unwrap() - tol
-                    && t <= g["end"].as_f64().unwrap() + tol + 1.0),
+                labels["gestures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g["kind"] == "thumbs_up"
+                        && t >= g["start"].as_f64().unwrap() - tol
+                        && t <= g["end"].as_f64().unwrap() + tol + 1.0),
                 "{name}: a photo at {t} s that is not the shopper's thumbs up"
             );
         }

@@ -123,7 +123,10 @@ impl VisionStage {
         };
         let started = Instant::now();
         let [x0, y0, x1, y1] = shopper.region(observation.frame);
-        let (mw, mh) = (self.search_margin * (x1 - x0), self.search_margin * (y1 - y0));
+        let (mw, mh) = (
+            self.search_margin * (x1 - x0),
+            self.search_margin * (y1 - y0),
+        );
         let (w, h) = (image.width as f32, image.height as f32);
         let search = [
             (x0 - mw).max(0.0),
@@ -201,14 +204,12 @@ fn pose_hand_seeds(
     .iter()
     .filter_map(|&(wi, ii, pi)| {
         let (wr, ix, pk) = (pt(wi)?, pt(ii)?, pt(pi)?);
-        let visible = [wr, ix, pk]
-            .iter()
-            .all(|q| q[3] >= SEED_VISIBILITY && (0.0..w).contains(&q[0]) && (0.0..h).contains(&q[1]));
+        let visible = [wr, ix, pk].iter().all(|q| {
+            q[3] >= SEED_VISIBILITY && (0.0..w).contains(&q[0]) && (0.0..h).contains(&q[1])
+        });
         let raised = shoulders.is_none_or(|(sy, sw)| wr[1] < sy + 1.2 * sw.max(1.0));
-        (visible && raised).then(|| {
-            hands::roi_from_pose_hand([wr[0], wr[1]], [ix[0], ix[1]], [pk[0], pk[1]])
-        })
+        (visible && raised)
+            .then(|| hands::roi_from_pose_hand([wr[0], wr[1]], [ix[0], ix[1]], [pk[0], pk[1]]))
     })
     .collect()
 }
-

@@ -5,11 +5,11 @@ use ort::session::Session;
 
 use super::VisionError;
 use super::model::ImageModel;
-use mirrorsight_core::observation::Person;
 use super::ssd::sigmoid;
 use super::tensor::{Range, Roi};
 use crate::frame::RgbImage;
 use crate::observation::PoseLandmarks;
+use mirrorsight_core::observation::Person;
 
 pub const MODEL: &str = "pose_landmark_lite";
 const INPUT: usize = 256;

@@ -213,7 +213,13 @@ impl PresenceTracker {
     /// Should the detector run on the frame at `t`? `busy`: the session tracker wants
     /// evidence (a candidate or an open session); `followed`: the body landmarks follow the
     /// shopper confidently, so a detection now and then is enough.
-    pub fn detection_due(&mut self, t: f64, motion: &MotionGrid, busy: bool, followed: bool) -> bool {
+    pub fn detection_due(
+        &mut self,
+        t: f64,
+        motion: &MotionGrid,
+        busy: bool,
+        followed: bool,
+    ) -> bool {
         if motion.mean() >= self.config.motion_threshold {
             self.last_motion = t;
         }
@@ -276,7 +282,9 @@ impl PresenceTracker {
             }
         }
         self.choose_shopper(t, in_session);
-        let shopper = self.shopper.and_then(|id| self.tracks.iter().find(|tr| tr.id == id));
+        let shopper = self
+            .shopper
+            .and_then(|id| self.tracks.iter().find(|tr| tr.id == id));
         if let Some(track) = shopper
             && t - track.last_seen <= PRESENCE_GAP_S
         {
@@ -315,7 +323,8 @@ impl PresenceTracker {
 
     /// Matches this run's detections to the tracks, nearest first.
     fn follow(&mut self, t: f64, people: &[Person]) {
-        self.tracks.retain(|tr| t - tr.last_seen <= TRACK_MEMORY_S && tr.last_seen <= t);
+        self.tracks
+            .retain(|tr| t - tr.last_seen <= TRACK_MEMORY_S && tr.last_seen <= t);
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (pi, p) in people.iter().enumerate() {
             for (ti, tr) in self.tracks.iter().enumerate() {
@@ -382,7 +391,10 @@ impl PresenceTracker {
             .tracks
             .iter()
             .filter(|tr| tr.qualifying_since.is_some() && tr.last_seen == t)
-            .max_by(|a, b| self.prominence(&a.last).total_cmp(&self.prominence(&b.last)));
+            .max_by(|a, b| {
+                self.prominence(&a.last)
+                    .total_cmp(&self.prominence(&b.last))
+            });
         self.shopper = match (current, best) {
             (Some(cur), Some(b))
                 if b.id != cur.id
@@ -448,10 +460,7 @@ mod tests {
             if t > to + 1e-9 {
                 break;
             }
-            out.push((
-                t,
-                tracker.observe(t, FRAME, &people(t), &still, in_session),
-            ));
+            out.push((t, tracker.observe(t, FRAME, &people(t), &still, in_session)));
             i += 1;
         }
         out
@@ -473,10 +482,14 @@ mod tests {
 
     #[test]
     fn walking_past_never_counts_near_or_far_fast_or_slow() {
-        for (height, speed_heights) in [(300.0f32, 0.7f32), (150.0, 0.7), (300.0, 0.6), (450.0, 1.0)] {
+        for (height, speed_heights) in
+            [(300.0f32, 0.7f32), (150.0, 0.7), (300.0, 0.6), (450.0, 1.0)]
+        {
             let mut tr = PresenceTracker::new(PresenceConfig::default());
             let v = speed_heights * height;
-            let seen = run(&mut tr, 0.0, 4.0, false, |t| vec![person(-100.0 + v * t as f32, height)]);
+            let seen = run(&mut tr, 0.0, 4.0, false, |t| {
+                vec![person(-100.0 + v * t as f32, height)]
+            });
             assert!(
                 seen.iter().all(|(_, s)| s.is_none()),
                 "{height} px at {speed_heights} heights/s: {seen:?}"
@@ -501,7 +514,10 @@ mod tests {
                 vec![person(320.0, 300.0)]
             }
         });
-        let gap: Vec<_> = seen.iter().filter(|(t, _)| (1.05..1.25).contains(t)).collect();
+        let gap: Vec<_> = seen
+            .iter()
+            .filter(|(t, _)| (1.05..1.25).contains(t))
+            .collect();
         assert!(!gap.is_empty());
         for (_, s) in gap {
             let s = s.expect("still present through two missed detections");
@@ -549,10 +565,7 @@ mod tests {
             stopped_max_speed: 0.0,
             ..PresenceConfig::default()
         };
-        assert_eq!(
-            c.validate().unwrap_err().key,
-            "presence.stopped_max_speed"
-        );
+        assert_eq!(c.validate().unwrap_err().key, "presence.stopped_max_speed");
         assert!(PresenceConfig::default().validate().is_ok());
     }
 }

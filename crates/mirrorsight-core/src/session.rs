@@ -294,7 +294,10 @@ mod tests {
                 return None;
             }
             let since = *self.since.get_or_insert(t);
-            Some(Sighting { since, last_seen: t })
+            Some(Sighting {
+                since,
+                last_seen: t,
+            })
         }
     }
 
@@ -440,7 +443,14 @@ mod tests {
         // the session starts as soon as that is enter_after_s ago.
         let mut tr = tracker();
         let mut out = Vec::new();
-        tr.observe(1.6, Some(Sighting { since: 1.0, last_seen: 1.6 }), &mut out);
+        tr.observe(
+            1.6,
+            Some(Sighting {
+                since: 1.0,
+                last_seen: 1.6,
+            }),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].type_name(), "session_started");
         assert_eq!(out[0].t, 1.6);
@@ -453,8 +463,18 @@ mod tests {
         feed(&mut tr, 0.0, 2.0, true, &mut log); // last seen 1.9
         let mut out = Vec::new();
         // Reported present (a missed detection bridged) but last seen at 1.9.
-        tr.observe(2.95, Some(Sighting { since: 0.0, last_seen: 1.9 }), &mut out);
-        assert_eq!(out.iter().map(|e| e.type_name()).collect::<Vec<_>>(), ["person_left"]);
+        tr.observe(
+            2.95,
+            Some(Sighting {
+                since: 0.0,
+                last_seen: 1.9,
+            }),
+            &mut out,
+        );
+        assert_eq!(
+            out.iter().map(|e| e.type_name()).collect::<Vec<_>>(),
+            ["person_left"]
+        );
     }
 
     #[test]

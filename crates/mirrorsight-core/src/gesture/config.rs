@@ -342,7 +342,8 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert_eq!(e.key, "gestures.swipe_min_travel_shoulders");
         assert!(
-            e.to_string().contains("gestures.swipe_min_travel_shoulders"),
+            e.to_string()
+                .contains("gestures.swipe_min_travel_shoulders"),
             "{e}"
         );
 

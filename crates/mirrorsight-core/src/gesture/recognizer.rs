@@ -312,10 +312,7 @@ impl GestureRecognizer {
                 s
             }
             // Shoulders missing for a moment: the last ones still stand in.
-            None => *self
-                .shoulders
-                .back()
-                .filter(|s| t - s.t <= BODY_MEMORY_S)?,
+            None => *self.shoulders.back().filter(|s| t - s.t <= BODY_MEMORY_S)?,
         };
         let scale = median(self.shoulders.iter().map(|s| s.span));
         let tilt = median(self.shoulders.iter().map(|s| s.tilt_deg)).to_radians();

@@ -273,7 +273,9 @@ impl Arm {
         if beyond > 0.0 {
             self.points.push(s);
             self.extreme = self.points.len() - 1;
-        } else if -beyond > REVERSAL_EPS.max(REVERSAL_SHARE * (ext.along() - self.points[0].along()).abs()) {
+        } else if -beyond
+            > REVERSAL_EPS.max(REVERSAL_SHARE * (ext.along() - self.points[0].along()).abs())
+        {
             // Turned back: the stroke ended at its extreme; the new one starts there.
             let tail: Vec<WristSample> = self.points[self.extreme..].to_vec();
             ended = self.close();
@@ -572,9 +574,9 @@ impl SwipeDetector {
         let start = seg[0];
         let starts_within = |end: f64| start.t < end + config.swipe_refractory_s;
         // This arm's last swipe, if this is the very next stroke, the other way.
-        let own_return = self.arms[arm].last_swipe.is_some_and(|r| {
-            r.dir != dir && r.index + 1 == index && starts_within(r.end)
-        });
+        let own_return = self.arms[arm]
+            .last_swipe
+            .is_some_and(|r| r.dir != dir && r.index + 1 == index && starts_within(r.end));
         // The other arm's swipe, if this stroke starts where it ended: the same hand, the
         // pose model having swapped the arms.
         let relabelled_return = self.last.is_some_and(|l| {
