@@ -253,7 +253,7 @@ impl Chain {
             "fps" => {
                 need("fps=N")?;
                 let fps = number(spec, "fps", arg)?;
-                if !(fps >= 1.0 && fps <= 240.0) {
+                if !(1.0..=240.0).contains(&fps) {
                     return Err(invalid(spec, format!("fps must be in [1, 240], got {fps}")));
                 }
                 Transform::Fps { fps }
@@ -261,7 +261,7 @@ impl Chain {
             "speed" => {
                 need("speed=F")?;
                 let factor = number(spec, "speed", arg)?;
-                if !(factor >= 0.1 && factor <= 10.0) {
+                if !(0.1..=10.0).contains(&factor) {
                     return Err(invalid(
                         spec,
                         format!("speed must be in [0.1, 10], got {factor}"),
