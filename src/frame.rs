@@ -50,6 +50,10 @@ pub struct Frame {
     pub image: Arc<RgbImage>,
 }
 
+/// A photo due now, with candidate frames: made by the capture scheduler in the pipeline,
+/// taken by the photo action.
+pub type Capture = mirrorsight_core::capture::Capture<Frame>;
+
 impl mirrorsight_core::frame::Timed for Frame {
     fn t(&self) -> f64 {
         self.t

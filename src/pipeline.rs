@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::actions::Action;
 use crate::capture::CaptureScheduler;
 use crate::config::Config;
-use crate::frame::Frame;
+use crate::frame::{Capture, Frame};
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
 use crate::service::{Health, Shutdown};
@@ -24,9 +24,6 @@ use crate::source::{FrameQueue, QueuePolicy, Source, SourceError, SourceInfo};
 use crate::vision::{VisionError, VisionStage};
 use mirrorsight_core::mirror::Mirror;
 use mirrorsight_core::observation::Observation;
-
-/// A photo due now, with candidate frames from the pipeline.
-pub type Capture = mirrorsight_core::capture::Capture<Frame>;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {

@@ -13,7 +13,7 @@ use mirrorsight_contract::events::Event;
 pub trait Action: Send {
     fn on_event(&mut self, event: &Event, emit: &mut Vec<Event>);
     /// A photo is due (see [`crate::capture`]).
-    fn on_capture(&mut self, _capture: &crate::pipeline::Capture, _emit: &mut Vec<Event>) {}
+    fn on_capture(&mut self, _capture: &crate::frame::Capture, _emit: &mut Vec<Event>) {}
     /// Media time advanced to `t`: deliver results of background work finished meanwhile.
     fn poll(&mut self, _t: f64, _emit: &mut Vec<Event>) {}
     /// Called once at the end of the stream: finish what is in flight (bounded wait).

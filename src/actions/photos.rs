@@ -16,8 +16,8 @@ use tracing::{error, info, warn};
 
 use super::Action;
 use crate::config::Config;
+use crate::frame::Capture;
 use crate::ids::IdGenerator;
-use crate::pipeline::Capture;
 
 /// At the end of a replay (or a shutdown): how long queued uploads may still go out, then
 /// how long the upload in flight may take to finish.
