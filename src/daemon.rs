@@ -54,14 +54,15 @@ pub fn actions(
         .with_context(|| format!("storage.dir {}", state_dir.display()))?;
     Ok(vec![
         Box::new(QrAction::start(
-            cfg,
+            &cfg.wechat_settings(),
             seeds.fork(),
             state_dir,
             runtime.handle().clone(),
             fill_pool_first,
         )?),
         Box::new(PhotoAction::start(
-            cfg,
+            &cfg.photos,
+            &cfg.backend,
             seeds.fork(),
             runtime.handle().clone(),
             metrics.clone(),

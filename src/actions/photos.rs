@@ -7,15 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mirrorsight_contract::events::{Event, EventKind};
 use mirrorsight_photos::{
-    Backend, JpegEncoder, PhotoId, PhotoMeta, PixelFormat, Region, Spool, SpoolOptions,
-    UploadOutcome, Uploader, UploaderOptions, sharpest, take_photo,
+    Backend, JpegEncoder, PhotoId, PhotoMeta, PhotosConfig, PixelFormat, Region, Spool,
+    SpoolOptions, UploadOutcome, Uploader, UploaderOptions, sharpest, take_photo,
 };
 use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
 use super::Action;
-use crate::config::Config;
 use crate::frame::Capture;
 use crate::ids::IdGenerator;
 
@@ -51,16 +50,18 @@ pub struct PhotoAction {
 }
 
 impl PhotoAction {
+    /// Opens the spool (`[photos]`) and, with `backend.url` set, starts uploading to it.
     pub fn start(
-        config: &Config,
+        photos: &PhotosConfig,
+        backend: &mirrorsight_wechat::BackendConfig,
         ids: IdGenerator,
         runtime: tokio::runtime::Handle,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, PhotoStartError> {
-        let encoder = JpegEncoder::new(config.photos.jpeg_quality)?;
-        let spool = match Spool::open(SpoolOptions::from_config(&config.photos)) {
+        let encoder = JpegEncoder::new(photos.jpeg_quality)?;
+        let spool = match Spool::open(SpoolOptions::from_config(photos)) {
             Ok((spool, report)) => {
-                info!(?report, dir = %config.photos.spool_dir.display(), "photo spool ready");
+                info!(?report, dir = %photos.spool_dir.display(), "photo spool ready");
                 Ok(Arc::new(spool))
             }
             Err(e) => {
@@ -69,14 +70,14 @@ impl PhotoAction {
                 Err(e.reason().to_string())
             }
         };
-        let uploader = match (&config.backend.url, &spool) {
+        let uploader = match (&backend.url, &spool) {
             (Some(url), Ok(spool)) => {
-                let token = device_token(config)?;
+                let token = device_token(backend)?;
                 let backend = Backend {
                     base_url: url.clone(),
                     token,
                 };
-                let options = UploaderOptions::from_config(&config.photos);
+                let options = UploaderOptions::from_config(photos);
                 Some(Uploader::spawn(&runtime, spool.clone(), backend, options)?)
             }
             _ => None,
@@ -261,14 +262,14 @@ impl Action for PhotoAction {
 
 /// Loads the device token for uploads (file, systemd credential, or environment).
 fn device_token(
-    config: &Config,
+    backend: &mirrorsight_wechat::BackendConfig,
 ) -> Result<mirrorsight_photos::Secret, mirrorsight_wechat::SecretError> {
     use mirrorsight_wechat::secret::{DEVICE_TOKEN_ENV, SecretSpec, require_secret};
     let spec = SecretSpec {
         what: "device token",
         file_key: "backend.device_token_file",
-        file: config.backend.device_token_file.as_deref(),
-        credential: &config.backend.device_token_credential,
+        file: backend.device_token_file.as_deref(),
+        credential: &backend.device_token_credential,
         env: DEVICE_TOKEN_ENV,
     };
     let (secret, _) = require_secret(&spec, &|k| std::env::var(k).ok())?;

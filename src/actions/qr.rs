@@ -11,7 +11,6 @@ use thiserror::Error;
 use tracing::warn;
 
 use super::Action;
-use crate::config::Config;
 use crate::ids::IdGenerator;
 
 /// How long a start waits for the pool to fill before serving sessions anyway.
@@ -38,16 +37,15 @@ impl QrAction {
     /// Starts minting as configured. A replay waits (bounded) for a full pool first, so the
     /// first session is served from it exactly as a long-running mirror would be.
     pub fn start(
-        config: &Config,
+        settings: &mirrorsight_wechat::Settings,
         mut ids: IdGenerator,
         state_dir: &Path,
         runtime: tokio::runtime::Handle,
         fill_first: bool,
     ) -> Result<Self, QrStartError> {
-        let settings = config.wechat_settings();
         let secrets = settings.load_secrets(&|k| std::env::var(k).ok())?;
         let service = QrService::start(
-            &settings,
+            settings,
             &secrets,
             Box::new(move || ids.next_id()),
             &state_dir.join("bindings.jsonl"),
