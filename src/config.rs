@@ -242,6 +242,7 @@ impl Config {
         for arg in overrides {
             apply_override(&mut table, arg)?;
         }
+        let old_overlay_countdown = take_old_overlay_countdown(&mut table)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
@@ -255,6 +256,9 @@ impl Config {
                 )
             })?;
         config.validate()?;
+        if let Some(old) = old_overlay_countdown {
+            check_old_overlay_countdown(old, config.photos.countdown_s)?;
+        }
         Ok(config)
     }
 
@@ -321,15 +325,6 @@ impl Config {
         self.photos
             .validate()
             .map_err(|e| key_error(e.key, e.message))?;
-        if (self.overlay.countdown_s - self.photos.countdown_s).abs() > 1e-9 {
-            return Err(key_error(
-                "overlay.countdown_s",
-                format!(
-                    "must equal photos.countdown_s ({} ≠ {}): the photo is taken when the countdown ends",
-                    self.overlay.countdown_s, self.photos.countdown_s
-                ),
-            ));
-        }
         fraction("hands.min_palm_score", self.hands.min_palm_score)?;
         fraction("hands.min_presence", self.hands.min_presence)?;
         positive(
@@ -373,6 +368,47 @@ impl Config {
             backend: self.backend.clone(),
         }
     }
+}
+
+/// `overlay.countdown_s` was a second copy of `photos.countdown_s`; the screen now counts down
+/// to the `capture_at_ms` of each `photo_requested`. Taken out of the table before the sections
+/// are read, so the overlay's section does not know it.
+const OLD_OVERLAY_COUNTDOWN: &str = "overlay.countdown_s";
+
+fn take_old_overlay_countdown(table: &mut toml::Table) -> Result<Option<f64>, ConfigError> {
+    let Some(overlay) = table.get_mut("overlay").and_then(toml::Value::as_table_mut) else {
+        return Ok(None);
+    };
+    match overlay.remove("countdown_s") {
+        None => Ok(None),
+        Some(toml::Value::Float(v)) => Ok(Some(v)),
+        Some(toml::Value::Integer(v)) => Ok(Some(v as f64)),
+        Some(other) => Err(key_error(
+            OLD_OVERLAY_COUNTDOWN,
+            format!(
+                "is no longer a key (got {other}): delete it; photos.countdown_s sets the countdown"
+            ),
+        )),
+    }
+}
+
+/// Every config that was valid before the key went (it had to equal `photos.countdown_s`)
+/// keeps working, with a warning to delete the key; one that disagrees is refused rather than
+/// silently counting down to a different moment than the operator wrote.
+fn check_old_overlay_countdown(old: f64, photos: f64) -> Result<(), ConfigError> {
+    if (old - photos).abs() > 1e-9 {
+        return Err(key_error(
+            OLD_OVERLAY_COUNTDOWN,
+            format!(
+                "is no longer a key and disagrees with photos.countdown_s ({old} ≠ {photos}): \
+                 delete it and set photos.countdown_s, which alone sets the countdown"
+            ),
+        ));
+    }
+    tracing::warn!(
+        "config key `{OLD_OVERLAY_COUNTDOWN}` is no longer used (photos.countdown_s sets the countdown): delete it"
+    );
+    Ok(())
 }
 
 fn locate(text: &str, e: &toml::de::Error) -> String {
@@ -458,15 +494,29 @@ mod tests {
     }
 
     #[test]
-    fn countdowns_of_screen_and_camera_must_agree() {
-        let err = load_str("", &["photos.countdown_s=2"])
+    fn the_countdown_is_one_key() {
+        let c = load_str("", &["photos.countdown_s=2"]).unwrap();
+        assert_eq!(c.photos.countdown_s, 2.0);
+        // An old config that still sets overlay.countdown_s: accepted while it agrees...
+        let old = "[overlay]\ncountdown_s = 2\n[photos]\ncountdown_s = 2.0\n";
+        assert_eq!(load_str(old, &[]).unwrap().photos.countdown_s, 2.0);
+        assert!(load_str("[overlay]\ncountdown_s = 3.0\n", &[]).is_ok());
+        // ...refused, naming both keys, once it disagrees.
+        let err = load_str(old, &["photos.countdown_s=4"])
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("overlay.countdown_s") && err.contains("photos.countdown_s"),
+            err.starts_with("config key `overlay.countdown_s`")
+                && err.contains("photos.countdown_s"),
             "{err}"
         );
-        assert!(load_str("", &["photos.countdown_s=2", "overlay.countdown_s=2"]).is_ok());
+        let err = load_str("", &["overlay.countdown_s=soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config key `overlay.countdown_s`") && err.contains("delete it"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub fn run(
         last_t = frame.t;
         processed += 1;
         progress.set_position(frame.seq + 1);
-        let captures = photos.on_frame(&frame, &out, driver.mirror.shopper_region(frame.t));
+        let captures = photos.on_frame(&frame, &mut out, driver.mirror.shopper_region(frame.t));
         if let (Some(w), Some(path)) = (dump.as_mut(), opts.dump_observations.as_ref()) {
             use std::io::Write;
             let line = serde_json::to_string(&driver.observation).unwrap_or_default();

@@ -62,6 +62,21 @@ impl Event {
     }
 }
 
+/// Seconds of media time as whole milliseconds, the unit of `*_ms` fields (what cannot be a
+/// media time, negative or not finite, counts as 0).
+pub fn media_ms(seconds: f64) -> u64 {
+    if seconds.is_finite() && seconds > 0.0 {
+        (seconds * 1000.0).round() as u64
+    } else {
+        0
+    }
+}
+
+/// A `*_ms` media time back in seconds, the unit of `t`.
+pub fn media_seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
@@ -96,8 +111,14 @@ pub enum EventKind {
         session: String,
         direction: OutfitDirection,
     },
-    /// The shopper asked for a photo; the countdown starts now.
-    PhotoRequested { session: String, trigger: String },
+    /// The shopper asked for a photo; the countdown starts now and ends at `capture_at_ms`.
+    PhotoRequested {
+        session: String,
+        trigger: String,
+        /// When the photo will be taken: media time in milliseconds (the clock of `t`), set
+        /// by the capture scheduler from `photos.countdown_s`. The screen counts down to it.
+        capture_at_ms: u64,
+    },
     /// The shopper asked to throw the latest photo away.
     PhotoDiscardRequested { session: String },
     /// A QR code for the session is ready to show.
@@ -236,6 +257,26 @@ mod tests {
         );
         let back: Event = serde_json::from_str(&e.to_json_line()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn photo_requested_says_when_the_photo_is_taken() {
+        let e = Event::new(
+            4.2,
+            EventKind::PhotoRequested {
+                session: "s".into(),
+                trigger: "thumbs_up".into(),
+                capture_at_ms: media_ms(4.2 + 3.0),
+            },
+        );
+        let line = e.to_json_line();
+        assert_eq!(
+            line,
+            r#"{"type":"photo_requested","session":"s","trigger":"thumbs_up","capture_at_ms":7200,"t":4.2}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+        assert_eq!(media_seconds(7200), 7.2);
+        assert_eq!((media_ms(-1.0), media_ms(f64::NAN)), (0, 0));
     }
 
     #[test]

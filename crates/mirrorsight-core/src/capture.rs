@@ -1,13 +1,15 @@
 //! When to take a photo and which frames it may come from.
 //!
 //! Runs on the vision thread, driven by the events vision emits and by frame time, so the
-//! countdown and the choice of frames are the same in replay as on the live mirror. Only
+//! countdown and the choice of frames are the same in replay as on the live mirror. The
+//! countdown's length (`photos.countdown_s`) lives here alone: the scheduler writes the moment
+//! each photo will be taken into its `photo_requested` event, and the screen follows that. Only
 //! handles to recent frames are kept (the pipeline's frames share their pixels); picking the sharpest, encoding and writing happen on the
 //! dispatcher thread (see `actions::photos`).
 
 use std::collections::VecDeque;
 
-use mirrorsight_contract::events::{Event, EventKind};
+use mirrorsight_contract::events::{Event, EventKind, media_ms, media_seconds};
 
 use crate::frame::Timed;
 
@@ -59,25 +61,34 @@ impl<F: Timed + Clone> CaptureScheduler<F> {
         }
     }
 
-    /// Feeds one processed frame and the events vision emitted for it; returns the photos
-    /// due now.
+    /// Feeds one processed frame and the events vision emitted for it, before anyone else
+    /// sees them: each `photo_requested` gets its `capture_at_ms` (the end of the countdown).
+    /// Returns the photos due now.
     pub fn on_frame(
         &mut self,
         frame: &F,
-        events: &[Event],
+        events: &mut [Event],
         region: Option<[f32; 4]>,
     ) -> Vec<Capture<F>> {
         if self.ring.len() == self.capacity {
             self.ring.pop_front();
         }
         self.ring.push_back(frame.clone());
-        for e in events {
-            match &e.kind {
-                EventKind::PhotoRequested { session, trigger } => self.pending.push(Pending {
-                    session: session.clone(),
-                    trigger: trigger.clone(),
-                    due: e.t + self.countdown_s,
-                }),
+        for e in events.iter_mut() {
+            let t = e.t;
+            match &mut e.kind {
+                EventKind::PhotoRequested {
+                    session,
+                    trigger,
+                    capture_at_ms,
+                } => {
+                    *capture_at_ms = media_ms(t + self.countdown_s);
+                    self.pending.push(Pending {
+                        session: session.clone(),
+                        trigger: trigger.clone(),
+                        due: media_seconds(*capture_at_ms),
+                    })
+                }
                 EventKind::OutfitSwitch { session, .. } if self.on_outfit_switch => {
                     self.pending.push(Pending {
                         session: session.clone(),
@@ -147,6 +158,8 @@ mod tests {
             EventKind::PhotoRequested {
                 session: "s".into(),
                 trigger: "thumbs_up".into(),
+                // The recognizer does not know the countdown; the scheduler sets this.
+                capture_at_ms: media_ms(t),
             },
         )
     }
@@ -157,8 +170,21 @@ mod tests {
         let mut taken = Vec::new();
         for i in 0..50 {
             let t = i as f64 * 0.1;
-            let events = if i == 10 { vec![requested(t)] } else { vec![] };
-            taken.extend(sched.on_frame(&frame(t), &events, None));
+            let mut events = if i == 10 { vec![requested(t)] } else { vec![] };
+            taken.extend(sched.on_frame(&frame(t), &mut events, None));
+            if i == 10 {
+                assert!(
+                    matches!(
+                        events[0].kind,
+                        EventKind::PhotoRequested {
+                            capture_at_ms: 4000,
+                            ..
+                        }
+                    ),
+                    "the event says when: {:?}",
+                    events[0]
+                );
+            }
         }
         assert_eq!(taken.len(), 1);
         let c = &taken[0];
@@ -176,7 +202,7 @@ mod tests {
         let mut sched = CaptureScheduler::new(4, 0.5, 3.0, false);
         assert!(
             sched
-                .on_frame(&frame(0.0), &[requested(0.0)], None)
+                .on_frame(&frame(0.0), &mut [requested(0.0)], None)
                 .is_empty()
         );
         let ended = Event::new(
@@ -187,10 +213,10 @@ mod tests {
                 duration_s: 1.0,
             },
         );
-        assert!(sched.on_frame(&frame(0.5), &[ended], None).is_empty());
+        assert!(sched.on_frame(&frame(0.5), &mut [ended], None).is_empty());
         assert!(sched.finish(None).is_empty(), "cancelled by session end");
 
-        sched.on_frame(&frame(1.0), &[requested(1.0)], None);
+        sched.on_frame(&frame(1.0), &mut [requested(1.0)], None);
         let flushed = sched.finish(Some([0.0, 0.0, 4.0, 4.0]));
         assert_eq!(flushed.len(), 1);
         assert!(!flushed[0].frames.is_empty());
@@ -208,11 +234,11 @@ mod tests {
         );
         let mut off = CaptureScheduler::new(4, 0.5, 3.0, false);
         assert!(
-            off.on_frame(&frame(2.0), std::slice::from_ref(&switch), None)
+            off.on_frame(&frame(2.0), &mut [switch.clone()], None)
                 .is_empty()
         );
         let mut on = CaptureScheduler::new(4, 0.5, 3.0, true);
-        let taken = on.on_frame(&frame(2.0), &[switch], None);
+        let taken = on.on_frame(&frame(2.0), &mut [switch], None);
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].trigger, "outfit_switch");
     }

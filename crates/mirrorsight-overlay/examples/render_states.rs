@@ -100,6 +100,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         EventKind::PhotoRequested {
             session: s(),
             trigger: "thumbs_up".into(),
+            capture_at_ms: 8_000,
         },
     ));
     model.advance(6.2);

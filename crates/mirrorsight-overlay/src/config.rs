@@ -42,9 +42,8 @@ pub struct OverlayConfig {
     /// Shown where the QR code would be while no code could be minted.
     /// Default `"二维码暂不可用，正在重试 / QR code unavailable, retrying"`.
     pub offline_text: String,
-    /// Length of the 3-2-1 countdown after `photo_requested`, in seconds; 0 skips straight to
-    /// the flash. Keep it equal to the photo stage's capture delay. Default `3.0`.
-    pub countdown_s: f64,
+    // No countdown length here: each `photo_requested` says when its photo is taken
+    // (`capture_at_ms`, from `photos.countdown_s`) and the screen counts down to that.
     /// How long the screen flashes white when the countdown ends, in seconds. Default `0.2`.
     pub flash_s: f64,
     /// How long a gesture's arrow, check or cross stays on screen, in seconds. Default `0.8`.
@@ -67,7 +66,6 @@ impl Default for OverlayConfig {
             qr_position: QrPosition::BottomRight,
             caption: "扫码领取试衣照片 / Scan for your photos".to_owned(),
             offline_text: "二维码暂不可用，正在重试 / QR code unavailable, retrying".to_owned(),
-            countdown_s: 3.0,
             flash_s: 0.2,
             feedback_s: 0.8,
             thumbnail_height: 160,
@@ -136,7 +134,6 @@ impl OverlayConfig {
             );
         }
         for (key, value, max) in [
-            ("countdown_s", self.countdown_s, 10.0),
             ("flash_s", self.flash_s, 2.0),
             ("feedback_s", self.feedback_s, 10.0),
         ] {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mirrorsight_contract::events::{
-    Event, EventKind, GestureKind, OutfitDirection, Side, SwipeMotion,
+    Event, EventKind, GestureKind, OutfitDirection, Side, SwipeMotion, media_seconds,
 };
 
 use crate::config::OverlayConfig;
@@ -91,7 +91,8 @@ struct Session {
     id: String,
     qr: QrState,
     feedback: Option<ActiveFeedback>,
-    /// When the current countdown started.
+    /// The countdown on screen: the photo is taken at this media time (`capture_at_ms` of
+    /// the `photo_requested` that started it).
     photo_at: Option<f64>,
     photos: Vec<Thumbnail>,
     selected: Option<usize>,
@@ -102,7 +103,6 @@ struct Session {
 /// [`scene`](Self::scene).
 #[derive(Debug, Clone)]
 pub struct OverlayModel {
-    countdown_s: f64,
     flash_s: f64,
     feedback_s: f64,
     now: f64,
@@ -114,13 +114,14 @@ pub struct OverlayModel {
 
 impl OverlayModel {
     pub fn new(cfg: &OverlayConfig) -> Self {
-        Self::with_timing(cfg.countdown_s, cfg.flash_s, cfg.feedback_s)
+        Self::with_timing(cfg.flash_s, cfg.feedback_s)
     }
 
-    pub fn with_timing(countdown_s: f64, flash_s: f64, feedback_s: f64) -> Self {
+    /// The countdown's length is not a setting of the screen: each `photo_requested` says
+    /// when its photo is taken, and the screen counts down to that.
+    pub fn with_timing(flash_s: f64, feedback_s: f64) -> Self {
         let clean = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
         Self {
-            countdown_s: clean(countdown_s),
             flash_s: clean(flash_s),
             feedback_s: clean(feedback_s),
             now: 0.0,
@@ -145,14 +146,12 @@ impl OverlayModel {
             self.now = t;
         }
         let now = self.now;
-        let (countdown_s, flash_s) = (self.countdown_s, self.flash_s);
+        let flash_s = self.flash_s;
         if let Some(s) = &mut self.session {
             if s.feedback.is_some_and(|f| now >= f.until - EPS) {
                 s.feedback = None;
             }
-            if s.photo_at
-                .is_some_and(|t0| now >= t0 + countdown_s + flash_s - EPS)
-            {
+            if s.photo_at.is_some_and(|end| now >= end + flash_s - EPS) {
                 s.photo_at = None;
             }
         }
@@ -171,10 +170,9 @@ impl OverlayModel {
         if let Some(f) = s.feedback {
             consider(f.until);
         }
-        if let Some(t0) = s.photo_at {
-            let end = t0 + self.countdown_s;
+        if let Some(end) = s.photo_at {
             // Digit changes happen where the remaining time crosses a whole second.
-            let mut k = self.countdown_s.ceil() - 1.0;
+            let mut k = (end - self.now).ceil() - 1.0;
             while k >= 1.0 {
                 consider(end - k);
                 k -= 1.0;
@@ -282,13 +280,17 @@ impl OverlayModel {
                     }
                 }
             }
-            EventKind::PhotoRequested { session, .. } => {
+            EventKind::PhotoRequested {
+                session,
+                capture_at_ms,
+                ..
+            } => {
                 let feedback_s = self.feedback_s;
                 if let Some(s) = self.active(session) {
                     s.feedback = Some(feedback(Feedback::Check, now, feedback_s));
-                    // A second request while counting belongs to the same photo.
+                    // A second request while counting keeps the countdown already on screen.
                     if s.photo_at.is_none() {
-                        s.photo_at = Some(now);
+                        s.photo_at = Some(media_seconds(*capture_at_ms));
                     }
                 }
             }
@@ -349,8 +351,8 @@ impl OverlayModel {
         };
         let mut countdown = None;
         let mut flash = false;
-        if let Some(t0) = s.photo_at {
-            let remaining = self.countdown_s - (self.now - t0);
+        if let Some(end) = s.photo_at {
+            let remaining = end - self.now;
             if remaining > EPS {
                 countdown = Some((remaining - EPS).ceil().max(1.0) as u32);
             } else if remaining > -self.flash_s + EPS {
@@ -443,7 +445,7 @@ mod tests {
     }
 
     fn model() -> OverlayModel {
-        OverlayModel::with_timing(3.0, 0.2, 0.8)
+        OverlayModel::with_timing(0.2, 0.8)
     }
 
     #[test]
@@ -533,6 +535,7 @@ mod tests {
             EventKind::PhotoRequested {
                 session: "s1".into(),
                 trigger: "thumbs_up".into(),
+                capture_at_ms: 13_000,
             },
         ));
         let mut seen = vec![(m.now(), m.scene().countdown, m.scene().flash)];
@@ -562,6 +565,7 @@ mod tests {
             EventKind::PhotoRequested {
                 session: "s1".into(),
                 trigger: "palm".into(),
+                capture_at_ms: 13_000,
             },
         ));
         let at = |m: &mut OverlayModel, t: f64| {
@@ -573,6 +577,46 @@ mod tests {
         assert_eq!(at(&mut m, 12.5), (Some(1), false));
         assert_eq!(at(&mut m, 13.1), (None, true));
         assert_eq!(at(&mut m, 13.3), (None, false));
+    }
+
+    #[test]
+    fn the_countdown_ends_when_the_event_says_the_photo_is_taken() {
+        let requested = |t: f64, capture_at_ms: u64| {
+            ev(
+                t,
+                EventKind::PhotoRequested {
+                    session: "s1".into(),
+                    trigger: "thumbs_up".into(),
+                    capture_at_ms,
+                },
+            )
+        };
+        let mut m = model();
+        m.apply(&started(0.0));
+        m.apply(&requested(2.0, 7_000));
+        assert_eq!(m.scene().countdown, Some(5));
+        let mut digits = vec![];
+        while let Some(t) = m.next_change() {
+            m.advance(t);
+            digits.push((m.now(), m.scene().countdown, m.scene().flash));
+        }
+        assert_eq!(
+            digits,
+            vec![
+                (2.8, Some(5), false), // the check mark expires
+                (3.0, Some(4), false),
+                (4.0, Some(3), false),
+                (5.0, Some(2), false),
+                (6.0, Some(1), false),
+                (7.0, None, true),
+                (7.2, None, false),
+            ]
+        );
+        // A request taken at once (photos.countdown_s = 0) goes straight to the flash.
+        m.apply(&requested(9.0, 9_000));
+        assert_eq!((m.scene().countdown, m.scene().flash), (None, true));
+        m.advance(9.2);
+        assert_eq!((m.scene().countdown, m.scene().flash), (None, false));
     }
 
     #[test]

@@ -29,7 +29,6 @@ fn every_key_parses() {
         qr_position = "top_left"
         caption = "扫一扫 / Scan me"
         offline_text = "离线 / Offline"
-        countdown_s = 5
         flash_s = 0.3
         feedback_s = 1.5
         thumbnail_height = 200
@@ -48,7 +47,6 @@ fn every_key_parses() {
             qr_position: QrPosition::TopLeft,
             caption: "扫一扫 / Scan me".into(),
             offline_text: "离线 / Offline".into(),
-            countdown_s: 5.0,
             flash_s: 0.3,
             feedback_s: 1.5,
             thumbnail_height: 200,
@@ -73,7 +71,7 @@ fn missing_keys_take_their_defaults() {
         (d.qr_module_px, d.qr_position, d.thumbnail_height),
         (12, QrPosition::BottomRight, 160)
     );
-    assert_eq!((d.countdown_s, d.flash_s, d.feedback_s), (3.0, 0.2, 0.8));
+    assert_eq!((d.flash_s, d.feedback_s), (0.2, 0.8));
     assert_eq!(d.caption, "扫码领取试衣照片 / Scan for your photos");
     assert!(d.font.is_none());
 }
@@ -86,8 +84,11 @@ fn unknown_keys_and_bad_values_are_named() {
     assert!(err.contains("auto"), "{err}");
     let err = parse("[overlay]\nqr_position = \"middle\"\n").unwrap_err();
     assert!(err.contains("middle"), "{err}");
+    // The countdown is the photo stage's (`photos.countdown_s`); the screen follows the events.
+    let err = parse("[overlay]\ncountdown_s = 3\n").unwrap_err();
+    assert!(err.contains("countdown_s"), "{err}");
 
-    let cfg = parse("[overlay]\nwidth = 10\nheight = 10\nthumbnail_height = 4\ncountdown_s = -1\n")
+    let cfg = parse("[overlay]\nwidth = 10\nheight = 10\nthumbnail_height = 4\nflash_s = -1\n")
         .expect("parses");
     let errors: Vec<String> = cfg
         .validate()
@@ -110,9 +111,7 @@ fn unknown_keys_and_bad_values_are_named() {
         "{errors:?}"
     );
     assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("overlay.countdown_s: ")),
+        errors.iter().any(|e| e.starts_with("overlay.flash_s: ")),
         "{errors:?}"
     );
 }

@@ -585,6 +585,8 @@ impl GestureRecognizer {
             Action::PhotoRequested => EventKind::PhotoRequested {
                 session,
                 trigger: trigger.to_string(),
+                // Now, until the capture scheduler (which owns the countdown) says when.
+                capture_at_ms: mirrorsight_contract::events::media_ms(t),
             },
             Action::PhotoDiscardRequested => EventKind::PhotoDiscardRequested { session },
         };

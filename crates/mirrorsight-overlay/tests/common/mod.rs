@@ -112,12 +112,14 @@ pub fn minted(t: f64, s: &str, url: &str) -> Event {
     )
 }
 
+/// A photo asked for at `t`, taken 3 s later (the default `photos.countdown_s`).
 pub fn photo_requested(t: f64, s: &str) -> Event {
     Event::new(
         t,
         EventKind::PhotoRequested {
             session: s.into(),
             trigger: "thumbs_up".into(),
+            capture_at_ms: mirrorsight_contract::events::media_ms(t + 3.0),
         },
     )
 }
