@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mirrorsight::actions::Action;
+use mirrorsight::actions::compare::CompareAction;
 use mirrorsight::actions::overlay::OverlaySink;
 use mirrorsight::actions::photos::PhotoAction;
 use mirrorsight::actions::qr::QrAction;
@@ -35,7 +36,7 @@ fn state_dir(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/mirrorsight"))
 }
 
-/// The actions every pipeline runs: QR codes and photos.
+/// The actions every pipeline runs: QR codes, photos and the compare view.
 pub fn actions(
     cfg: &Config,
     seeds: &mut IdGenerator,
@@ -67,6 +68,11 @@ pub fn actions(
             runtime.handle().clone(),
             metrics.clone(),
         )?),
+        // After the photo action, so a discard it makes is seen in the same pass.
+        Box::new(CompareAction::new(
+            cfg.overlay.compare_idle_s,
+            cfg.camera.mirrored,
+        )),
     ])
 }
 

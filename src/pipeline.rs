@@ -183,7 +183,14 @@ pub fn run(
             && captures
                 .into_iter()
                 .all(|c| event_tx.send(Item::Capture(c)).is_ok())
-            && event_tx.send(Item::Tick(frame.t)).is_ok();
+            && event_tx
+                .send(Item::Tick {
+                    t: frame.t,
+                    shopper_x: driver.mirror.shopper_region(frame.t).map(|r| {
+                        f64::from(r[0] + r[2]) / 2.0 / f64::from(frame.image.width.max(1))
+                    }),
+                })
+                .is_ok();
         if !delivered {
             break;
         }
@@ -288,8 +295,12 @@ enum Item {
     Event(Event),
     /// A photo is due.
     Capture(Capture),
-    /// Media time moved on (one per frame).
-    Tick(f64),
+    /// Media time moved on (one per frame); where the shopper's body is in that frame, as a
+    /// fraction of the image's width.
+    Tick {
+        t: f64,
+        shopper_x: Option<f64>,
+    },
 }
 
 fn send_all(tx: &Sender<Item>, out: &mut Vec<Event>, metrics: &Metrics) -> bool {
@@ -353,11 +364,12 @@ impl Dispatcher {
                         .for_each(|a| a.on_capture(&capture, &mut emitted));
                     self.process(emitted);
                 }
-                Item::Tick(t) => {
+                Item::Tick { t, shopper_x } => {
                     let mut emitted = Vec::new();
-                    self.actions
-                        .iter_mut()
-                        .for_each(|a| a.poll(t, &mut emitted));
+                    self.actions.iter_mut().for_each(|a| {
+                        a.observe_shopper(shopper_x);
+                        a.poll(t, &mut emitted)
+                    });
                     self.process(emitted);
                     self.sinks.iter_mut().for_each(|s| s.tick(t));
                 }

@@ -1,7 +1,8 @@
 //! Actions: what the daemon does in answer to events (mint and show a QR code, take and
-//! deliver photos, draw the mirror's screen). Each runs inside the event dispatcher; an
+//! deliver photos, choose what the compare view shows, draw the mirror's screen). Each runs inside the event dispatcher; an
 //! [`Action`] may emit events of its own, the screen ([`overlay`]) only follows the stream.
 
+pub mod compare;
 pub mod overlay;
 pub mod photos;
 pub mod qr;
@@ -14,6 +15,9 @@ pub trait Action: Send {
     fn on_event(&mut self, event: &Event, emit: &mut Vec<Event>);
     /// A photo is due (see [`crate::capture`]).
     fn on_capture(&mut self, _capture: &crate::frame::Capture, _emit: &mut Vec<Event>) {}
+    /// Where the shopper's body is in the latest frame (the middle of it, as a fraction of the
+    /// image's width as recorded; `None`: nobody seen). Called once per frame, before `poll`.
+    fn observe_shopper(&mut self, _image_x: Option<f64>) {}
     /// Media time advanced to `t`: deliver results of background work finished meanwhile.
     fn poll(&mut self, _t: f64, _emit: &mut Vec<Event>) {}
     /// Called once at the end of the stream: finish what is in flight (bounded wait).

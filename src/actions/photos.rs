@@ -42,6 +42,8 @@ pub struct PhotoAction {
     runtime: tokio::runtime::Handle,
     /// Session → scene, learnt from `qr_minted`.
     scenes: HashMap<String, String>,
+    /// Session → the photo the compare view shows (a thumbs down discards that one).
+    compared: HashMap<String, String>,
     ids: IdGenerator,
     now: f64,
     metrics: Arc<crate::metrics::Metrics>,
@@ -88,6 +90,7 @@ impl PhotoAction {
             uploader,
             runtime,
             scenes: HashMap::new(),
+            compared: HashMap::new(),
             ids,
             now: 0.0,
             metrics,
@@ -195,9 +198,20 @@ impl Action for PhotoAction {
             EventKind::QrMinted { session, scene, .. } => {
                 self.scenes.insert(session.clone(), scene.clone());
             }
+            EventKind::CompareShown { session, photo, .. } => {
+                self.compared.insert(session.clone(), photo.clone());
+            }
+            EventKind::CompareClosed { session, .. } => {
+                self.compared.remove(session);
+            }
             EventKind::PhotoDiscardRequested { session } => {
                 let Ok(spool) = &self.spool else { return };
-                match spool.discard_latest(session) {
+                // The photo on show in the compare view, else the latest.
+                let result = match self.compared.get(session).map(|p| PhotoId::parse(p)) {
+                    Some(Ok(photo)) => spool.discard_photo(session, &photo),
+                    _ => spool.discard_latest(session),
+                };
+                match result {
                     // The uploader deletes the backend's copy itself when it already had one.
                     Ok(Some(discarded)) => emit.push(Event::new(event.t, discarded.event())),
                     Ok(None) => {}
@@ -206,6 +220,7 @@ impl Action for PhotoAction {
             }
             EventKind::SessionEnded { session, .. } => {
                 self.scenes.remove(session);
+                self.compared.remove(session);
             }
             _ => {}
         }

@@ -45,7 +45,9 @@ impl Event {
             | PhotoRefused { session, .. }
             | PhotoDiscarded { session, .. }
             | PhotoUploaded { session, .. }
-            | PhotoUploadFailed { session, .. } => Some(session),
+            | PhotoUploadFailed { session, .. }
+            | CompareShown { session, .. }
+            | CompareClosed { session, .. } => Some(session),
             SourceEnded { .. } => None,
         }
     }
@@ -158,6 +160,27 @@ pub enum EventKind {
         attempt: u32,
         permanent: bool,
     },
+    /// The compare view shows one of the session's photos, large, beside the shopper's
+    /// reflection (opened by a swipe after the first photo, or stepped by one).
+    CompareShown {
+        session: String,
+        photo: String,
+        /// 1-based position among the session's photos, oldest first ("2 / 4").
+        index: u32,
+        count: u32,
+        /// The half of the mirror the photo is shown on, as the shopper sees it: the side away
+        /// from where they stand.
+        side: Side,
+        /// Where the shopper stood in the photo: the middle of their body as a fraction of the
+        /// photo's width from its left edge (as recorded), if known. A narrow view crops around it.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        subject_x: Option<f64>,
+    },
+    /// The compare view closed.
+    CompareClosed {
+        session: String,
+        reason: CompareCloseReason,
+    },
     /// The frame source has no more frames (end of a clip, or the daemon stopping).
     SourceEnded { frames: u64 },
 }
@@ -181,6 +204,8 @@ impl EventKind {
             PhotoDiscarded { .. } => "photo_discarded",
             PhotoUploaded { .. } => "photo_uploaded",
             PhotoUploadFailed { .. } => "photo_upload_failed",
+            CompareShown { .. } => "compare_shown",
+            CompareClosed { .. } => "compare_closed",
             SourceEnded { .. } => "source_ended",
         }
     }
@@ -195,6 +220,18 @@ pub enum EndReason {
     EndOfStream,
     /// The daemon was asked to stop.
     Shutdown,
+}
+
+/// Why the compare view closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareCloseReason {
+    /// No gesture for `overlay.compare_idle_s`.
+    Idle,
+    /// The shopper left (`session_ended`).
+    SessionEnded,
+    /// The last photo was discarded.
+    NoPhotos,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //!     [--rotation 0] [--position bottom_right] [--url https://shop.example/s/abc]
 //! ```
 //!
-//! Writes `idle.png`, `qr.png`, `countdown.png`, `thumbnails.png`, `offline.png`. The scenes
+//! Writes `idle.png`, `qr.png`, `countdown.png`, `thumbnails.png`, `compare.png`, `offline.png`. The scenes
 //! come from a scripted event stream through the real model, so they are what a replay shows.
 
 use std::path::{Path, PathBuf};
@@ -139,6 +139,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
     ));
     shoot("thumbnails", &model)?;
+
+    // The compare view: a swipe opened it on the second of three photos, the shopper stands
+    // on the mirror's left, so the photo is on the right.
+    model.apply(&Event::new(
+        21.0,
+        EventKind::CompareShown {
+            session: s(),
+            photo: "p1".into(),
+            index: 2,
+            count: 3,
+            side: Side::Right,
+            subject_x: Some(0.5),
+        },
+    ));
+    shoot("compare", &model)?;
 
     model.apply(&Event::new(
         30.0,

@@ -50,6 +50,9 @@ pub struct OverlayConfig {
     pub feedback_s: f64,
     /// Height of the photo thumbnails in the strip, in pixels. Default `160`.
     pub thumbnail_height: u32,
+    /// The compare view (a session photo shown large beside the reflection, opened by a swipe)
+    /// closes after this many seconds without a gesture. Default `8.0`.
+    pub compare_idle_s: f64,
     /// Font file (`.ttf`, `.otf` or `.ttc`, first face) with Chinese glyphs. Default unset:
     /// WenQuanYi Micro Hei or Noto Sans CJK from their Debian packages, else `fc-match`.
     pub font: Option<PathBuf>,
@@ -69,6 +72,7 @@ impl Default for OverlayConfig {
             flash_s: 0.2,
             feedback_s: 0.8,
             thumbnail_height: 160,
+            compare_idle_s: 8.0,
             font: None,
         }
     }
@@ -136,10 +140,17 @@ impl OverlayConfig {
         for (key, value, max) in [
             ("flash_s", self.flash_s, 2.0),
             ("feedback_s", self.feedback_s, 10.0),
+            ("compare_idle_s", self.compare_idle_s, 600.0),
         ] {
             if !value.is_finite() || !(0.0..=max).contains(&value) {
                 bad(key, format!("must be 0..={max} seconds (got {value})"));
             }
+        }
+        if self.compare_idle_s == 0.0 {
+            bad(
+                "compare_idle_s",
+                "must be more than 0 seconds, or the compare view could never be seen".into(),
+            );
         }
         if !(32..=1024).contains(&self.thumbnail_height) {
             bad(

@@ -32,6 +32,21 @@ pub struct Scene {
     pub thumbnails: Vec<Thumbnail>,
     /// Index into `thumbnails` of the highlighted photo.
     pub selected: Option<usize>,
+    /// The compare view: one photo large beside the reflection (the strip is hidden meanwhile).
+    pub compare: Option<CompareView>,
+}
+
+/// What the compare view shows (from `compare_shown`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareView {
+    pub photo: Thumbnail,
+    /// 1-based, with `count`: the "2 / 4" under the photo.
+    pub index: u32,
+    pub count: u32,
+    /// The half of the mirror the photo goes on, as the shopper sees it.
+    pub side: Side,
+    /// Where the shopper stood in the photo (fraction of its width); a narrow view crops there.
+    pub subject_x: Option<f64>,
 }
 
 impl Scene {
@@ -96,6 +111,7 @@ struct Session {
     photo_at: Option<f64>,
     photos: Vec<Thumbnail>,
     selected: Option<usize>,
+    compare: Option<CompareView>,
 }
 
 /// The overlay's state machine: feed it every event with [`apply`](Self::apply) and the
@@ -199,6 +215,7 @@ impl OverlayModel {
                     photo_at: None,
                     photos: Vec::new(),
                     selected: None,
+                    compare: None,
                 });
             }
             EventKind::SessionEnded { session, .. } => {
@@ -323,6 +340,13 @@ impl OverlayModel {
             EventKind::PhotoDiscarded { session, photo } => {
                 let feedback_s = self.feedback_s;
                 if let Some(s) = self.active(session) {
+                    if s.compare
+                        .as_ref()
+                        .is_some_and(|c| *c.photo.photo == **photo)
+                    {
+                        // Its file is gone; the `compare_shown` that follows names the next one.
+                        s.compare = None;
+                    }
                     if let Some(i) = s.photos.iter().position(|p| *p.photo == **photo) {
                         s.photos.remove(i);
                         s.selected = match s.selected {
@@ -333,6 +357,37 @@ impl OverlayModel {
                         };
                     }
                     s.feedback = Some(feedback(Feedback::Cross, now, feedback_s));
+                }
+            }
+            EventKind::CompareShown {
+                session,
+                photo,
+                index,
+                count,
+                side,
+                subject_x,
+            } => {
+                if let Some(s) = self.active(session) {
+                    // Only a photo whose file the stream named can be drawn.
+                    s.compare =
+                        s.photos
+                            .iter()
+                            .find(|p| *p.photo == **photo)
+                            .map(|p| CompareView {
+                                photo: p.clone(),
+                                index: *index,
+                                count: *count,
+                                side: *side,
+                                subject_x: *subject_x,
+                            });
+                    if let Some(i) = s.photos.iter().position(|p| *p.photo == **photo) {
+                        s.selected = Some(i);
+                    }
+                }
+            }
+            EventKind::CompareClosed { session, .. } => {
+                if let Some(s) = self.active(session) {
+                    s.compare = None;
                 }
             }
             EventKind::Gesture { .. }
@@ -373,6 +428,7 @@ impl OverlayModel {
             flash,
             thumbnails: s.photos.clone(),
             selected: s.selected,
+            compare: s.compare.clone(),
         }
     }
 

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use crate::canvas::{BLACK, Canvas, Framebuffer, Rect, WHITE, mix};
 use crate::config::{OverlayConfig, QrPosition, Rotation};
 use crate::font::{Font, split_lines};
-use crate::model::{Feedback, QrView, Scene, Thumbnail};
+use crate::model::{CompareView, Feedback, QrView, Scene, Thumbnail};
 use crate::qr::{QUIET_ZONE_MODULES, QrMatrix};
+use mirrorsight_contract::events::Side;
 
 const AMBER: u32 = 0xFFB000;
 const GREEN: u32 = 0x34C759;
@@ -23,6 +24,9 @@ const PLACEHOLDER_GRAY: u32 = 0x606060;
 const UNSELECTED_KEEP: f32 = 0.45;
 /// Spooled photos are a few MB; anything far larger is not one of ours.
 const MAX_PHOTO_BYTES: u64 = 64 << 20;
+/// The compare view's photo is cropped no narrower than this (width over height): about a
+/// standing person's outline, so a narrow column still shows the whole outfit.
+const COMPARE_MIN_ASPECT: f32 = 0.45;
 
 /// Where things were drawn in the last frame, in screen (framebuffer) pixels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +40,10 @@ pub struct Layout {
     pub strip: Option<Rect>,
     /// (index into `Scene::thumbnails`, image rect) of every visible thumbnail.
     pub thumbnails: Vec<(usize, Rect)>,
+    /// The compare view's photo, as drawn (inside its white frame).
+    pub compare: Option<Rect>,
+    /// The compare view's "2 / 4".
+    pub compare_index: Option<Rect>,
 }
 
 impl Layout {
@@ -71,6 +79,8 @@ pub struct Renderer {
     frame: Framebuffer,
     qr_cache: Option<(Arc<str>, Result<QrMatrix, String>)>,
     thumbs: HashMap<Arc<str>, Option<Thumb>>,
+    /// The compare view's photo at the height it was last drawn: (path, height, image).
+    compare_img: Option<(Arc<str>, i32, Option<Thumb>)>,
     layout: Layout,
 }
 
@@ -99,6 +109,7 @@ impl Renderer {
             frame: Framebuffer::new(width as usize, height as usize),
             qr_cache: None,
             thumbs: HashMap::new(),
+            compare_img: None,
             layout: Layout::default(),
         }
     }
@@ -138,6 +149,8 @@ impl Renderer {
                 .into_iter()
                 .map(|(i, r)| (i, map(r)))
                 .collect(),
+            compare: layout.compare.map(map),
+            compare_index: layout.compare_index.map(map),
         };
         &self.frame
     }
@@ -169,11 +182,26 @@ impl Renderer {
         };
         let block_rect = block.as_ref().map(|b| b.rect);
         let band = self.strip_band(block_rect, m);
-        layout.stage = self.stage(block_rect, band, m);
+        // The compare view replaces the strip while it is open.
+        let compare = scene
+            .compare
+            .as_ref()
+            .map(|view| (view, self.compare_area(view.side, block_rect, m)));
+        layout.stage = match &compare {
+            Some((_, area)) => self.stage(block_rect, None, Some(area.rect), m),
+            None => self.stage(block_rect, Some(band), None, m),
+        };
 
-        if !scene.thumbnails.is_empty() {
-            layout.strip = Some(band);
-            layout.thumbnails = self.draw_strip(&scene.thumbnails, scene.selected, band);
+        if let Some((view, area)) = compare {
+            let (photo, index) = self.draw_compare(view, &area);
+            layout.compare = Some(photo);
+            layout.compare_index = index;
+        } else {
+            self.compare_img = None;
+            if !scene.thumbnails.is_empty() {
+                layout.strip = Some(band);
+                layout.thumbnails = self.draw_strip(&scene.thumbnails, scene.selected, band);
+            }
         }
         self.retain_thumbs(&scene.thumbnails);
 
@@ -382,11 +410,18 @@ impl Renderer {
         fallback.unwrap_or(Rect::new(m, self.lh - m - sh, full_w, sh))
     }
 
-    /// A square for digits and icons, in the largest free area left by the QR block and strip.
-    fn stage(&self, block: Option<Rect>, band: Rect, m: i32) -> Rect {
+    /// A square for digits and icons, in the largest free area left by the QR block, the
+    /// strip's band and the compare view.
+    fn stage(
+        &self,
+        block: Option<Rect>,
+        band: Option<Rect>,
+        compare: Option<Rect>,
+        m: i32,
+    ) -> Rect {
         let inner = Rect::new(m, m, self.lw - 2 * m, self.lh - 2 * m);
         // Keep clear of the strip's whole band only when the band spans the screen's width.
-        let free = if band.w >= inner.w - 1 {
+        let free = if let Some(band) = band.filter(|b| b.w >= inner.w - 1) {
             if band.y > self.lh / 2 {
                 Rect::new(inner.x, inner.y, inner.w, band.y - m - inner.y)
             } else {
@@ -403,7 +438,8 @@ impl Renderer {
         let mut regions = vec![free];
         let obstacles: Vec<Rect> = block
             .into_iter()
-            .chain((band.w < inner.w - 1).then_some(band))
+            .chain(band.filter(|b| b.w < inner.w - 1))
+            .chain(compare)
             .collect();
         for o in &obstacles {
             let mut next = Vec::new();
@@ -526,6 +562,100 @@ impl Renderer {
             .stroke_segments(&segments, (s * 0.12).max(2.0), color);
     }
 
+    /// Where the compare view may go: the half of the screen on `side`, clear of the QR block.
+    /// Of the column beside, above or below the block, the one giving the tallest photo wins.
+    fn compare_area(&self, side: Side, block: Option<Rect>, m: i32) -> CompareArea {
+        let text_px = (self.lh as f32 * 0.045).clamp(24.0, 96.0);
+        let label_h = self.font.measure("", text_px).1.ceil() as i32 + m / 2;
+        let half_w = (self.lw - 3 * m) / 2;
+        let column = match side {
+            Side::Left => Rect::new(m, m, half_w, self.lh - 2 * m),
+            Side::Right => Rect::new(self.lw - m - half_w, m, half_w, self.lh - 2 * m),
+        };
+        let mut candidates = vec![column];
+        if let Some(b) = block
+            .map(|b| b.outset(m / 2))
+            .filter(|b| b.intersects(&column))
+        {
+            let c = column;
+            candidates = [
+                Rect::new(c.x, c.y, b.x - c.x, c.h),
+                Rect::new(b.right(), c.y, c.right() - b.right(), c.h),
+                Rect::new(c.x, c.y, c.w, b.y - c.y),
+                Rect::new(c.x, b.bottom(), c.w, c.bottom() - b.bottom()),
+            ]
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .collect();
+        }
+        let photo_h = |r: &Rect| (r.h - label_h).min((r.w as f32 / COMPARE_MIN_ASPECT) as i32);
+        let rect = candidates.into_iter().max_by_key(photo_h).unwrap_or(column);
+        CompareArea {
+            rect,
+            photo_h: photo_h(&rect).max(8),
+            label_h,
+            text_px,
+        }
+    }
+
+    /// Draws the compare view's photo (cropped around the shopper when the area is narrower
+    /// than the photo) in a white frame, its "2 / 4" below; returns both rects.
+    fn draw_compare(&mut self, view: &CompareView, area: &CompareArea) -> (Rect, Option<Rect>) {
+        let h = area.photo_h;
+        let path = &view.photo.path;
+        if self
+            .compare_img
+            .as_ref()
+            .is_none_or(|(p, ch, _)| p != path || *ch != h)
+        {
+            let img = match load_thumb(path, h) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(path = %path, error = %e, "compare photo unreadable; showing a placeholder");
+                    None
+                }
+            };
+            self.compare_img = Some((path.clone(), h, img));
+        }
+        let img = self
+            .compare_img
+            .as_ref()
+            .and_then(|(_, _, t)| t.clone())
+            .unwrap_or_else(|| placeholder(h));
+        let w = img.w.min(area.rect.w).max(1);
+        let x0 = match view.subject_x {
+            Some(sx) if sx.is_finite() => {
+                ((sx.clamp(0.0, 1.0) * img.w as f64) as i32 - w / 2).clamp(0, img.w - w)
+            }
+            _ => (img.w - w) / 2,
+        };
+        let mut px = Vec::with_capacity((w * img.h) as usize);
+        for y in 0..img.h {
+            let row = (y * img.w + x0) as usize;
+            px.extend_from_slice(&img.px[row..row + w as usize]);
+        }
+        let r = area.rect;
+        let top = r.y + (r.h - area.label_h - img.h) / 2;
+        let photo = Rect::new(r.x + (r.w - w) / 2, top.max(r.y), w, img.h);
+        self.canvas.blit(photo.x, photo.y, photo.w, photo.h, &px);
+        let frame = (self.lh / 360).max(2);
+        self.canvas.stroke_rect(photo.outset(frame), frame, WHITE);
+
+        let text = format!("{} / {}", view.index, view.count);
+        let (tw, th) = self.font.measure(&text, area.text_px);
+        let tx = (photo.x as f32 + (photo.w as f32 - tw) / 2.0).round();
+        let ty = (photo.bottom() + frame + (area.label_h - th as i32) / 2) as f32;
+        self.font
+            .draw(&mut self.canvas, &text, area.text_px, tx, ty, WHITE);
+        let label = Rect::new(
+            tx as i32 - 1,
+            ty as i32 - 1,
+            tw.ceil() as i32 + 2,
+            th.ceil() as i32 + 2,
+        );
+        (photo, Some(label))
+    }
+
     fn thumb_frame(&self) -> i32 {
         (self.thumb_h / 32).max(3)
     }
@@ -599,6 +729,15 @@ impl Renderer {
 enum Lines {
     Caption,
     Offline,
+}
+
+/// Where the compare view goes, in layout pixels.
+struct CompareArea {
+    /// Photo plus its index line.
+    rect: Rect,
+    photo_h: i32,
+    label_h: i32,
+    text_px: f32,
 }
 
 struct Block {

@@ -32,6 +32,7 @@ fn every_key_parses() {
         flash_s = 0.3
         feedback_s = 1.5
         thumbnail_height = 200
+        compare_idle_s = 12.5
         font = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
         "#,
     )
@@ -50,6 +51,7 @@ fn every_key_parses() {
             flash_s: 0.3,
             feedback_s: 1.5,
             thumbnail_height: 200,
+            compare_idle_s: 12.5,
             font: Some(PathBuf::from(
                 "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
             )),

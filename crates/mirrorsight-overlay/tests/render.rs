@@ -495,6 +495,7 @@ fn tiny_and_odd_screens_never_panic() {
         flash: false,
         thumbnails: thumbs.clone(),
         selected: Some(1),
+        compare: None,
     };
     let offline = Scene {
         qr: QrView::Offline,

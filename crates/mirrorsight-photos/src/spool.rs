@@ -817,18 +817,38 @@ impl Spool {
 
     /// Removes the session's most recent photo from the spool. `None` if it has none.
     pub fn discard_latest(&self, session: &str) -> Result<Option<Discarded>, SpoolError> {
+        self.discard(session, None)
+    }
+
+    /// Removes one photo of the session (the one the compare view shows) from the spool.
+    /// `None` if the session has no such photo (another session's, or already discarded).
+    pub fn discard_photo(
+        &self,
+        session: &str,
+        photo: &PhotoId,
+    ) -> Result<Option<Discarded>, SpoolError> {
+        self.discard(session, Some(photo))
+    }
+
+    fn discard(
+        &self,
+        session: &str,
+        photo: Option<&PhotoId>,
+    ) -> Result<Option<Discarded>, SpoolError> {
         check_token("session id", session)?;
         let mut guard = self.lock();
         let idx = &mut *guard;
-        let latest = idx
+        let chosen = idx
             .entries
             .iter()
-            .filter(|(_, e)| {
-                e.sidecar.session == session && e.sidecar.state != PhotoState::Discarded
+            .filter(|(id, e)| {
+                e.sidecar.session == session
+                    && e.sidecar.state != PhotoState::Discarded
+                    && photo.is_none_or(|p| *id == p)
             })
             .max_by_key(|(_, e)| e.order)
             .map(|(id, _)| id.clone());
-        let Some(id) = latest else { return Ok(None) };
+        let Some(id) = chosen else { return Ok(None) };
         let Some(entry) = idx.entries.get(&id) else {
             return Ok(None);
         };
