@@ -14,19 +14,19 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/footage/<name>`, or `None` (with a note on stderr) when the footage is absent,
-/// so a fresh clone elsewhere skips these tests cleanly.
+/// `../shared/footage/<name>`, or `None` (with a skip line) when the footage is absent, so a
+/// fresh clone elsewhere skips these tests cleanly; under `CI=true` a missing clip fails.
 pub fn footage(name: &str) -> Option<PathBuf> {
     let path = repo().join("../shared/footage").join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipping: {} not found (the shared footage is not next to this clone)",
+    mirrorsight_testkit::can_run(
+        name,
+        path.is_file(),
+        &format!(
+            "{} not found (the shared footage is not next to this clone)",
             path.display()
-        );
-        None
-    }
+        ),
+    )
+    .then_some(path)
 }
 
 pub fn labels(name: &str) -> Option<serde_json::Value> {
