@@ -1,6 +1,7 @@
 //! The `mirrorsight` command line.
 
 mod daemon;
+mod replay_reach;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use mirrorsight::pipeline::{self, RunOptions, RunSummary};
 use mirrorsight::sinks::{self, Collector, EventSink, SinkConfig, SinkContext};
 use mirrorsight::source::{Source, VideoFile};
 use mirrorsight::vision::runtime::{ModelsDir, Runtime, manifest};
+use replay_reach::Reach;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +48,14 @@ impl ConfigArgs {
     }
 }
 
+#[derive(clap::Args, Clone, Copy)]
+struct LiveArg {
+    /// Talk to the backends the config names, with fresh random ids, like a live mirror.
+    /// Without it a replay reaches loopback backends only and draws ids from the seed.
+    #[arg(long)]
+    live: bool,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Display {
     Window,
@@ -67,8 +77,10 @@ enum Command {
         #[arg(long)]
         realtime: bool,
         /// Seed for ids that are random on a live mirror.
-        #[arg(long, default_value_t = DEFAULT_REPLAY_SEED)]
+        #[arg(long, default_value_t = DEFAULT_REPLAY_SEED, conflicts_with = "live")]
         seed: u64,
+        #[command(flatten)]
+        reach: LiveArg,
         /// What the mirror's screen does: a fullscreen X11 window, off-screen rendering, or nothing.
         #[arg(long, value_enum, default_value_t = Display::None)]
         display: Display,
@@ -97,6 +109,8 @@ enum Command {
         /// noise=S, fps=N, speed=F), or `all` for the fixed robustness suite, one row each.
         #[arg(long, value_name = "NAME[,NAME]|all")]
         augment: Option<String>,
+        #[command(flatten)]
+        reach: LiveArg,
     },
     /// Mint one QR code as configured, print it as JSON and optionally render it to PNG.
     Mint {
@@ -131,6 +145,8 @@ enum Command {
         /// Transform the frames before vision, as `eval --augment` does (one chain).
         #[arg(long, value_name = "NAME[,NAME]")]
         augment: Option<String>,
+        #[command(flatten)]
+        reach: LiveArg,
     },
 }
 
@@ -193,6 +209,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             events,
             realtime,
             seed,
+            reach,
             display,
             snapshot_dir,
             dump_observations,
@@ -226,7 +243,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..RunOptions::default()
             };
             let source = open_clip(&clip, augment.as_deref())?;
-            let summary = replay(&cfg, source, seed, &opts, sinks, Arc::new(Metrics::new()))?;
+            let reach = Reach::new(reach.live, seed);
+            let summary = replay(&cfg, source, reach, &opts, sinks, Arc::new(Metrics::new()))?;
             tracing::info!(
                 frames = summary.frames_processed,
                 dropped = summary.frames_dropped,
@@ -246,6 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             json,
             augment,
+            reach,
         } => {
             let cfg = config.load()?;
             let labels = Labels::load(&labels)?;
@@ -264,7 +283,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 replay(
                     &cfg,
                     source,
-                    DEFAULT_REPLAY_SEED,
+                    Reach::new(reach.live, DEFAULT_REPLAY_SEED),
                     &RunOptions::default(),
                     vec![Box::new(collector.clone())],
                     Arc::new(Metrics::new()),
@@ -298,13 +317,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clip,
             config,
             augment,
+            reach,
         } => {
             let cfg = config.load()?;
             let metrics = Arc::new(Metrics::new());
             let summary = replay(
                 &cfg,
                 open_clip(&clip, augment.as_deref())?,
-                DEFAULT_REPLAY_SEED,
+                Reach::new(reach.live, DEFAULT_REPLAY_SEED),
                 &RunOptions::default(),
                 Vec::new(),
                 metrics.clone(),
@@ -336,31 +356,33 @@ fn augmented(video: VideoFile, chain: &Chain) -> Result<Box<dyn Source>> {
 fn replay(
     cfg: &Config,
     source: Box<dyn Source>,
-    seed: u64,
+    reach: Reach,
     opts: &RunOptions,
     sinks: Vec<Box<dyn EventSink>>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary> {
+    let setup = replay_reach::prepare(cfg, reach)?;
     // Every consumer of randomness gets its own stream, so adding one never shifts another's ids.
-    let mut seeds = IdGenerator::seeded(seed);
+    let mut seeds = setup.ids;
     let session_ids = seeds.fork();
     let runtime = daemon::io_runtime()?;
-    // Replay keeps its durable state in a throwaway directory unless told otherwise.
-    let scratch = tempfile::Builder::new()
-        .prefix("mirrorsight-replay-")
-        .tempdir()?;
-    let state_dir = cfg
-        .storage
-        .dir
-        .clone()
-        .unwrap_or_else(|| scratch.path().to_path_buf());
-    let mut cfg = cfg.clone();
-    if cfg.photos.spool_dir == mirrorsight_photos::PhotosConfig::default().spool_dir {
-        // A replay never writes into the live mirror's spool unless told to.
-        cfg.photos.spool_dir = std::path::absolute(state_dir.join("spool"))?;
-    }
-    let actions = daemon::actions(&cfg, &mut seeds, &state_dir, &runtime, true, &metrics)?;
-    let summary = pipeline::run(&cfg, source, session_ids, actions, sinks, metrics, opts)?;
+    let actions = daemon::actions(
+        &setup.config,
+        &mut seeds,
+        &setup.state_dir,
+        &runtime,
+        true,
+        &metrics,
+    )?;
+    let summary = pipeline::run(
+        &setup.config,
+        source,
+        session_ids,
+        actions,
+        sinks,
+        metrics,
+        opts,
+    )?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(summary)
 }

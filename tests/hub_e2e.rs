@@ -1,6 +1,8 @@
 //! The whole chain on loopback: the mirror replays a clip with a photo gesture in relay mode
 //! against the store hub (itself in front of the WeChat fake); a shopper's signed scan binds
 //! the session and gets a gallery link that serves exactly the photos the mirror spooled.
+//! Hub and fake listen on loopback, which a replay reaches without `--live` (README, command
+//! line); a hub on another machine would need `--live`.
 
 mod common;
 

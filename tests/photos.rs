@@ -1,4 +1,7 @@
 //! Photos taken by gesture during a replay reach the store backend, byte-identical, once.
+//!
+//! The backend is the loopback fake, which a replay talks to without `--live` (only backends on
+//! another machine need it; see the README's command line section), with its seeded ids.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! QR minting end to end against the loopback WeChat/backend fake: the mint command, and
-//! replay with a pre-minted pool that serves each session instantly.
+//! replay with a pre-minted pool that serves each session instantly. The fake is on loopback,
+//! which a replay reaches without `--live` (README, command line), under its seeded ids.
 
 mod common;
 
