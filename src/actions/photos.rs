@@ -160,7 +160,7 @@ impl PhotoAction {
             t: capture.t,
             trigger: capture.trigger.clone(),
         };
-        let id = match PhotoId::parse(&self.ids.next_id()) {
+        let id = match self.unused_photo_id(&spool) {
             Ok(id) => id,
             Err(e) => return refused(e.reason().to_string()),
         };
@@ -176,6 +176,21 @@ impl PhotoAction {
             Err(e) => {
                 warn!("photo refused: {e}");
                 Event::new(capture.t, e.refused_event(&capture.session))
+            }
+        }
+    }
+
+    /// The next id that no photo in the spool has. A live mirror's ids never repeat, but a
+    /// seeded replay that resumes a spool it wrote before draws the same ids again; taking the
+    /// next one keeps its photos from being refused as duplicates (and the run deterministic).
+    fn unused_photo_id(
+        &mut self,
+        spool: &Spool,
+    ) -> Result<PhotoId, mirrorsight_photos::SpoolError> {
+        loop {
+            let id = PhotoId::parse(&self.ids.next_id())?;
+            if !spool.contains(&id) {
+                return Ok(id);
             }
         }
     }

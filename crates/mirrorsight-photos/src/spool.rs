@@ -609,6 +609,19 @@ impl Spool {
         self.lock().entries.get(photo).map(|e| e.sidecar.clone())
     }
 
+    /// Whether `photo` is taken: known to the spool, being saved, or on disk under its name.
+    /// `save` refuses such an id as a duplicate.
+    pub fn contains(&self, photo: &PhotoId) -> bool {
+        self.is_taken(&self.lock(), photo)
+    }
+
+    fn is_taken(&self, idx: &Index, photo: &PhotoId) -> bool {
+        idx.entries.contains_key(photo)
+            || idx.saving.contains(photo)
+            || self.photo_path(photo).exists()
+            || self.sidecar_path(photo).exists()
+    }
+
     /// The session's photos still in the spool (not discarded), oldest first.
     pub fn session_photos(&self, session: &str) -> Vec<Sidecar> {
         let idx = self.lock();
@@ -656,17 +669,12 @@ impl Spool {
         let sidecar_json = to_json(&sidecar);
         let need = jpeg.len() as u64 + sidecar_json.len() as u64;
         let jpg_path = self.photo_path(&photo);
-        let json_path = self.sidecar_path(&photo);
 
         // Reserve the space under the lock so concurrent saves cannot both squeeze in; write
         // outside it so the uploader is not held up by our fsyncs.
         {
             let mut idx = self.lock();
-            if idx.entries.contains_key(&photo)
-                || idx.saving.contains(&photo)
-                || jpg_path.exists()
-                || json_path.exists()
-            {
+            if self.is_taken(&idx, &photo) {
                 return Err(SpoolError::Duplicate(photo));
             }
             self.make_room(&mut idx, need)?;
