@@ -3,13 +3,14 @@
 # - PostgreSQL (Debian package): the hub's storage tests run against a real server, started here
 #   on loopback as a throwaway cluster (see scripts/pg.sh);
 # - Chromium (Debian package): the gallery page is checked in a headless browser;
-# - moto (PyPI, in a venv): an S3-compatible server on loopback for the hub's object store.
-# - mosquitto (Debian package): the MQTT sink's tests start their own broker on loopback.
+# - moto (PyPI, in a venv): an S3-compatible server on loopback for the hub's object store;
+# - mosquitto (Debian package): the MQTT sink's tests start their own broker on loopback;
+# - strace (Debian package): the durability test reads the spool's and binding log's system calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-PACKAGES=(postgresql chromium python3-venv openssl mosquitto)
+PACKAGES=(postgresql chromium python3-venv openssl mosquitto strace)
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 for p in "${PACKAGES[@]}"; do

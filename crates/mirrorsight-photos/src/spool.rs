@@ -1472,7 +1472,10 @@ fn fix_mode(path: &Path, mode: u32, report: &mut RecoveryReport) {
     }
 }
 
+/// Creates `dir` if needed (0700) and, when it did, fsyncs its parent so the new directory's
+/// entry survives a power cut along with the photos written into it.
 fn ensure_dir(dir: &Path, spool_dir: &Path, report: &mut RecoveryReport) -> Result<(), SpoolError> {
+    let existed = dir.is_dir();
     match fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
@@ -1480,6 +1483,13 @@ fn ensure_dir(dir: &Path, spool_dir: &Path, report: &mut RecoveryReport) -> Resu
     {
         Ok(()) => {}
         Err(e) => return Err(io_error("create directory", dir, spool_dir, e)),
+    }
+    if !existed
+        && let Some(parent) = dir.parent()
+        && let Err(e) = fsync_dir(parent, spool_dir)
+    {
+        // Not fatal: the directory is there; only its survival of a power cut is less sure.
+        warn!(dir = %dir.display(), error = %e, "cannot fsync the parent of a new spool directory");
     }
     let meta = fs::metadata(dir).map_err(|e| io_error("stat", dir, spool_dir, e))?;
     if !meta.is_dir() {
