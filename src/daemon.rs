@@ -51,7 +51,8 @@ pub fn actions(
              does not show; use \"official_account\", \"relay\" or \"url\" here (`mirrorsight mint` makes mini-program codes)"
         );
     }
-    std::fs::create_dir_all(state_dir)
+    // Durably: the binding log's records are only as safe as the directory entries above it.
+    mirrorsight_wechat::binding::create_dir_all_durable(state_dir)
         .with_context(|| format!("storage.dir {}", state_dir.display()))?;
     Ok(vec![
         Box::new(QrAction::start(

@@ -5,8 +5,10 @@
 //! The replay takes a photo by gesture, uploads it to the loopback fake (which rewrites its
 //! sidecar) and binds its session to a relay-minted scene. Then, from the trace:
 //! - every file in the spool is written under a temporary name, fsynced, renamed into place,
-//!   and its directory fsynced after the rename (and each new spool directory in its parent); a photo's directory fsync comes before its
+//!   and its directory fsynced after the rename; a photo's directory fsync comes before its
 //!   `photo_saved` event, so a shopper is never told about a photo a power cut can take back;
+//! - every directory the run creates (the state directory, the spool and its subdirectories)
+//!   is followed by an fsync of its parent before the first event;
 //! - every binding record is one write to the log, fdatasynced before the next record and
 //!   before the session's `qr_minted` event; the log's creation is made durable by an fsync of
 //!   its directory. (The log is append-only: records are never renamed into place.)
@@ -208,23 +210,48 @@ fn every_photo_and_binding_record_is_on_disk_before_it_is_announced() {
         }
     }
 
-    // The spool's own directories, created by this run, are made durable in their parents.
-    let mut created_dirs = 0;
+    // Every directory this run created (the state directory, the spool and the spool's own
+    // directories) is made durable in its parent, in the thread that created it, before
+    // anything is announced: a file's fsync keeps nothing if its directory's entry is lost.
+    let root = dir.path().display().to_string();
+    let first_event = threads
+        .iter()
+        .flatten()
+        .filter(|c| c.name == "write" && c.data.starts_with("{\"type\":\""))
+        .map(|c| c.time)
+        .fold(f64::INFINITY, f64::min);
+    let mut created_dirs = Vec::new();
     for calls in &threads {
         for (i, call) in calls.iter().enumerate() {
-            if call.name.starts_with("mkdir") && call.result == 0 {
-                let Some(created) = call.paths.last().filter(|p| p.starts_with(&spool)) else {
-                    continue;
-                };
-                created_dirs += 1;
-                assert!(
-                    calls[i..].iter().any(|c| is_fsync(c, parent(created))),
-                    "{created} created, its parent never fsynced"
-                );
+            if !call.name.starts_with("mkdir") || call.result != 0 {
+                continue;
             }
+            let Some(created) = call.paths.last().filter(|p| p.starts_with(&root)) else {
+                continue;
+            };
+            let synced = calls[i..]
+                .iter()
+                .find(|c| is_fsync(c, parent(created)))
+                .unwrap_or_else(|| panic!("{created} created, its parent never fsynced"));
+            assert!(
+                synced.time <= first_event,
+                "{created}'s parent fsynced at {} after the first event at {first_event}",
+                synced.time
+            );
+            created_dirs.push(created.strip_prefix(&root).unwrap_or(created).to_string());
         }
     }
-    assert_eq!(created_dirs, 3, "spool, sessions/ and quarantine/");
+    created_dirs.sort();
+    assert_eq!(
+        created_dirs,
+        [
+            "/state",
+            "/state/spool",
+            "/state/spool/quarantine",
+            "/state/spool/sessions"
+        ],
+        "the state directory, the spool, sessions/ and quarantine/, each created once"
+    );
 
     // Every photo announced: both its files went through the sequence above, the jpg before the
     // sidecar that describes it, and the directory was fsynced before the event went out.

@@ -1472,24 +1472,26 @@ fn fix_mode(path: &Path, mode: u32, report: &mut RecoveryReport) {
     }
 }
 
-/// Creates `dir` if needed (0700) and, when it did, fsyncs its parent so the new directory's
-/// entry survives a power cut along with the photos written into it.
+/// Creates `dir` and its missing ancestors (0700) and fsyncs the parent of each one it created,
+/// so the new directories' entries survive a power cut along with the photos written into them.
 fn ensure_dir(dir: &Path, spool_dir: &Path, report: &mut RecoveryReport) -> Result<(), SpoolError> {
-    let existed = dir.is_dir();
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(e) => return Err(io_error("create directory", dir, spool_dir, e)),
-    }
-    if !existed
-        && let Some(parent) = dir.parent()
-        && let Err(e) = fsync_dir(parent, spool_dir)
-    {
-        // Not fatal: the directory is there; only its survival of a power cut is less sure.
-        warn!(dir = %dir.display(), error = %e, "cannot fsync the parent of a new spool directory");
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    for created in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(DIR_MODE).create(created) {
+            Ok(()) => {}
+            // Made meanwhile by someone else, whose job its durability is.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && created.is_dir() => continue,
+            Err(e) => return Err(io_error("create directory", created, spool_dir, e)),
+        }
+        if let Some(parent) = created.parent()
+            && let Err(e) = fsync_dir(parent, spool_dir)
+        {
+            // Not fatal: the directory is there; only its survival of a power cut is less sure.
+            warn!(dir = %created.display(), error = %e, "cannot fsync the parent of a new spool directory");
+        }
     }
     let meta = fs::metadata(dir).map_err(|e| io_error("stat", dir, spool_dir, e))?;
     if !meta.is_dir() {

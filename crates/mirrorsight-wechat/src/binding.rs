@@ -88,7 +88,7 @@ impl BindingLog {
         };
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         if let Some(dir) = parent {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            create_dir_all_durable(dir).map_err(io)?;
         }
         let existed = path.exists();
         let mut file = OpenOptions::new()
@@ -186,6 +186,32 @@ impl BindingLog {
     }
 }
 
+/// Creates `dir` and whichever of its ancestors are missing, fsyncing the parent of each one
+/// it creates: a new directory's entry lives in its parent, and without that fsync a power cut
+/// can take the directory back together with every durable file written into it.
+pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    for created in missing.into_iter().rev() {
+        match std::fs::create_dir(created) {
+            Ok(()) => {}
+            // Another process made it meanwhile; its entry is that process's to make durable.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && created.is_dir() => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn parse(data: &[u8]) -> BindingLogContents {
     let mut out = BindingLogContents::default();
     let mut pieces: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
@@ -281,6 +307,19 @@ mod tests {
         let read = BindingLog::read(&path).unwrap();
         assert_eq!(read.bindings, vec![binding("s1", "A"), binding("s3", "C")]);
         assert!(!read.torn_tail && read.corrupt_lines.is_empty());
+    }
+
+    #[test]
+    fn missing_directories_are_created_down_to_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dir_all_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all_durable(&deep).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = create_dir_all_durable(&file.join("below")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory);
     }
 
     #[test]
