@@ -219,8 +219,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(target) = events {
                 cfg.events.file = target;
             }
+            // Before the sinks are built: a replay publishes to no broker it may not reach.
+            let setup = replay_reach::prepare(&cfg, Reach::new(reach.live, seed))?;
             // A replay serves no HTTP: every configured sink but `/events`.
-            let configured: Vec<SinkConfig> = cfg
+            let configured: Vec<SinkConfig> = setup
+                .config
                 .sinks()
                 .into_iter()
                 .filter(|s| !s.needs_http_server())
@@ -243,8 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..RunOptions::default()
             };
             let source = open_clip(&clip, augment.as_deref())?;
-            let reach = Reach::new(reach.live, seed);
-            let summary = replay(&cfg, source, reach, &opts, sinks, Arc::new(Metrics::new()))?;
+            let summary = replay(setup, source, &opts, sinks, Arc::new(Metrics::new()))?;
             tracing::info!(
                 frames = summary.frames_processed,
                 dropped = summary.frames_dropped,
@@ -281,9 +283,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let source = augmented(VideoFile::open(&clip)?, &chain)?;
                 let collector = Collector::default();
                 replay(
-                    &cfg,
+                    replay_reach::prepare(&cfg, Reach::new(reach.live, DEFAULT_REPLAY_SEED))?,
                     source,
-                    Reach::new(reach.live, DEFAULT_REPLAY_SEED),
                     &RunOptions::default(),
                     vec![Box::new(collector.clone())],
                     Arc::new(Metrics::new()),
@@ -322,9 +323,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = config.load()?;
             let metrics = Arc::new(Metrics::new());
             let summary = replay(
-                &cfg,
+                replay_reach::prepare(&cfg, Reach::new(reach.live, DEFAULT_REPLAY_SEED))?,
                 open_clip(&clip, augment.as_deref())?,
-                Reach::new(reach.live, DEFAULT_REPLAY_SEED),
                 &RunOptions::default(),
                 Vec::new(),
                 metrics.clone(),
@@ -353,15 +353,14 @@ fn augmented(video: VideoFile, chain: &Chain) -> Result<Box<dyn Source>> {
     })
 }
 
+/// Runs `source` through the daemon as `setup` (from [`replay_reach::prepare`]) allows.
 fn replay(
-    cfg: &Config,
+    setup: replay_reach::ReplaySetup,
     source: Box<dyn Source>,
-    reach: Reach,
     opts: &RunOptions,
     sinks: Vec<Box<dyn EventSink>>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary> {
-    let setup = replay_reach::prepare(cfg, reach)?;
     // Every consumer of randomness gets its own stream, so adding one never shifts another's ids.
     let mut seeds = setup.ids;
     let session_ids = seeds.fork();

@@ -6,10 +6,14 @@
 //! fixed seed so that two runs print the same events; against a real backend that would mint
 //! the same scenes again and send photos under ids the backend already holds. So:
 //!
+//! The store's MQTT broker counts as a backend too: its subscribers (dashboards, the store's
+//! automations) would take a replay's sessions and photos for a shopper's.
+//!
 //! - Without `--live` a replay talks to loopback backends only (127.0.0.0/8, `[::1]`,
-//!   `localhost`: a test double or a hub on this machine, which is how the tests run). If the
-//!   config names any backend on another machine, the replay uses none of them: codes are
-//!   rendered locally from `qr.url_template` (kind `url`), photos are not uploaded, and the
+//!   `localhost`: a test double, a hub or a broker on this machine, which is how the tests
+//!   run). If the config names any backend on another machine, the replay uses none of them:
+//!   codes are rendered locally from `qr.url_template` (kind `url`), photos are not uploaded,
+//!   events are not published over MQTT (the event file and stdout still get them), and the
 //!   binding log and the spool go to a throwaway directory instead of `storage.dir` and
 //!   `photos.spool_dir` (a live mirror's spool would upload them later). One `info` line
 //!   says so.
@@ -70,8 +74,8 @@ pub fn prepare(config: &Config, reach: Reach) -> Result<ReplaySetup> {
                 stay_offline(&mut config, &throwaway);
                 info!(
                     "replay without --live: {} on another machine not contacted; codes are rendered \
-                     from qr.url_template and photos stay in the throwaway spool {} (--live uses \
-                     the configured backends, with fresh random ids)",
+                     from qr.url_template, no event is published over MQTT and photos stay in the \
+                     throwaway spool {} (--live uses the configured backends, with fresh random ids)",
                     remote.join(", "),
                     config.photos.spool_dir.display()
                 );
@@ -94,7 +98,8 @@ pub fn prepare(config: &Config, reach: Reach) -> Result<ReplaySetup> {
 }
 
 /// The keys of the backends `config` would reach on another machine: WeChat for the kinds
-/// that mint there, the store backend for relay minting and for photo uploads.
+/// that mint there, the store backend for relay minting and for photo uploads, the MQTT
+/// broker when that sink is on.
 pub fn remote_backends(config: &Config) -> Vec<&'static str> {
     let mut endpoints: Vec<(&'static str, &str)> = Vec::new();
     match config.qr.kind {
@@ -110,17 +115,23 @@ pub fn remote_backends(config: &Config) -> Vec<&'static str> {
     if let Some(url) = &config.backend.url {
         endpoints.push(("backend.url", url));
     }
-    endpoints
+    let mut remote: Vec<&'static str> = endpoints
         .into_iter()
         .filter(|(_, url)| !is_loopback_url(url))
         .map(|(key, _)| key)
-        .collect()
+        .collect();
+    // A URL that does not parse was refused at load; should one get here, it is not loopback.
+    if config.mqtt.enabled && !config.mqtt.broker().is_ok_and(|b| b.is_loopback()) {
+        remote.push("mqtt.url");
+    }
+    remote
 }
 
-/// Codes from the local template, no uploads, all state in `throwaway`.
+/// Codes from the local template, no uploads, no MQTT, all state in `throwaway`.
 fn stay_offline(config: &mut Config, throwaway: &std::path::Path) {
     config.qr.kind = QrKind::Url;
     config.backend.url = None;
+    config.mqtt.enabled = false;
     config.storage.dir = Some(throwaway.to_path_buf());
     config.photos.spool_dir = throwaway.join("spool");
 }
@@ -147,6 +158,48 @@ mod tests {
         assert!(setup.config.photos.spool_dir.starts_with(&setup.state_dir));
         assert_eq!(setup.config.storage.dir.as_ref(), Some(&setup.state_dir));
         setup.config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_remote_broker_gets_no_events_without_live() {
+        use mirrorsight::sinks::SinkConfig;
+        let publishes = |config: &Config| {
+            config
+                .sinks()
+                .iter()
+                .any(|s| matches!(s, SinkConfig::Mqtt(_)))
+        };
+        let mut config = Config::default();
+        config.mqtt.enabled = true;
+        config.mqtt.url = "mqtt://broker.shop.example:1883".into();
+        assert_eq!(remote_backends(&config), ["mqtt.url"]);
+        let offline = prepare(&config, Reach::Offline { seed: 1 }).unwrap();
+        assert!(!publishes(&offline.config), "{:?}", offline.config.sinks());
+        let live = prepare(&config, Reach::Live).unwrap();
+        assert!(publishes(&live.config));
+
+        // A broker on this machine is reached like any loopback backend.
+        for url in [
+            "mqtt://127.0.0.1:1883",
+            "mqtts://localhost",
+            "mqtt://[::1]:1883",
+        ] {
+            config.mqtt.url = url.into();
+            assert!(remote_backends(&config).is_empty(), "{url}");
+            let offline = prepare(&config, Reach::Offline { seed: 1 }).unwrap();
+            assert!(publishes(&offline.config), "{url}");
+        }
+        // A remote broker takes the rest offline with it (and the other way round).
+        config.mqtt.url = "mqtts://broker.shop.example".into();
+        config.qr.kind = QrKind::Relay;
+        config.backend.url = Some("http://127.0.0.1:8080".into());
+        let offline = prepare(&config, Reach::Offline { seed: 1 }).unwrap();
+        assert_eq!(offline.config.qr.kind, QrKind::Url);
+        assert_eq!(offline.config.backend.url, None);
+        config.mqtt.url = "mqtt://127.0.0.1".into();
+        config.backend.url = Some("https://hub.shop.example".into());
+        let offline = prepare(&config, Reach::Offline { seed: 1 }).unwrap();
+        assert!(!publishes(&offline.config));
     }
 
     #[test]

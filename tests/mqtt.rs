@@ -274,6 +274,7 @@ fn a_replay_publishes_every_event_in_order_exactly_as_the_event_file() {
     let mut subscriber = Subscriber::connect(broker.port, "mirrorsight/#", false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
+    // No --live: a broker on loopback is one a replay may publish to (tests/replay_reach.rs).
     run_ok(
         bin()
             .arg("replay")

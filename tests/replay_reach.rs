@@ -1,7 +1,8 @@
 //! What `replay`, `eval` and `bench` may reach. With a production config (backends on another
-//! machine) and no `--live` they mint nothing and upload nothing: codes come from
-//! `qr.url_template`, photos stay in a throwaway spool, the configured state directory is not
-//! touched. Loopback backends (the fake, a hub on this machine) are reached without `--live`,
+//! machine) and no `--live` they mint nothing, upload nothing and publish nothing to the MQTT
+//! broker: codes come from `qr.url_template`, photos stay in a throwaway spool, the configured
+//! state directory is not touched. Loopback backends (the fake, a hub or a broker on this
+//! machine: `tests/mqtt.rs` replays against its own mosquitto) are reached without `--live`,
 //! under the seeded ids; `--live` draws fresh ids from the OS on every run.
 
 mod common;
@@ -14,11 +15,12 @@ use mirrorsight::events::{Event, EventKind, QrSource};
 use mirrorsight_fake_backend::{FAKE_APPSECRET, FAKE_DEVICE_TOKEN, FakeServer, Route};
 
 /// A config as a store would deploy it: codes and photos through the store's hub on another
-/// machine, state under `state`.
+/// machine, events to the store's MQTT broker, state under `state`.
 fn production_config(dir: &Path, state: &Path, qr: &str) -> std::path::PathBuf {
     let path = dir.join("mirrorsight.toml");
     let text = format!(
         "[qr]\n{qr}\n\n[backend]\nurl = \"https://hub.shop.example\"\n\n\
+         [mqtt]\nenabled = true\nurl = \"mqtts://broker.shop.example\"\nmirror = \"m1\"\n\n\
          [storage]\ndir = \"{state}\"\n\n[photos]\nspool_dir = \"{state}/spool\"\n",
         state = state.display()
     );
@@ -79,7 +81,11 @@ fn a_production_replay_mints_and_uploads_nothing_without_live() {
     for kind in ["qr_failed", "photo_uploaded", "photo_upload_failed"] {
         assert!(of_type(&events, kind).is_empty(), "{kind}: {events:?}");
     }
-    assert_untouched(&state, &String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_untouched(&state, &stderr);
+    // The MQTT sink was never started: it would have tried the broker and said so.
+    assert!(stderr.contains("mqtt.url"), "{stderr}");
+    assert!(!stderr.contains("MQTT:"), "the broker was tried: {stderr}");
 }
 
 #[test]
