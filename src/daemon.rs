@@ -46,10 +46,13 @@ pub fn actions(
     metrics: &Arc<Metrics>,
 ) -> Result<Vec<Box<dyn Action>>> {
     if cfg.qr.kind == mirrorsight_wechat::QrKind::MiniProgram {
-        anyhow::bail!(
-            "config key `qr.kind`: \"mini_program\" codes are images WeChat draws, which the mirror's screen \
-             does not show; use \"official_account\", \"relay\" or \"url\" here (`mirrorsight mint` makes mini-program codes)"
-        );
+        return Err(mirrorsight::config::ConfigError::Key {
+            key: "qr.kind".into(),
+            message: "\"mini_program\" codes are images WeChat draws, which the mirror's screen \
+                      does not show; use \"official_account\", \"relay\" or \"url\" here (`mirrorsight mint` makes mini-program codes)"
+                .into(),
+        }
+        .into());
     }
     // Durably: the binding log's records are only as safe as the directory entries above it.
     mirrorsight_wechat::binding::create_dir_all_durable(state_dir)
@@ -175,6 +178,11 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
         reload,
         shutdown.clone(),
     );
+    let status = spawn_status_reporter(
+        cfg.service.status_interval(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     info!(listen = %cfg.service.listen, "mirrorsight running");
 
     let opts = RunOptions {
@@ -188,6 +196,7 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
     // The source may also end by itself (a clip): everything else stops the same way.
     shutdown.trigger();
     watchdog.join();
+    let _ = status.join();
     if let Some(http) = http {
         http.shutdown();
     }
@@ -197,6 +206,74 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
     result?;
     info!("mirrorsight stopped cleanly");
     Ok(())
+}
+
+/// Totals the status line reports, and the previous ones for the "since last time" figures.
+#[derive(Debug, Default, Clone, Copy)]
+struct StatusCounts {
+    sessions: u64,
+    photos_saved: u64,
+    photos_uploaded: u64,
+    upload_failures: u64,
+    frames_processed: u64,
+    frames_dropped: u64,
+}
+
+impl StatusCounts {
+    fn read(metrics: &Metrics) -> Self {
+        const PHOTOS: &str = "mirrorsight_photos_total";
+        Self {
+            sessions: Metrics::get(&metrics.sessions_started),
+            photos_saved: metrics.outcome(PHOTOS, "saved"),
+            photos_uploaded: metrics.outcome(PHOTOS, "uploaded"),
+            upload_failures: metrics.outcome(PHOTOS, "upload_failed"),
+            frames_processed: Metrics::get(&metrics.frames_processed),
+            frames_dropped: Metrics::get(&metrics.frames_dropped),
+        }
+    }
+}
+
+/// The operator's heartbeat in the journal: every `interval` (and at shutdown) one `info`
+/// line with the sessions and photos since the last line and since start.
+fn spawn_status_reporter(
+    interval: Option<Duration>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last = StatusCounts::default();
+        let mut since = Instant::now();
+        loop {
+            let stopping = shutdown.wait_timeout(interval.unwrap_or(Duration::from_secs(3600)));
+            if !stopping && interval.is_none() {
+                continue;
+            }
+            let now = StatusCounts::read(&metrics);
+            info!(
+                sessions = now.sessions - last.sessions,
+                photos_saved = now.photos_saved - last.photos_saved,
+                photos_uploaded = now.photos_uploaded - last.photos_uploaded,
+                period_s = since.elapsed().as_secs(),
+                sessions_total = now.sessions,
+                photos_saved_total = now.photos_saved,
+                photos_uploaded_total = now.photos_uploaded,
+                upload_failures_total = now.upload_failures,
+                frames_processed_total = now.frames_processed,
+                frames_dropped_total = now.frames_dropped,
+                "{}",
+                if stopping {
+                    "status at shutdown"
+                } else {
+                    "status"
+                }
+            );
+            if stopping {
+                return;
+            }
+            last = now;
+            since = Instant::now();
+        }
+    })
 }
 
 /// SIGHUP re-reads and validates the config and says so in the log. It is not applied in

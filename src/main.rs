@@ -150,14 +150,29 @@ enum Command {
     },
 }
 
+/// sysexits(3) EX_CONFIG: the config (or a credential it names) is wrong. The unit's
+/// `RestartPreventExitStatus=78` stops systemd from restarting a daemon that cannot work.
+const EXIT_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     if std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() {
         // FFmpeg's own console chatter ("moov atom not found") would break the one-line error
         // contract; our errors name the problem. SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8") };
     }
-    init_logging();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let logging = mirrorsight_logging::Logging::init(&mirrorsight_logging::Settings {
+        program: "mirrorsight",
+        filter_var: "MIRRORSIGHT_LOG",
+        // The daemon tells its lifecycle; commands that print a report keep stderr for problems.
+        default_filter: if matches!(cli.command, Command::Run { .. }) {
+            "info"
+        } else {
+            "warn"
+        },
+        always: &[],
+    });
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             // One line, the whole chain, no backtrace: an operator reads this.
@@ -165,10 +180,26 @@ fn main() -> ExitCode {
             let mut line = chain.join(": ");
             // anyhow chains repeat transparent sources; keep each clause once.
             line = dedup_clauses(&line);
-            eprintln!("mirrorsight: error: {line}");
-            ExitCode::from(1)
+            logging.fatal(&format!("mirrorsight: error: {line}"));
+            ExitCode::from(exit_status(&e))
         }
     }
+}
+
+/// [`EXIT_CONFIG`] when the cause is the configuration (a key, a value, a missing credential);
+/// 1 for everything else (a missing clip, a broken install, a failing camera).
+fn exit_status(e: &anyhow::Error) -> u8 {
+    let config = e.chain().any(|cause| {
+        cause.is::<mirrorsight::config::ConfigError>()
+            || cause.is::<mirrorsight_wechat::secret::SecretError>()
+            || cause.is::<mirrorsight_wechat::ConfigError>()
+            || cause.is::<mirrorsight::sinks::mqtt::credentials::CredentialError>()
+            || matches!(
+                cause.downcast_ref::<mirrorsight_overlay::OverlayError>(),
+                Some(mirrorsight_overlay::OverlayError::Config(_))
+            )
+    });
+    if config { EXIT_CONFIG } else { 1 }
 }
 
 fn dedup_clauses(line: &str) -> String {
@@ -179,18 +210,6 @@ fn dedup_clauses(line: &str) -> String {
         }
     }
     out.join(": ")
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("MIRRORSIGHT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

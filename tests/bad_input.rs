@@ -1,15 +1,28 @@
-//! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
+//! Bad input gets one clear line on stderr and a non-zero exit, never a panic: 78
+//! (EX_CONFIG) when the config is at fault, so systemd does not restart a daemon that cannot
+//! work, 1 otherwise.
 
 mod common;
 
 use common::*;
 
 fn fails_with_one_line(args: &[&std::ffi::OsStr], expect: &[&str]) {
+    fails_with(1, args, expect);
+}
+
+/// sysexits(3) EX_CONFIG.
+const EXIT_CONFIG: i32 = 78;
+
+fn config_fails_with_one_line(args: &[&std::ffi::OsStr], expect: &[&str]) {
+    fails_with(EXIT_CONFIG, args, expect);
+}
+
+fn fails_with(code: i32, args: &[&std::ffi::OsStr], expect: &[&str]) {
     let out = bin().args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(code),
         "exit code for {args:?}: {stderr}"
     );
     assert_eq!(
@@ -71,7 +84,7 @@ fn config_problems_name_the_file_or_key() {
     let clip = demo_clip();
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "[session\nexit_after_s = 2\n").unwrap();
-    fails_with_one_line(
+    config_fails_with_one_line(
         &[
             os("replay"),
             clip.as_os_str(),
@@ -80,7 +93,7 @@ fn config_problems_name_the_file_or_key() {
         ],
         &["broken.toml", "not valid TOML"],
     );
-    fails_with_one_line(
+    config_fails_with_one_line(
         &[
             os("replay"),
             clip.as_os_str(),
@@ -91,7 +104,7 @@ fn config_problems_name_the_file_or_key() {
     );
     let unknown = dir.path().join("unknown.toml");
     std::fs::write(&unknown, "[session]\nexit_afer_s = 2\n").unwrap();
-    fails_with_one_line(
+    config_fails_with_one_line(
         &[
             os("replay"),
             clip.as_os_str(),
@@ -100,7 +113,7 @@ fn config_problems_name_the_file_or_key() {
         ],
         &["session.exit_afer_s"],
     );
-    fails_with_one_line(
+    config_fails_with_one_line(
         &[
             os("replay"),
             clip.as_os_str(),
@@ -109,7 +122,7 @@ fn config_problems_name_the_file_or_key() {
         ],
         &["presence.min_score"],
     );
-    fails_with_one_line(
+    config_fails_with_one_line(
         &[
             os("replay"),
             clip.as_os_str(),

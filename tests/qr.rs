@@ -87,7 +87,7 @@ fn mint_url_kind_works_offline_and_bad_limits_name_the_key() {
         .args(["mint", "--set", "qr.expire_seconds=2592001"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
     assert!(String::from_utf8_lossy(&out.stderr).contains("qr.expire_seconds"));
 }
 

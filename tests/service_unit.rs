@@ -64,4 +64,11 @@ fn systemd_analyze_verify_accepts_the_unit() {
         !stderr.contains("mirrorsight.service"),
         "systemd-analyze verify complains about the unit: {stderr}"
     );
+    // A config error exits 78 (EX_CONFIG); restarting would only repeat it.
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.trim() == "RestartPreventExitStatus=78"),
+        "the unit must not restart on a config error"
+    );
 }

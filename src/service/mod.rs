@@ -78,6 +78,9 @@ pub struct ServiceConfig {
     /// Events buffered per /events client; a client that falls further behind skips ahead
     /// (and is told how many it missed). Default 256.
     pub events_buffer: usize,
+    /// `mirrorsight run` logs a status line (sessions, photos, frames) this often (seconds),
+    /// and once more at shutdown; 0 = only at shutdown. Default 300.
+    pub status_interval_s: f64,
 }
 
 impl Default for ServiceConfig {
@@ -89,6 +92,7 @@ impl Default for ServiceConfig {
             watchdog: true,
             reconnect_grace_s: 60.0,
             events_buffer: 256,
+            status_interval_s: 300.0,
         }
     }
 }
@@ -111,6 +115,9 @@ impl ServiceConfig {
         }
         if !(1..=65536).contains(&self.events_buffer) {
             return Err(key_error("service.events_buffer", "must be 1..=65536"));
+        }
+        if !(self.status_interval_s.is_finite() && self.status_interval_s >= 0.0) {
+            return Err(key_error("service.status_interval_s", "must be >= 0"));
         }
         Ok(())
     }
@@ -138,6 +145,11 @@ impl ServiceConfig {
 
     pub fn reconnect_grace(&self) -> Duration {
         secs(self.reconnect_grace_s)
+    }
+
+    /// `None` when only the shutdown status line is wanted.
+    pub fn status_interval(&self) -> Option<Duration> {
+        (self.status_interval_s > 0.0).then(|| secs(self.status_interval_s))
     }
 }
 
@@ -170,6 +182,7 @@ mod tests {
             ("max_lag_s = -1", "service.max_lag_s"),
             ("reconnect_grace_s = -1", "service.reconnect_grace_s"),
             ("events_buffer = 0", "service.events_buffer"),
+            ("status_interval_s = -1", "service.status_interval_s"),
         ] {
             let c: ServiceConfig = toml::from_str(toml).unwrap();
             let e = c.validate().unwrap_err().to_string();

@@ -8,7 +8,6 @@ use mirrorsight_hub::{
 use mirrorsight_wechat::secret::SecretError;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,26 +57,28 @@ enum DeviceAction {
     List,
 }
 
+/// The certificate verifier logs each failure itself; the error that reaches the operator
+/// already names the cause, so that log would only repeat it.
 const QUIET_VERIFIER: &str = "rustls_platform_verifier=off";
 
+/// sysexits(3) EX_CONFIG: the config (or a credential it names) is wrong. The unit's
+/// `RestartPreventExitStatus=78` stops systemd from restarting a hub that cannot work.
+const EXIT_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // The certificate verifier logs each failure itself; the error that reaches the
-            // operator already names the cause, so that log would only repeat it.
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info"))
-                .add_directive(QUIET_VERIFIER.parse().expect("a valid directive")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let logging = mirrorsight_logging::Logging::init(&mirrorsight_logging::Settings {
+        program: "mirrorsight-hub",
+        filter_var: "MIRRORSIGHT_HUB_LOG",
+        default_filter: "info",
+        always: &[QUIET_VERIFIER],
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mirrorsight-hub: {e}");
+            logging.fatal(&format!("mirrorsight-hub: {e}"));
             if is_config_error(e.as_ref()) {
-                ExitCode::from(EX_CONFIG)
+                ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE
             }
@@ -85,23 +86,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// sysexits' EX_CONFIG. The unit has `RestartPreventExitStatus=78`: a hub that cannot work
-/// with its config or credentials is left stopped (and the error stays at the end of its
-/// journal) instead of being restarted every two seconds.
-const EX_CONFIG: u8 = 78;
-
-/// Whether `e` is something only the operator can fix (a config key, a credential), as
-/// opposed to a database or network that may come back.
+/// Whether `e`, or an error behind it, is something only the operator can fix (a config key, a
+/// credential), as opposed to a database or network that may come back.
 fn is_config_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    if e.is::<ConfigError>() || e.is::<SecretError>() {
-        return true;
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<ConfigError>()
+            || c.is::<SecretError>()
+            || matches!(
+                c.downcast_ref::<HubError>(),
+                Some(
+                    HubError::Config(_)
+                        | HubError::Secret(_)
+                        | HubError::AesKey(_)
+                        | HubError::TokenKey(_)
+                )
+            )
+        {
+            return true;
+        }
+        cause = c.source();
     }
-    matches!(
-        e.downcast_ref::<HubError>(),
-        Some(
-            HubError::Config(_) | HubError::Secret(_) | HubError::AesKey(_) | HubError::TokenKey(_)
-        )
-    )
+    false
 }
 
 fn valid_name(s: &str) -> bool {
@@ -191,6 +197,7 @@ fn serve(config: HubConfig) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(stale, "removed temp files of writes a crash interrupted");
     }
     runtime.block_on(async move {
+        let stop = shutdown_signal()?;
         let hub = Hub::with_stores(config, secrets, store, blobs)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -206,31 +213,22 @@ fn serve(config: HubConfig) -> Result<(), Box<dyn std::error::Error>> {
             None => None,
         };
         tracing::info!(%addr, "mirrorsight-hub listening");
-        hub.serve_with_metrics(listener, metrics, shutdown_signal())
-            .await?;
+        hub.serve_with_metrics(listener, metrics, stop).await?;
         tracing::info!("mirrorsight-hub stopped");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// SIGTERM (systemd's stop) or SIGINT, listened for from the call on: a stop that arrives
+/// while the hub is still starting is graceful too.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }

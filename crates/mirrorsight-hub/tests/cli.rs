@@ -11,7 +11,7 @@ fn hub(config: &std::path::Path, args: &[&str]) -> std::process::Output {
         .arg("--config")
         .arg(config)
         .args(args)
-        .env("RUST_LOG", "warn");
+        .env("MIRRORSIGHT_HUB_LOG", "warn");
     // The test PostgreSQL server's password, where the hub looks for it.
     if let Ok(password) = std::env::var("MIRRORSIGHT_TEST_POSTGRES_PASSWORD") {
         command.env("MIRRORSIGHT_HUB_DATABASE_PASSWORD", password);
@@ -144,7 +144,7 @@ fn serve_refuses_unfit_credentials_at_start() {
             .arg("--config")
             .arg(&config)
             .arg("serve")
-            .env("RUST_LOG", "error")
+            .env("MIRRORSIGHT_HUB_LOG", "error")
             .env(
                 "MIRRORSIGHT_WECHAT_APPSECRET",
                 "appsecret-for-the-cli-test-000000",
@@ -317,7 +317,7 @@ fn cli_commands_leave_uploads_in_flight_alone_and_serve_removes_only_stale_ones(
         .arg("--config")
         .arg(&config)
         .arg("serve")
-        .env("RUST_LOG", "warn")
+        .env("MIRRORSIGHT_HUB_LOG", "warn")
         .env(
             "MIRRORSIGHT_WECHAT_APPSECRET",
             "appsecret-for-the-cli-test-000000",
