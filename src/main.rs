@@ -1,5 +1,6 @@
 //! The `mirrorsight` command line.
 
+mod check;
 mod daemon;
 mod replay_reach;
 
@@ -18,7 +19,6 @@ use mirrorsight::metrics::{Metrics, Stage};
 use mirrorsight::pipeline::{self, RunOptions, RunSummary};
 use mirrorsight::sinks::{self, Collector, EventSink, SinkConfig, SinkContext};
 use mirrorsight::source::{Source, VideoFile};
-use mirrorsight::vision::runtime::{ModelsDir, Runtime, manifest};
 use replay_reach::Reach;
 
 #[derive(Parser)]
@@ -132,7 +132,8 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
-    /// Validate the config, the models and ONNX Runtime, and say exactly what is wrong.
+    /// Validate the config, the models and ONNX Runtime, and name what is still to provide
+    /// (camera, QR target, store hub, credentials, screen); exit 78 until it is all there.
     Check {
         #[command(flatten)]
         config: ConfigArgs,
@@ -191,6 +192,9 @@ fn main() -> ExitCode {
 fn exit_status(e: &anyhow::Error) -> u8 {
     let config = e.chain().any(|cause| {
         cause.is::<mirrorsight::config::ConfigError>()
+            || cause
+                .downcast_ref::<check::NotReady>()
+                .is_some_and(check::NotReady::is_config)
             || cause.is::<mirrorsight_wechat::secret::SecretError>()
             || cause.is::<mirrorsight_wechat::ConfigError>()
             || cause.is::<mirrorsight::sinks::mqtt::credentials::CredentialError>()
@@ -440,55 +444,7 @@ fn mint(cfg: &Config, scene: Option<String>, png: Option<&Path>) -> Result<ExitC
 
 fn check(args: &ConfigArgs) -> Result<ExitCode> {
     let cfg = args.load().context("config")?;
-    println!(
-        "config: ok{}",
-        args.config
-            .as_ref()
-            .map(|p| format!(" ({})", p.display()))
-            .unwrap_or_default()
-    );
-    let cameras = mirrorsight::source::camera::list_cameras();
-    if cameras.is_empty() {
-        println!("cameras: none found (no /dev/video* device)");
-    }
-    for camera in &cameras {
-        println!("camera: {camera}");
-    }
-    let runtime = Runtime::get(&cfg.onnxruntime)?;
-    println!("onnxruntime: ok ({})", runtime.library.display());
-    let models = ModelsDir::locate(&cfg.models)?;
-    let mut failures = 0;
-    for spec in &manifest()?.models {
-        match runtime.load(&models, &spec.name) {
-            Ok(_) => println!(
-                "model {}: ok ({})",
-                spec.name,
-                models.dir.join(&spec.file).display()
-            ),
-            Err(e) => {
-                failures += 1;
-                println!("model {}: FAILED: {e}", spec.name);
-            }
-        }
-    }
-    if let Some(path) = &cfg.source.path {
-        match VideoFile::open(path) {
-            Ok(v) => {
-                let i = v.info();
-                println!(
-                    "source: ok ({}, {}x{} at {:.2} fps)",
-                    i.name, i.width, i.height, i.fps
-                );
-            }
-            Err(e) => {
-                failures += 1;
-                println!("source: FAILED: {e}");
-            }
-        }
-    }
-    if failures > 0 {
-        bail!("{failures} check(s) failed (see above)");
-    }
+    check::run(&cfg, args.config.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 
