@@ -9,4 +9,6 @@ cd "$(dirname "$0")/.."
 eval "$(./scripts/pg.sh)"
 # Release profile: the replay tests run real models on real footage.
 cargo build --release --workspace --all-targets --locked
+# The Debian packages of exactly these binaries (checked with lintian), for tests/package.rs.
+./scripts/package.sh --no-build --fast
 cargo test --release --workspace --locked -- --test-threads 2

@@ -34,12 +34,12 @@ fn systemd_analyze_verify_accepts_the_unit() {
     assert!(version.status.success());
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    for dir in ["usr/local/bin", "bin", "etc/systemd/system"] {
+    for dir in ["usr/bin", "bin", "etc/systemd/system"] {
         std::fs::create_dir_all(r.join(dir)).unwrap();
     }
     std::fs::copy(
         env!("CARGO_BIN_EXE_mirrorsight"),
-        r.join("usr/local/bin/mirrorsight"),
+        r.join("usr/bin/mirrorsight"),
     )
     .unwrap();
     std::fs::copy("/bin/kill", r.join("bin/kill")).unwrap();

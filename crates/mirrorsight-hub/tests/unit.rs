@@ -36,12 +36,12 @@ fn systemd_analyze_verify_accepts_the_hub_unit() {
     assert!(version.status.success());
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    for dir in ["usr/local/bin", "etc/systemd/system"] {
+    for dir in ["usr/bin", "etc/systemd/system"] {
         std::fs::create_dir_all(r.join(dir)).unwrap();
     }
     std::fs::copy(
         env!("CARGO_BIN_EXE_mirrorsight-hub"),
-        r.join("usr/local/bin/mirrorsight-hub"),
+        r.join("usr/bin/mirrorsight-hub"),
     )
     .unwrap();
     copy_dir(
