@@ -98,7 +98,7 @@ def encode(frames, out):
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}", "-framerate", str(FPS), "-i", "-",
            "-sws_flags", "bicubic+accurate_rnd+full_chroma_int+bitexact",
            "-vf", "scale=out_color_matrix=bt601:out_range=tv,format=yuv420p",
-           "-c:v", "libx264", "-preset", "medium", "-crf", "26", "-g", str(2 * FPS),
+           "-c:v", "libx264", "-preset", "medium", "-crf", "20", "-g", str(2 * FPS),
            "-threads", "1", "-x264-params", "threads=1:lookahead-threads=1:sliced-threads=0",
            "-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
            "-color_range", "tv",
