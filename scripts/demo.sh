@@ -25,7 +25,7 @@ out=$(cd "$out" && pwd)
 # FAKE_APPSECRET) and the callback token the official account would share with the hub.
 appid=wxfake0123456789ab
 export MIRRORSIGHT_WECHAT_APPSECRET=fake-appsecret-0123456789abcdef
-callback_token=mirrorsight-demo-callback-token-5f1c9a
+callback_token=mirrorsightDemoCallback5f1c9a
 export MIRRORSIGHT_HUB_CALLBACK_TOKEN="$callback_token"
 
 pids=()
@@ -51,6 +51,12 @@ blob_dir = "$out/hub/photos"
 appid = "$appid"
 api_base = "$wechat"
 mp_base = "$wechat"
+[callback]
+# The simulated scan below is a plaintext push (an account without an EncodingAESKey); a real
+# account uses "safe", encrypted pushes only.
+mode = "plaintext"
+[metrics]
+listen = ""
 EOF
 hub_cli() { "$bin/mirrorsight-hub" --config "$out/hub/hub.toml" "$@"; }
 device_token=$(hub_cli device add demo-mirror --store demo-shop 2>/dev/null)

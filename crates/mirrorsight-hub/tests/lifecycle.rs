@@ -15,6 +15,9 @@ fn hub() -> Command {
     cmd
 }
 
+/// Strong enough for the hub (16-32 letters and digits), which refuses a weak one.
+const CALLBACK_TOKEN: &str = "Xq7vR2mK9pL4sT8wZ3nB6yC1dF5gH0jA";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -28,7 +31,7 @@ fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:{}\"\npublic_base_url = \"https://hub.example\"\ndatabase = {:?}\nblob_dir = {:?}\n{extra}[wechat]\nappid = \"wx1\"\n",
+            "listen = \"127.0.0.1:{}\"\npublic_base_url = \"https://hub.example\"\ndatabase = {:?}\nblob_dir = {:?}\n{extra}[wechat]\nappid = \"wx1\"\n[callback]\nmode = \"plaintext\"\n[metrics]\nlisten = \"\"\n",
             free_port(),
             dir.join("hub.sqlite3"),
             dir.join("photos"),
@@ -47,10 +50,7 @@ fn serve_logs_start_and_stop_as_plain_text_by_default() {
         .arg(&config)
         .arg("serve")
         .env("MIRRORSIGHT_WECHAT_APPSECRET", "test-appsecret")
-        .env(
-            "MIRRORSIGHT_HUB_CALLBACK_TOKEN",
-            "a-long-enough-callback-token-for-the-test",
-        )
+        .env("MIRRORSIGHT_HUB_CALLBACK_TOKEN", CALLBACK_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -134,10 +134,7 @@ fn config_errors_exit_78() {
         .arg(&config)
         .arg("serve")
         .env("MIRRORSIGHT_WECHAT_APPSECRET", "test-appsecret")
-        .env(
-            "MIRRORSIGHT_HUB_CALLBACK_TOKEN",
-            "a-long-enough-callback-token-for-the-test",
-        )
+        .env("MIRRORSIGHT_HUB_CALLBACK_TOKEN", CALLBACK_TOKEN)
         .env("MIRRORSIGHT_HUB_TOKEN_KEY", "not-a-key")
         .output()
         .unwrap();
