@@ -153,7 +153,7 @@ enum Command {
 
 /// sysexits(3) EX_CONFIG: the config (or a credential it names) is wrong. The unit's
 /// `RestartPreventExitStatus=78` stops systemd from restarting a daemon that cannot work.
-const EXIT_CONFIG: u8 = 78;
+const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     if std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() {
@@ -187,7 +187,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// [`EXIT_CONFIG`] when the cause is the configuration (a key, a value, a missing credential);
+/// [`EX_CONFIG`] when the cause is the configuration (a key, a value, a missing credential);
 /// 1 for everything else (a missing clip, a broken install, a failing camera).
 fn exit_status(e: &anyhow::Error) -> u8 {
     let config = e.chain().any(|cause| {
@@ -203,7 +203,7 @@ fn exit_status(e: &anyhow::Error) -> u8 {
                 Some(mirrorsight_overlay::OverlayError::Config(_))
             )
     });
-    if config { EXIT_CONFIG } else { 1 }
+    if config { EX_CONFIG } else { 1 }
 }
 
 fn dedup_clauses(line: &str) -> String {

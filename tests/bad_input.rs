@@ -11,10 +11,10 @@ fn fails_with_one_line(args: &[&std::ffi::OsStr], expect: &[&str]) {
 }
 
 /// sysexits(3) EX_CONFIG.
-const EXIT_CONFIG: i32 = 78;
+const EX_CONFIG: i32 = 78;
 
 fn config_fails_with_one_line(args: &[&std::ffi::OsStr], expect: &[&str]) {
-    fails_with(EXIT_CONFIG, args, expect);
+    fails_with(EX_CONFIG, args, expect);
 }
 
 fn fails_with(code: i32, args: &[&std::ffi::OsStr], expect: &[&str]) {
@@ -183,7 +183,7 @@ fn check_reports_every_model_and_fails_on_a_bad_one() {
     // the install itself is checked and reported.
     let out = bin().arg("check").current_dir(repo()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{stdout}");
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{stdout}");
     for model in [
         "pose_detection",
         "face_detection_short_range",

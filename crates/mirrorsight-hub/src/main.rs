@@ -61,10 +61,6 @@ enum DeviceAction {
 /// already names the cause, so that log would only repeat it.
 const QUIET_VERIFIER: &str = "rustls_platform_verifier=off";
 
-/// sysexits(3) EX_CONFIG: the config (or a credential it names) is wrong. The unit's
-/// `RestartPreventExitStatus=78` stops systemd from restarting a hub that cannot work.
-const EXIT_CONFIG: u8 = 78;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let logging = mirrorsight_logging::Logging::init(&mirrorsight_logging::Settings {
@@ -78,13 +74,18 @@ fn main() -> ExitCode {
         Err(e) => {
             logging.fatal(&format!("mirrorsight-hub: {e}"));
             if is_config_error(e.as_ref()) {
-                ExitCode::from(EXIT_CONFIG)
+                ExitCode::from(EX_CONFIG)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
 }
+
+/// sysexits' EX_CONFIG. The unit has `RestartPreventExitStatus=78`: a hub that cannot work
+/// with its config or credentials is left stopped (and the error stays at the end of its
+/// journal) instead of being restarted every two seconds.
+const EX_CONFIG: u8 = 78;
 
 /// Whether `e`, or an error behind it, is something only the operator can fix (a config key, a
 /// credential), as opposed to a database or network that may come back.
