@@ -173,7 +173,9 @@ where
         let now = Instant::now();
         self.problems += 1;
         // Months of an unplugged camera must not fill the journal: log changes, then sparsely.
-        if self.last_logged_problem.as_deref() != Some(error.as_str()) || self.problems % 60 == 0 {
+        if self.last_logged_problem.as_deref() != Some(error.as_str())
+            || self.problems.is_multiple_of(60)
+        {
             warn!(
                 source = %self.info.name,
                 %error,

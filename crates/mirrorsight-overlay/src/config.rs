@@ -116,13 +116,13 @@ impl OverlayConfig {
             ),
         }
         for (key, dim) in [("width", self.width), ("height", self.height)] {
-            if let Dim::Px(px) = dim {
-                if !(64..=16384).contains(&px) {
-                    bad(
-                        key,
-                        format!("must be \"auto\" or 64..=16384 pixels (got {px})"),
-                    );
-                }
+            if let Dim::Px(px) = dim
+                && !(64..=16384).contains(&px)
+            {
+                bad(
+                    key,
+                    format!("must be \"auto\" or 64..=16384 pixels (got {px})"),
+                );
             }
         }
         if !matches!(self.rotation, 0 | 90 | 180 | 270) {
@@ -169,13 +169,13 @@ impl OverlayConfig {
                 );
             }
         }
-        if let Some(font) = &self.font {
-            if font.as_os_str().is_empty() {
-                bad(
-                    "font",
-                    "empty path; leave it out to search the installed fonts".into(),
-                );
-            }
+        if let Some(font) = &self.font
+            && font.as_os_str().is_empty()
+        {
+            bad(
+                "font",
+                "empty path; leave it out to search the installed fonts".into(),
+            );
         }
         if errors.is_empty() {
             Ok(())

@@ -254,19 +254,19 @@ impl OverlayModel {
                     SwipeMotion::ImageRightToLeft => Side::Left,
                 }));
                 let feedback_s = self.feedback_s;
-                if let Some(side) = side {
-                    if let Some(s) = self.active(session) {
-                        let kind = match side {
-                            Side::Left => Feedback::ArrowLeft,
-                            Side::Right => Feedback::ArrowRight,
-                        };
-                        s.feedback = Some(ActiveFeedback {
-                            kind,
-                            from: now,
-                            until: now + feedback_s,
-                            from_swipe: true,
-                        });
-                    }
+                if let Some(side) = side
+                    && let Some(s) = self.active(session)
+                {
+                    let kind = match side {
+                        Side::Left => Feedback::ArrowLeft,
+                        Side::Right => Feedback::ArrowRight,
+                    };
+                    s.feedback = Some(ActiveFeedback {
+                        kind,
+                        from: now,
+                        until: now + feedback_s,
+                        from_swipe: true,
+                    });
                 }
             }
             EventKind::OutfitSwitch { session, direction } => {

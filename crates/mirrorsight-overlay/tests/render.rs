@@ -146,7 +146,7 @@ fn render_qr_png_keeps_the_quiet_zone_and_decodes() {
     assert_eq!(fb.width % 12, 0);
     let modules = fb.width / 12 - 8;
     assert!(
-        modules >= 21 && (modules - 17) % 4 == 0,
+        modules >= 21 && (modules - 17).is_multiple_of(4),
         "{modules} is not a QR size"
     );
     for i in 0..fb.width {

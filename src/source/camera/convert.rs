@@ -138,7 +138,7 @@ pub fn yuyv_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, Con
             got: data.len(),
         });
     }
-    let stride = if data.len() % h == 0 {
+    let stride = if data.len().is_multiple_of(h) {
         data.len() / h
     } else {
         row
