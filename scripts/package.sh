@@ -49,8 +49,10 @@ if [ -n "${missing_tool:-}" ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev lintian >/dev/null
 fi
 
-# ONNX Runtime from the PyPI wheel: the library (as setup.sh installs it) and its licence and
-# third-party notices, staged where the package metadata (Cargo.toml) takes them from.
+# ONNX Runtime from the PyPI wheel: the library (as setup.sh installs it) and its third-party
+# notices, staged where the package metadata (Cargo.toml) takes them from. Its own licence (MIT)
+# is in the package's copyright file, where Debian policy 12.5 wants it (lintian:
+# extra-license-file).
 wheels="$MIRRORSIGHT_CACHE/wheels"
 wheel=$(ls "$wheels"/onnxruntime-"$ORT_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
@@ -62,7 +64,7 @@ fi
 stage="$CARGO_TARGET_DIR/release/onnxruntime"
 rm -rf "$stage" && mkdir -p "$stage/lib" "$stage/doc"
 unzip -q -o -j "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" -d "$stage/lib"
-unzip -q -o -j "$wheel" onnxruntime/LICENSE onnxruntime/ThirdPartyNotices.txt -d "$stage/doc"
+unzip -q -o -j "$wheel" onnxruntime/ThirdPartyNotices.txt -d "$stage/doc"
 ln -s "libonnxruntime.so.$ORT_VERSION" "$stage/lib/libonnxruntime.so"
 # Debian policy 12.3: documentation over 4 kB is compressed.
 gzip -9n "$stage/doc/ThirdPartyNotices.txt"

@@ -31,7 +31,7 @@ const INSTALLED: [&str; 19] = [
     "/usr/share/mirrorsight/models/manifest.json",
     "/usr/share/mirrorsight/models/pose_detection.onnx",
     "/usr/share/doc/mirrorsight/copyright",
-    "/usr/share/doc/mirrorsight/onnxruntime/LICENSE",
+    "/usr/share/doc/mirrorsight/onnxruntime/ThirdPartyNotices.txt.gz",
     "/usr/share/doc/mirrorsight-hub/copyright",
     "/usr/lib/systemd/system/mirrorsight.service",
     "/usr/lib/systemd/system/mirrorsight-hub.service",
