@@ -85,6 +85,7 @@ pub struct HubConfig {
 
 pub const DATABASE_PASSWORD_ENV: &str = "MIRRORSIGHT_HUB_DATABASE_PASSWORD";
 pub const S3_SECRET_KEY_ENV: &str = "MIRRORSIGHT_HUB_S3_SECRET_KEY";
+pub const S3_SESSION_TOKEN_ENV: &str = "MIRRORSIGHT_HUB_S3_SESSION_TOKEN";
 
 /// `[postgres]`: the shared database of a chain's hub instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,13 +140,20 @@ pub struct S3Config {
     /// Default true.
     #[serde(default = "default_true")]
     pub path_style: bool,
-    /// Required. The secret key is not a key here: `secret_key_file`, else
+    /// The key pair's id. The secret key is not a key here: `secret_key_file`, else
     /// `$CREDENTIALS_DIRECTORY/<secret_key_credential>`, else `$MIRRORSIGHT_HUB_S3_SECRET_KEY`.
-    pub access_key_id: String,
+    /// Temporary credentials add their session token: `$CREDENTIALS_DIRECTORY/
+    /// <session_token_credential>`, else `$MIRRORSIGHT_HUB_S3_SESSION_TOKEN`. Absent (the
+    /// default): AWS's credential chain (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`; a web identity token; the container's or the instance's role).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_key_file: Option<PathBuf>,
     #[serde(default = "default_s3_credential")]
     pub secret_key_credential: String,
+    #[serde(default = "default_s3_session_token_credential")]
+    pub session_token_credential: String,
     /// Seconds per request. Default 30.
     #[serde(default = "default_s3_timeout_s")]
     pub timeout_s: u64,
@@ -159,6 +167,9 @@ fn default_true() -> bool {
 }
 fn default_s3_credential() -> String {
     "hub-s3-secret-key".to_string()
+}
+fn default_s3_session_token_credential() -> String {
+    "hub-s3-session-token".to_string()
 }
 fn default_s3_timeout_s() -> u64 {
     30
@@ -607,12 +618,15 @@ impl HubConfig {
                 ));
             }
             for (key, value) in [
-                ("s3.bucket", &s3.bucket),
-                ("s3.region", &s3.region),
-                ("s3.access_key_id", &s3.access_key_id),
+                ("s3.bucket", Some(&s3.bucket)),
+                ("s3.region", Some(&s3.region)),
+                ("s3.access_key_id", s3.access_key_id.as_ref()),
             ] {
-                if value.trim().is_empty() {
-                    return Err(invalid(key, "must not be empty"));
+                if value.is_some_and(|v| v.trim().is_empty()) {
+                    return Err(invalid(
+                        key,
+                        "must not be empty (leave access_key_id out for AWS's credential chain)",
+                    ));
                 }
             }
             if !(1..=600).contains(&s3.timeout_s) {
@@ -621,10 +635,18 @@ impl HubConfig {
                     format!("{} is not in 1..=600", s3.timeout_s),
                 ));
             }
-            if s3.secret_key_credential.contains('/') {
+            for (key, name) in [
+                ("s3.secret_key_credential", &s3.secret_key_credential),
+                ("s3.session_token_credential", &s3.session_token_credential),
+            ] {
+                if name.contains('/') {
+                    return Err(invalid(key, "a credential name, not a path"));
+                }
+            }
+            if s3.access_key_id.is_none() && s3.secret_key_file.is_some() {
                 return Err(invalid(
-                    "s3.secret_key_credential",
-                    "a credential name, not a path",
+                    "s3.secret_key_file",
+                    "needs s3.access_key_id (without it, AWS's credential chain is used)",
                 ));
             }
         }
@@ -1177,9 +1199,10 @@ mod tests {
                 region: "us-east-1".into(),
                 prefix: String::new(),
                 path_style: true,
-                access_key_id: "AKIA".into(),
+                access_key_id: Some("AKIA".into()),
                 secret_key_file: None,
                 secret_key_credential: "hub-s3-secret-key".into(),
+                session_token_credential: "hub-s3-session-token".into(),
                 timeout_s: 30,
             });
             c
@@ -1214,6 +1237,21 @@ mod tests {
             key_of(s3("https://s3.example", " ").validate()),
             "s3.bucket"
         );
+        // Without a key id, AWS's credential chain; an empty one is a mistake, and so is a
+        // secret key file with nothing to pair it with.
+        let mut chain = s3("https://s3.example", "photos");
+        if let Some(s) = chain.s3.as_mut() {
+            s.access_key_id = None;
+        }
+        chain.validate().unwrap();
+        if let Some(s) = chain.s3.as_mut() {
+            s.secret_key_file = Some("/etc/mirrorsight/s3-secret".into());
+        }
+        assert_eq!(key_of(chain.validate()), "s3.secret_key_file");
+        if let Some(s) = chain.s3.as_mut() {
+            s.access_key_id = Some(" ".into());
+        }
+        assert_eq!(key_of(chain.validate()), "s3.access_key_id");
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub use config::{ConfigError, HubConfig, HubSecrets};
 pub use http::AppState;
 use mirrorsight_wechat::secret::{SecretError, SecretSpec, load_secret, require_secret};
 use store::{
-    BlobStore, LocalBlobStore, PostgresSettings, PostgresStore, S3BlobStore, S3Settings,
-    SqliteStore, Store,
+    BlobStore, LocalBlobStore, PostgresSettings, PostgresStore, S3BlobStore, S3Credentials,
+    S3Settings, SqliteStore, Store,
 };
 use wechat::MessageCrypt;
 
@@ -115,24 +115,45 @@ pub fn open_stores(
     };
     let blobs: Arc<dyn BlobStore> = match &config.s3 {
         Some(s3) => {
-            let (secret_access_key, _) = require_secret(
-                &SecretSpec {
-                    what: "S3 secret access key",
-                    file_key: "s3.secret_key_file",
-                    file: s3.secret_key_file.as_deref(),
-                    credential: &s3.secret_key_credential,
-                    env: config::S3_SECRET_KEY_ENV,
-                },
-                env,
-            )?;
+            let credentials = match &s3.access_key_id {
+                Some(access_key_id) => {
+                    let (secret_access_key, _) = require_secret(
+                        &SecretSpec {
+                            what: "S3 secret access key",
+                            file_key: "s3.secret_key_file",
+                            file: s3.secret_key_file.as_deref(),
+                            credential: &s3.secret_key_credential,
+                            env: config::S3_SECRET_KEY_ENV,
+                        },
+                        env,
+                    )?;
+                    // Temporary credentials come with a session token; long-lived ones do not.
+                    let session_token = load_secret(
+                        &SecretSpec {
+                            what: "S3 session token",
+                            file_key: "s3.session_token_credential",
+                            file: None,
+                            credential: &s3.session_token_credential,
+                            env: config::S3_SESSION_TOKEN_ENV,
+                        },
+                        env,
+                    )?
+                    .map(|(token, _)| token);
+                    S3Credentials::KeyPair {
+                        access_key_id: access_key_id.clone(),
+                        secret_access_key,
+                        session_token,
+                    }
+                }
+                None => S3Credentials::chain(env),
+            };
             let bucket = S3BlobStore::new(S3Settings {
                 endpoint: s3.endpoint.clone(),
                 bucket: s3.bucket.clone(),
                 region: s3.region.clone(),
                 prefix: s3.prefix.clone(),
                 path_style: s3.path_style,
-                access_key_id: s3.access_key_id.clone(),
-                secret_access_key,
+                credentials,
                 timeout: Duration::from_secs(s3.timeout_s),
             })?;
             // A wrong endpoint, bucket or key fails here, in one line, not on the first photo.

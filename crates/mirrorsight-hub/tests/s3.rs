@@ -26,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mirrorsight_contract::backend::{CreateSceneResponse, PhotoUploadResponse, photo_path};
 use mirrorsight_fake_backend::{FAKE_APPID, FakeServer};
-use mirrorsight_hub::store::{BlobError, BlobStore, LocalBlobStore, S3BlobStore, S3Settings};
+use mirrorsight_hub::store::{
+    BlobError, BlobStore, LocalBlobStore, S3BlobStore, S3Credentials, S3Settings,
+};
 use mirrorsight_hub::{HubConfig, ORPHAN_GRACE_S, open_stores, sweep_orphans, token_digest};
 use mirrorsight_wechat::Secret;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -214,8 +216,10 @@ impl Moto {
             region: REGION.into(),
             prefix: prefix.into(),
             path_style: true,
-            access_key_id: self.access_key_id.clone(),
-            secret_access_key: Secret::new(self.secret_access_key.clone()),
+            credentials: S3Credentials::key_pair(
+                self.access_key_id.clone(),
+                Secret::new(self.secret_access_key.clone()),
+            ),
             timeout: Duration::from_secs(10),
         }
     }
@@ -525,7 +529,10 @@ fn wrong_credentials_are_one_clear_line() {
     let good = moto.store("secured", "");
     good.put(&key(1), b"x").unwrap();
     let wrong_secret = S3BlobStore::new(S3Settings {
-        secret_access_key: Secret::new("not-the-secret"),
+        credentials: S3Credentials::key_pair(
+            moto.access_key_id.clone(),
+            Secret::new("not-the-secret"),
+        ),
         ..moto.settings("secured", "")
     })
     .unwrap();
@@ -558,7 +565,10 @@ fn wrong_credentials_are_one_clear_line() {
         "{line}"
     );
     let unknown_key = S3BlobStore::new(S3Settings {
-        access_key_id: "AKIAUNKNOWNUNKNOWN00".into(),
+        credentials: S3Credentials::key_pair(
+            "AKIAUNKNOWNUNKNOWN00",
+            Secret::new(moto.secret_access_key.clone()),
+        ),
         ..moto.settings("secured", "")
     })
     .unwrap();
@@ -603,8 +613,10 @@ fn unreachable_endpoints_are_one_clear_line() {
         region: REGION.into(),
         prefix: "".into(),
         path_style: true,
-        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-        secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        credentials: S3Credentials::key_pair(
+            "AKIAIOSFODNN7EXAMPLE",
+            Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        ),
         timeout,
     };
     let port = free_port();
@@ -695,7 +707,10 @@ fn check_probes_the_bucket_and_the_credentials() {
         .unwrap();
 
     let wrong_secret = S3BlobStore::new(S3Settings {
-        secret_access_key: Secret::new("not-the-secret"),
+        credentials: S3Credentials::key_pair(
+            moto.access_key_id.clone(),
+            Secret::new("not-the-secret"),
+        ),
         ..moto.settings("probed", "hub-")
     })
     .unwrap();
@@ -710,7 +725,10 @@ fn check_probes_the_bucket_and_the_credentials() {
     assert!(!line.contains(&moto.secret_access_key), "{line}");
 
     let unknown_key = S3BlobStore::new(S3Settings {
-        access_key_id: "AKIAUNKNOWNUNKNOWN00".into(),
+        credentials: S3Credentials::key_pair(
+            "AKIAUNKNOWNUNKNOWN00",
+            Secret::new(moto.secret_access_key.clone()),
+        ),
         ..moto.settings("probed", "hub-")
     })
     .unwrap();
@@ -744,8 +762,10 @@ fn check_without_an_object_store() {
         region: REGION.into(),
         prefix: "hub-".into(),
         path_style: true,
-        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-        secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        credentials: S3Credentials::key_pair(
+            "AKIAIOSFODNN7EXAMPLE",
+            Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        ),
         timeout: Duration::from_secs(2),
     };
     let closed = S3BlobStore::new(settings(format!("http://127.0.0.1:{port}"))).unwrap();
@@ -782,6 +802,150 @@ fn check_without_an_object_store() {
         "object store check photos/hub-: HTTP 200 but not a ListObjectsV2 answer; check the \
          endpoint (the S3 API port, not a console) and path_style"
     );
+}
+
+/// A loopback server answering every request with the body in `page` (200, XML): what an S3
+/// listing may look like when the server, a proxy or a bug makes it up.
+fn listing_server(page: Arc<std::sync::Mutex<String>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            // The request's head; the listing has no body.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                match conn.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let body = page.lock().map(|p| p.clone()).unwrap_or_default();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// XML text with the five predefined entities escaped.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+mod listing_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An object name: mostly ours (prefix and a blob key), else anything a bucket may hold.
+    fn object_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-f]{16}-[0-9a-f]{8}".prop_map(|k| format!("hub-{k}")),
+            "hub-[0-9a-zA-Z/._ -]{0,40}",
+            "[ -~]{0,40}",
+            "\\PC{0,20}",
+        ]
+    }
+
+    fn last_modified() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("2026-01-02T03:04:05.000Z".to_string()),
+            "20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]Z",
+            "[ -~]{0,30}",
+        ]
+    }
+
+    /// A ListObjectsV2 page: entries, truncation and token as generated, or raw garbage.
+    fn listing() -> impl Strategy<Value = (String, Vec<String>)> {
+        let page = (
+            proptest::collection::vec((object_name(), last_modified()), 0..12),
+            any::<bool>(),
+            proptest::option::of("[A-Za-z0-9+/=]{1,20}"),
+        )
+            .prop_map(|(objects, truncated, token)| {
+                let mut xml = String::from(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                     <ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                     <Name>photos</Name><Prefix>hub-</Prefix>",
+                );
+                for (name, modified) in &objects {
+                    xml.push_str(&format!(
+                        "<Contents><Key>{}</Key><LastModified>{}</LastModified>\
+                         <ETag>\"e\"</ETag><Size>1</Size></Contents>",
+                        xml_escape(name),
+                        xml_escape(modified)
+                    ));
+                }
+                xml.push_str(&format!("<IsTruncated>{truncated}</IsTruncated>"));
+                if let Some(token) = token {
+                    xml.push_str(&format!(
+                        "<NextContinuationToken>{token}</NextContinuationToken>"
+                    ));
+                }
+                xml.push_str("</ListBucketResult>");
+                (xml, objects.into_iter().map(|(name, _)| name).collect())
+            });
+        prop_oneof![
+            4 => page,
+            1 => "\\PC{0,200}".prop_map(|junk| (junk, Vec::new())),
+        ]
+    }
+
+    proptest! {
+        // Each case is a few loopback requests: bounded so the suite stays fast.
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Whatever a listing holds, `list` answers without a panic: only blob keys under the
+        /// prefix that the page named, or one line saying what is wrong.
+        #[test]
+        fn any_listing_gets_keys_or_one_line((body, names) in listing()) {
+            static SERVER: std::sync::OnceLock<(u16, Arc<std::sync::Mutex<String>>)> =
+                std::sync::OnceLock::new();
+            let (port, page) = SERVER.get_or_init(|| {
+                let page = Arc::new(std::sync::Mutex::new(String::new()));
+                (listing_server(Arc::clone(&page)), page)
+            });
+            *page.lock().unwrap() = body;
+            let store = S3BlobStore::new(S3Settings {
+                endpoint: format!("http://127.0.0.1:{port}"),
+                bucket: "photos".into(),
+                region: REGION.into(),
+                prefix: "hub-".into(),
+                path_style: true,
+                credentials: S3Credentials::key_pair(
+                    "AKIAIOSFODNN7EXAMPLE",
+                    Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+                ),
+                timeout: Duration::from_secs(5),
+            })
+            .unwrap();
+            match store.list() {
+                Ok(entries) => {
+                    for entry in entries {
+                        prop_assert!(
+                            names.contains(&format!("hub-{}", entry.key)),
+                            "{} was not in the page", entry.key
+                        );
+                        prop_assert!(entry.key.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+                    }
+                }
+                Err(e @ BlobError::Remote { .. }) => {
+                    let line = e.to_string();
+                    prop_assert!(!line.contains('\n') && line.len() < 600, "{line:?}");
+                    prop_assert!(line.starts_with("object store list photos/hub-: "), "{line}");
+                }
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+    }
 }
 
 const CALLBACK_TOKEN: &str = "callbackTokenAAAAA1234";

@@ -17,7 +17,7 @@ pub mod sqlite;
 
 pub use self::postgres::{PostgresSettings, PostgresStore, is_postgres_url};
 pub use blob::{BlobEntry, BlobError, BlobStore, LocalBlobStore};
-pub use s3::{S3BlobStore, S3Settings};
+pub use s3::{CHAIN_VARIABLES, S3BlobStore, S3Credentials, S3Settings};
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
