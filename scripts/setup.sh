@@ -4,6 +4,9 @@
 set -euo pipefail
 
 ORT_VERSION="${ORT_VERSION:-1.32.0}"
+# The OpenVINO build of ONNX Runtime (onnxruntime.provider = "openvino"): its own, older ONNX
+# Runtime with OpenVINO 2025.4 inside, from the PyPI wheel, in $ORT_DIR/openvino.
+ORT_OPENVINO_VERSION="${ORT_OPENVINO_VERSION:-1.24.1}"
 ORT_DIR="${MIRRORSIGHT_ORT_DIR:-/usr/local/lib/mirrorsight}"
 
 # Build: OpenCV (video decode), clang (opencv/nokhwa bindings), cmake+nasm (bundled libjpeg-turbo).
@@ -45,4 +48,20 @@ if [ ! -f "$lib" ]; then
   sudo_if_needed install -m 0644 "$tmp/lib/libonnxruntime.so.$ORT_VERSION" "$lib"
 fi
 sudo_if_needed ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
-echo "setup: ready (ONNX Runtime at $ORT_DIR/libonnxruntime.so)"
+
+# OpenVINO: every shared library of the wheel's capi/ folder (ONNX Runtime, its OpenVINO
+# provider, OpenVINO and its CPU/GPU/NPU plugins, TBB; they find each other through $ORIGIN),
+# not the Python binding.
+ov_dir="$ORT_DIR/openvino"
+ov_lib="$ov_dir/libonnxruntime.so.$ORT_OPENVINO_VERSION"
+if [ ! -f "$ov_lib" ] || [ ! -f "$ov_dir/libonnxruntime_providers_openvino.so" ]; then
+  echo "setup: fetching ONNX Runtime $ORT_OPENVINO_VERSION with OpenVINO from PyPI"
+  tmp_ov=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: "onnxruntime-openvino==$ORT_OPENVINO_VERSION" -d "$tmp_ov"
+  unzip -q -o -j "$tmp_ov"/onnxruntime_openvino-*.whl 'onnxruntime/capi/lib*.so*' -d "$tmp_ov/lib"
+  sudo_if_needed mkdir -p "$ov_dir"
+  for f in "$tmp_ov"/lib/lib*.so*; do sudo_if_needed install -m 0644 "$f" "$ov_dir/"; done
+  rm -rf "$tmp_ov"
+fi
+sudo_if_needed ln -sf "libonnxruntime.so.$ORT_OPENVINO_VERSION" "$ov_dir/libonnxruntime.so"
+echo "setup: ready (ONNX Runtime at $ORT_DIR/libonnxruntime.so, with OpenVINO at $ov_dir/libonnxruntime.so)"

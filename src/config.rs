@@ -138,6 +138,11 @@ pub struct ModelsConfig {
 pub struct OnnxRuntimeConfig {
     /// Path of libonnxruntime.so; empty = search the usual places.
     pub library: Option<PathBuf>,
+    /// The execution provider: OpenVINO, or ONNX Runtime's own CPU kernels (also the
+    /// fallback, with a logged reason, when OpenVINO is not installed or refuses a model).
+    pub provider: crate::vision::runtime::Provider,
+    /// OpenVINO's device: "CPU", "GPU" (an Intel iGPU), "AUTO", …
+    pub device: String,
     /// Intra-op threads per model.
     pub intra_threads: usize,
     /// Busy-wait in ONNX Runtime's thread pool (costs a core while idle).
@@ -148,6 +153,8 @@ impl Default for OnnxRuntimeConfig {
     fn default() -> Self {
         Self {
             library: None,
+            provider: crate::vision::runtime::Provider::Cpu,
+            device: "CPU".into(),
             intra_threads: 2,
             spinning: false,
         }
@@ -301,6 +308,12 @@ impl Config {
         self.service
             .validate()
             .map_err(|e| key_error(e.key, e.message))?;
+        if self.onnxruntime.device.trim().is_empty() {
+            return Err(key_error(
+                "onnxruntime.device",
+                "must name an OpenVINO device such as \"CPU\" or \"GPU\"",
+            ));
+        }
         if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
             return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
         }
