@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use mirrorsight::config::{Config, DisplayMode, SourceKind};
 use mirrorsight::source::camera::{CameraDevice, list_cameras};
 use mirrorsight::source::{Source, VideoFile};
-use mirrorsight::vision::runtime::{ModelsDir, Runtime, manifest};
+use mirrorsight::vision::runtime::{ModelsDir, Provider, Runtime, manifest};
 use mirrorsight_wechat::QrKind;
 use mirrorsight_wechat::secret::{
     APPSECRET_ENV, CREDENTIALS_DIRECTORY_ENV, DEVICE_TOKEN_ENV, SecretSpec, load_secret,
@@ -156,6 +156,18 @@ fn install(cfg: &Config, report: &mut Report) {
         }
         Err(e) => report.line("models", Verdict::Failed(e.to_string())),
     }
+    // After the models: a provider that refuses one falls back, and that is known only now.
+    let provider = match runtime.fallback_reason() {
+        Some(reason) => format!(
+            "cpu (onnxruntime.provider = \"{}\" fell back: {reason})",
+            cfg.onnxruntime.provider.name()
+        ),
+        None if runtime.provider() == Provider::OpenVino => {
+            format!("openvino (device {})", cfg.onnxruntime.device)
+        }
+        None => runtime.provider().name().to_string(),
+    };
+    report.line("onnxruntime provider", Verdict::Ok(provider));
 }
 
 /// The camera (looked up, not opened) or the clip of a trial.

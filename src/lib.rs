@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod augment;
+pub mod bench;
 pub mod config;
 pub mod eval;
 pub mod frame;

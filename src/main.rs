@@ -12,13 +12,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mirrorsight::actions::overlay::OverlaySink;
 use mirrorsight::augment::{self, Augmented, Chain};
+use mirrorsight::bench::{self, BenchReport};
 use mirrorsight::config::{Config, DisplayMode};
 use mirrorsight::eval::{self, Labels};
 use mirrorsight::ids::{DEFAULT_REPLAY_SEED, IdGenerator};
-use mirrorsight::metrics::{Metrics, Stage};
+use mirrorsight::metrics::Metrics;
 use mirrorsight::pipeline::{self, RunOptions, RunSummary};
 use mirrorsight::sinks::{self, Collector, EventSink, SinkConfig, SinkContext};
 use mirrorsight::source::{Source, VideoFile};
+use mirrorsight::vision::runtime::{ModelsDir, Runtime};
 use replay_reach::Reach;
 
 #[derive(Parser)]
@@ -138,7 +140,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Measure replay speed, per-stage latency and peak memory on a clip.
+    /// Measure replay speed, CPU per frame, per-stage and per-model time and peak memory on a clip.
     Bench {
         clip: PathBuf,
         #[command(flatten)]
@@ -148,6 +150,17 @@ enum Command {
         augment: Option<String>,
         #[command(flatten)]
         reach: LiveArg,
+        /// Print the report as one JSON object (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Also time each model's session.run alone, this many times on one tensor, to set
+        /// the pipeline's overhead against pure model time.
+        #[arg(long, value_name = "RUNS")]
+        models: Option<u32>,
+        /// Instead: print every model's outputs on the clip's first frame as JSON (to compare
+        /// execution providers).
+        #[arg(long, hide = true)]
+        model_outputs: bool,
     },
 }
 
@@ -342,18 +355,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             augment,
             reach,
+            json,
+            models,
+            model_outputs,
         } => {
             let cfg = config.load()?;
-            let metrics = Arc::new(Metrics::new());
-            let summary = replay(
-                replay_reach::prepare(&cfg, Reach::new(reach.live, DEFAULT_REPLAY_SEED))?,
-                open_clip(&clip, augment.as_deref())?,
-                &RunOptions::default(),
-                Vec::new(),
-                metrics.clone(),
-            )?;
-            print_bench(&summary, &metrics);
-            Ok(ExitCode::SUCCESS)
+            if model_outputs {
+                print_model_outputs(&cfg, &clip)
+            } else {
+                let setup =
+                    replay_reach::prepare(&cfg, Reach::new(reach.live, DEFAULT_REPLAY_SEED))?;
+                bench(setup, open_clip(&clip, augment.as_deref())?, json, models)
+            }
         }
     }
 }
@@ -448,63 +461,67 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_bench(summary: &RunSummary, metrics: &Metrics) {
-    let wall = summary.wall.as_secs_f64();
-    let fps = summary.frames_processed as f64 / wall.max(1e-9);
-    let media = summary.frames_captured as f64 / summary.source.fps;
-    println!(
-        "clip: {} ({}x{}, {:.2} fps, {} frames, {:.1} s)",
-        summary.source.name,
-        summary.source.width,
-        summary.source.height,
-        summary.source.fps,
-        summary.frames_captured,
-        media
-    );
-    println!(
-        "replay: {fps:.1} frames/s, {:.1}x real time, wall {wall:.2} s",
-        media / wall.max(1e-9)
-    );
-    println!(
-        "presence detector runs: {} ({:.2} per media second)",
-        Metrics::get(&metrics.detector_runs),
-        Metrics::get(&metrics.detector_runs) as f64 / media.max(1e-9)
-    );
-    let palm_runs = Metrics::get(&metrics.palm_detector_runs);
-    println!(
-        "palm detector runs: {palm_runs} ({:.2} per media second)",
-        palm_runs as f64 / media.max(1e-9)
-    );
-    println!(
-        "{:<11} {:>7} {:>9} {:>9}",
-        "stage", "count", "p50 ms", "p95 ms"
-    );
-    for stage in Stage::ALL {
-        let h = metrics.stage(stage);
-        if h.count() > 0 {
-            println!(
-                "{:<11} {:>7} {:>9.2} {:>9.2}",
-                stage.name(),
-                h.count(),
-                h.quantile_ms(0.5),
-                h.quantile_ms(0.95)
-            );
+fn bench(
+    setup: replay_reach::ReplaySetup,
+    source: Box<dyn Source>,
+    json: bool,
+    model_runs: Option<u32>,
+) -> Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let opts = RunOptions {
+        progress: !json,
+        ..RunOptions::default()
+    };
+    let cfg = setup.config.clone();
+    let cfg = &cfg;
+    let summary = replay(setup, source, &opts, Vec::new(), metrics.clone())?;
+    let provider = Runtime::get(&cfg.onnxruntime)?.provider().name();
+    let report = BenchReport::new(&summary, &metrics, provider);
+    let loops = match model_runs {
+        Some(runs) => {
+            let runtime = Runtime::get(&cfg.onnxruntime)?;
+            let models = ModelsDir::locate(&cfg.models)?;
+            let mut names = vec![mirrorsight::vision::presence::MODEL.to_string()];
+            if cfg.hands.enabled {
+                names.push(mirrorsight::vision::pose::MODEL.to_string());
+                names.push(format!("palm_detection_{}", cfg.hands.palm_model.suffix()));
+                names.push(format!(
+                    "hand_landmark_{}",
+                    cfg.hands.landmark_model.suffix()
+                ));
+            }
+            Some(bench::model_loop(runtime, &models, &names, 5, runs)?)
+        }
+        None => None,
+    };
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        if let (Some(loops), Some(object)) = (&loops, value.as_object_mut()) {
+            object.insert("model_loop".into(), serde_json::to_value(loops)?);
+        }
+        println!("{value}");
+    } else {
+        print!("{}", report.to_text());
+        if let Some(loops) = &loops {
+            print!("{}", bench::model_loop_text(loops));
         }
     }
-    println!(
-        "peak RSS: {}",
-        peak_rss().map_or("unknown".into(), |kb| format!(
-            "{:.1} MiB",
-            kb as f64 / 1024.0
-        ))
-    );
+    Ok(ExitCode::SUCCESS)
 }
 
-/// VmHWM from /proc: the process's peak resident set size in KiB.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+fn print_model_outputs(cfg: &Config, clip: &Path) -> Result<ExitCode> {
+    let mut video = VideoFile::open(clip)?;
+    let Some(frame) = video.next_frame()? else {
+        bail!("{} has no frame", clip.display());
+    };
+    let runtime = Runtime::get(&cfg.onnxruntime)?;
+    let models = ModelsDir::locate(&cfg.models)?;
+    let outputs = bench::model_outputs(runtime, &models, &frame.image)?;
+    let report = serde_json::json!({
+        "provider": runtime.provider().name(),
+        "fallback": runtime.fallback_reason(),
+        "models": outputs,
+    });
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,8 @@ pub trait PrometheusText: Send + Sync {
 /// Pipeline stages whose latency is tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The vision thread's whole work on one frame (every stage below but decode).
+    Frame,
     Decode,
     Preprocess,
     Inference,
@@ -23,7 +25,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
+        Stage::Frame,
         Stage::Decode,
         Stage::Preprocess,
         Stage::Inference,
@@ -33,6 +36,7 @@ impl Stage {
 
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Frame => "frame",
             Stage::Decode => "decode",
             Stage::Preprocess => "preprocess",
             Stage::Inference => "inference",
@@ -83,6 +87,11 @@ impl Histogram {
 
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// The sum of everything recorded, in milliseconds.
+    pub fn total_ms(&self) -> f64 {
+        self.sum_s * 1000.0
     }
 
     /// The q-quantile in milliseconds (upper bound of its bucket, so never optimistic).

@@ -72,6 +72,8 @@ pub struct RunSummary {
     /// Media time of the last processed frame.
     pub media_s: f64,
     pub wall: Duration,
+    /// Process CPU time (every thread) over the same window as `wall`.
+    pub cpu: Duration,
     pub events: u64,
 }
 
@@ -123,6 +125,7 @@ pub fn run(
     };
     let (queue, frames) = FrameQueue::new(capacity, policy);
     let started = Instant::now();
+    let cpu_started = crate::bench::process_cpu_time();
 
     let capture_metrics = metrics.clone();
     let realtime = opts.realtime;
@@ -163,10 +166,12 @@ pub fn run(
     let mut vision_result = Ok(());
     let mut last_t = 0.0;
     while let Some(frame) = frames.recv() {
+        let frame_started = Instant::now();
         if let Err(e) = driver.step(&frame, &mut out) {
             vision_result = Err(e);
             break;
         }
+        metrics.record(Stage::Frame, frame_started.elapsed());
         last_t = frame.t;
         processed += 1;
         progress.set_position(frame.seq + 1);
@@ -246,6 +251,7 @@ pub fn run(
         frames_processed: processed,
         frames_dropped,
         wall: started.elapsed(),
+        cpu: crate::bench::process_cpu_time().saturating_sub(cpu_started),
         events: Metrics::get(&metrics.events_emitted),
         source: info,
     };

@@ -1,4 +1,10 @@
-//! A loaded model with one square NHWC image input and its reusable input buffer.
+//! A loaded model with one square NHWC image input and its reusable input buffer, and the
+//! process-wide record of how long each model takes (crop and convert, `session.run`, output
+//! reading), which `bench` reports.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -6,6 +12,36 @@ use ort::value::TensorRef;
 use super::VisionError;
 use super::tensor::{Range, Roi, sample_roi};
 use crate::frame::RgbImage;
+use crate::metrics::Histogram;
+
+/// Where one model's time goes, per call.
+#[derive(Debug, Clone, Default)]
+pub struct ModelTiming {
+    /// Cropping, resampling and normalising the region into the input tensor.
+    pub prepare: Histogram,
+    /// `session.run` alone: what ONNX Runtime spends.
+    pub run: Histogram,
+    /// Reading the outputs and decoding them (anchors, landmarks).
+    pub read: Histogram,
+}
+
+/// Time spent in each model, by model name, for the whole process. A registry rather than a
+/// field threaded through every tracker: models are built deep inside the vision stage, and
+/// this is measurement, not behaviour (the lock is taken once per call, a few times a frame).
+pub fn model_timings() -> BTreeMap<&'static str, ModelTiming> {
+    registry().lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+fn registry() -> &'static Mutex<BTreeMap<&'static str, ModelTiming>> {
+    static TIMINGS: OnceLock<Mutex<BTreeMap<&'static str, ModelTiming>>> = OnceLock::new();
+    TIMINGS.get_or_init(Default::default)
+}
+
+fn record(name: &'static str, part: fn(&mut ModelTiming) -> &mut Histogram, took: Duration) {
+    if let Ok(mut timings) = registry().lock() {
+        part(timings.entry(name).or_default()).record(took);
+    }
+}
 
 pub struct ImageModel {
     pub name: &'static str,
@@ -39,7 +75,9 @@ impl ImageModel {
 
     /// Samples the ROI of `image` into the input tensor.
     pub fn prepare(&mut self, image: &RgbImage, roi: &Roi) {
+        let started = Instant::now();
         sample_roi(image, roi, self.size, self.range, &mut self.input);
+        record(self.name, |t| &mut t.prepare, started.elapsed());
     }
 
     /// Runs the model on the prepared input and hands the chosen outputs (by index, in
@@ -57,7 +95,10 @@ impl ImageModel {
         let input =
             TensorRef::from_array_view(([1usize, self.size, self.size, 3], self.input.as_slice()))
                 .map_err(fail)?;
+        let started = Instant::now();
         let outputs = self.session.run(ort::inputs![input]).map_err(fail)?;
+        let ran = Instant::now();
+        record(name, |t| &mut t.run, ran - started);
         let mut views: Vec<&[f32]> = Vec::with_capacity(wanted.len());
         for &i in wanted {
             let key = self.outputs.get(i).ok_or_else(|| VisionError::Inference {
@@ -69,6 +110,8 @@ impl ImageModel {
                 .map_err(fail)?;
             views.push(data);
         }
-        Ok(read(&views))
+        let result = read(&views);
+        record(name, |t| &mut t.read, ran.elapsed());
+        Ok(result)
     }
 }
