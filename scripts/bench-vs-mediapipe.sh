@@ -2,6 +2,7 @@
 # mirrorsight against MediaPipe, side by side on this machine: the anchor of issue #13.
 #
 #   scripts/bench-vs-mediapipe.sh [--rounds N] [--set KEY=VALUE ...] [CLIP ...]
+#   scripts/bench-vs-mediapipe.sh --setup-only      (install the MediaPipe venv, then stop)
 #
 # Sets MediaPipe Python 0.10.21 up in a venv under ~/.cache/mirrorsight (PyPI; the wheel lacks
 # pose_landmark_lite.tflite, taken from the npm package @mediapipe/pose and checked by sha256),
@@ -23,13 +24,15 @@ POSE_NPM="@mediapipe/pose@0.5.1675469404"
 POSE_LITE_SHA256=f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61
 
 rounds=3
+setup_only=0
 sets=()
 clips=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --setup-only) setup_only=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench-vs-mediapipe: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) clips+=("$1"); shift ;;
   esac
@@ -57,6 +60,7 @@ if [ ! -f "$venv/.ready" ]; then
   install -m 0644 "$tmp/package/pose_landmark_lite.tflite" "$modules/pose_landmark/pose_landmark_lite.tflite"
   touch "$venv/.ready"
 fi
+[ "$setup_only" -eq 0 ] || { echo "bench-vs-mediapipe: MediaPipe $MEDIAPIPE_VERSION ready in $venv" >&2; exit 0; }
 
 # --- mirrorsight ---------------------------------------------------------------------------
 cargo build --release --locked --quiet --bin mirrorsight
