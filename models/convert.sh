@@ -5,7 +5,17 @@
 # ~/.cache/mirrorsight-convert (override with MIRRORSIGHT_CONVERT_CACHE) and are
 # reused when present and intact. Needs python3.11 (+venv), pip and npm, and access
 # to PyPI and the npm registry. Writes models/*.onnx and models/manifest.json, then
-# runs models/verify.py (ONNX Runtime vs the TFLite interpreter).
+# runs models/verify.py (ONNX Runtime vs the TFLite interpreter), then makes the INT8 forms
+# (onnxruntime.precision = "int8", step 5).
+#
+#   models/convert.sh              everything
+#   models/convert.sh --int8-only  step 5 alone, from the committed FP32 models
+#
+# Step 5 replays the shared footage (MIRRORSIGHT_FOOTAGE, default ../shared/footage) and the
+# demo clip through `mirrorsight bench --calibration-dump` (built here, release) to collect the
+# tensors each model really gets, and quantises the models in INT8_MODELS on them
+# (models/quantize.py). INT8_MODELS lists only the models whose INT8 form lost nothing in
+# `mirrorsight eval` and its robustness suite (see models/README.md).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,7 +33,58 @@ NPM_POSE=@mediapipe/pose@0.5.1675469404
 NPM_POSE_TGZ=mediapipe-pose-0.5.1675469404.tgz
 NPM_POSE_SHA=8bb349a7b3a3ba699df23be804ddd3b3eab810b50b15406894be257859388a84
 
+INT8_MODELS=(hand_landmark_lite hand_landmark_full)
+CALIBRATION_EVERY=4
+CALIBRATION_CLIPS=(
+  sense_reactive_gesture_test_1.mp4 one-by-one-person-detection.mp4
+  mediapipe_gesture_recognizer_test_video.mp4 mediapipe_hand_landmarker_test_video.mp4
+  tfjs_asl_hand.25fps.mp4 asl_yes.mkv asl_want.mkv tfjs_pose_squats.mp4
+)
+
+int8_only=0
+case "${1:-}" in
+  --int8-only) int8_only=1 ;;
+  "") ;;
+  *) echo "convert.sh: unknown argument $1 (use --int8-only or nothing)" >&2; exit 2 ;;
+esac
+
 mkdir -p "$CACHE" "$SRC" "$WORK"
+
+# 5. INT8: calibration tensors from the daemon's own crops, then static QDQ quantisation.
+int8() {
+  local root footage qvenv dump bin clips=()
+  root="$(cd "$HERE/.." && pwd)"
+  footage="${MIRRORSIGHT_FOOTAGE:-$root/../shared/footage}"
+  qvenv="$CACHE/venv-quantize"
+  local qreq="$HERE/requirements-quantize.txt" qstamp="$CACHE/venv-quantize/.requirements.sha256"
+  if [ ! -x "$qvenv/bin/python" ] || [ "$(cat "$qstamp" 2>/dev/null)" != "$(sha256sum "$qreq" | cut -d' ' -f1)" ]; then
+    echo "== venv $qvenv"
+    "$PY" -m venv "$qvenv"
+    nice "$qvenv/bin/pip" install -q --disable-pip-version-check -r "$qreq"
+    sha256sum "$qreq" | cut -d' ' -f1 > "$qstamp"
+  fi
+  for c in "${CALIBRATION_CLIPS[@]}"; do
+    [ -f "$footage/$c" ] || { echo "convert.sh: calibration clip $footage/$c not found (set MIRRORSIGHT_FOOTAGE)" >&2; exit 1; }
+    clips+=("$footage/$c")
+  done
+  clips+=("$root/assets/demo.mp4")
+  (cd "$root" && . scripts/env.sh && cargo build --release --locked --quiet --bin mirrorsight)
+  bin="$(cd "$root" && . scripts/env.sh && echo "$MIRRORSIGHT_BIN")"
+  dump="$WORK/calibration"
+  rm -rf "$dump"
+  for c in "${clips[@]}"; do
+    echo "== calibration tensors from $(basename "$c")"
+    # FP32 on the CPU provider: the reference answers decide which crops are taken.
+    "$bin" bench "$c" --json --set onnxruntime.precision=fp32 --set onnxruntime.provider=cpu \
+      --calibration-dump "$dump" --calibration-every "$CALIBRATION_EVERY" >/dev/null
+  done
+  nice "$qvenv/bin/python" "$HERE/quantize.py" --models "$HERE" --calibration "$dump" \
+    --every "$CALIBRATION_EVERY" --clips "${clips[@]}" -- "${INT8_MODELS[@]}"
+}
+if [ "$int8_only" -eq 1 ]; then
+  int8
+  exit 0
+fi
 
 # 1. venv with pinned tensorflow-cpu, tf2onnx, onnxruntime (re-installed only when
 #    requirements-convert.txt changes)
@@ -59,4 +120,6 @@ nice "$VENV/bin/python" "$HERE/convert.py" --src "$SRC" --work "$WORK" --out "$H
 
 # 4. ONNX Runtime vs TFLite interpreter on real images
 nice "$VENV/bin/python" "$HERE/verify.py" --models "$HERE" --tflite "$WORK" 2>&1 | grep -v 'XNNPACK delegate'
-exit "${PIPESTATUS[0]}"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+
+int8

@@ -25,6 +25,8 @@ pub struct BenchReport {
     pub runner: &'static str,
     /// The ONNX Runtime execution provider that ran the models.
     pub provider: &'static str,
+    /// `onnxruntime.precision`: "fp32", or "int8" (the models kept in INT8).
+    pub precision: &'static str,
     pub clip: String,
     pub width: u32,
     pub height: u32,
@@ -87,7 +89,12 @@ pub struct ModelLoop {
 
 impl BenchReport {
     /// Builds the report from a finished replay.
-    pub fn new(summary: &RunSummary, metrics: &Metrics, provider: &'static str) -> Self {
+    pub fn new(
+        summary: &RunSummary,
+        metrics: &Metrics,
+        provider: &'static str,
+        precision: &'static str,
+    ) -> Self {
         let cpu = summary.cpu;
         let wall_s = summary.wall.as_secs_f64().max(1e-9);
         let frames = summary.frames_processed;
@@ -125,6 +132,7 @@ impl BenchReport {
         Self {
             runner: "mirrorsight",
             provider,
+            precision,
             clip: summary.source.name.clone(),
             width: summary.source.width,
             height: summary.source.height,
@@ -162,8 +170,8 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "cpu: {:.1} ms per frame ({:.2} cores busy), provider {}",
-            self.cpu_ms_per_frame, self.cores_busy, self.provider
+            "cpu: {:.1} ms per frame ({:.2} cores busy), provider {}, precision {}",
+            self.cpu_ms_per_frame, self.cores_busy, self.provider, self.precision
         );
         let _ = writeln!(
             out,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use mirrorsight::config::{Config, DisplayMode, SourceKind};
 use mirrorsight::source::camera::{CameraDevice, list_cameras};
 use mirrorsight::source::{Source, VideoFile};
-use mirrorsight::vision::runtime::{ModelsDir, Provider, Runtime, manifest};
+use mirrorsight::vision::runtime::{ModelsDir, Precision, Provider, Runtime, manifest};
 use mirrorsight_wechat::QrKind;
 use mirrorsight_wechat::secret::{
     APPSECRET_ENV, CREDENTIALS_DIRECTORY_ENV, DEVICE_TOKEN_ENV, SecretSpec, load_secret,
@@ -148,7 +148,13 @@ fn install(cfg: &Config, report: &mut Report) {
         Ok(manifest) => {
             for spec in &manifest.models {
                 let verdict = match runtime.load(&models, &spec.name) {
-                    Ok(_) => Verdict::Ok(models.dir.join(&spec.file).display().to_string()),
+                    Ok(_) => Verdict::Ok(
+                        models
+                            .dir
+                            .join(spec.file_for(runtime.precision).0)
+                            .display()
+                            .to_string(),
+                    ),
                     Err(e) => Verdict::Failed(e.to_string()),
                 };
                 report.line(&format!("model {}", spec.name), verdict);
@@ -168,6 +174,14 @@ fn install(cfg: &Config, report: &mut Report) {
         None => runtime.provider().name().to_string(),
     };
     report.line("onnxruntime provider", Verdict::Ok(provider));
+    let precision = match (runtime.precision, manifest()) {
+        (Precision::Int8, Ok(manifest)) => {
+            let int8 = manifest.models.iter().filter(|m| m.int8.is_some()).count();
+            format!("int8 ({int8} models in INT8, the others in FP32)")
+        }
+        (precision, _) => precision.name().to_string(),
+    };
+    report.line("onnxruntime precision", Verdict::Ok(precision));
 }
 
 /// The camera (looked up, not opened) or the clip of a trial.

@@ -143,6 +143,9 @@ pub struct OnnxRuntimeConfig {
     pub provider: crate::vision::runtime::Provider,
     /// OpenVINO's device: "CPU", "GPU" (an Intel iGPU), "AUTO", …
     pub device: String,
+    /// The models' precision: "fp32", or "int8" (the INT8 models kept in models/manifest.json,
+    /// FP32 for the others).
+    pub precision: crate::vision::runtime::Precision,
     /// Intra-op threads per model.
     pub intra_threads: usize,
     /// Busy-wait in ONNX Runtime's thread pool (costs a core while idle).
@@ -155,6 +158,7 @@ impl Default for OnnxRuntimeConfig {
             library: None,
             provider: crate::vision::runtime::Provider::Cpu,
             device: "CPU".into(),
+            precision: crate::vision::runtime::Precision::Fp32,
             intra_threads: 2,
             spinning: false,
         }

@@ -161,6 +161,13 @@ enum Command {
         /// execution providers).
         #[arg(long, hide = true)]
         model_outputs: bool,
+        /// Also write every Nth input tensor of each model under DIR (models/convert.sh
+        /// calibrates the INT8 models on them).
+        #[arg(long, hide = true, value_name = "DIR")]
+        calibration_dump: Option<PathBuf>,
+        /// With --calibration-dump: keep every Nth call of each model.
+        #[arg(long, hide = true, default_value_t = 5, value_name = "N")]
+        calibration_every: u64,
     },
 }
 
@@ -358,8 +365,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             models,
             model_outputs,
+            calibration_dump,
+            calibration_every,
         } => {
             let cfg = config.load()?;
+            if let Some(dir) = calibration_dump {
+                let tag = clip
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "clip".into());
+                mirrorsight::vision::model::dump_inputs(dir.clone(), &tag, calibration_every)
+                    .with_context(|| format!("calibration dump to {}", dir.display()))?;
+            }
             if model_outputs {
                 print_model_outputs(&cfg, &clip)
             } else {
@@ -475,8 +492,13 @@ fn bench(
     let cfg = setup.config.clone();
     let cfg = &cfg;
     let summary = replay(setup, source, &opts, Vec::new(), metrics.clone())?;
-    let provider = Runtime::get(&cfg.onnxruntime)?.provider().name();
-    let report = BenchReport::new(&summary, &metrics, provider);
+    let runtime = Runtime::get(&cfg.onnxruntime)?;
+    let report = BenchReport::new(
+        &summary,
+        &metrics,
+        runtime.provider().name(),
+        runtime.precision.name(),
+    );
     let loops = match model_runs {
         Some(runs) => {
             let runtime = Runtime::get(&cfg.onnxruntime)?;

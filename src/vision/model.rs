@@ -1,8 +1,10 @@
 //! A loaded model with one square NHWC image input and its reusable input buffer, and the
 //! process-wide record of how long each model takes (crop and convert, `session.run`, output
-//! reading), which `bench` reports.
+//! reading), which `bench` reports; and, for `models/convert.sh`, a copy of what each model is
+//! given (`bench --calibration-dump`), to calibrate the INT8 models on the crops they see.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,54 @@ fn record(name: &'static str, part: fn(&mut ModelTiming) -> &mut Histogram, took
     }
 }
 
+/// Where `bench --calibration-dump` writes model inputs: `DIR/<model>/<tag>-<n>.f32`, raw
+/// little-endian float32 NHWC tensors, every `every`-th call of each model.
+struct CalibrationDump {
+    dir: PathBuf,
+    tag: String,
+    every: u64,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+static CALIBRATION: OnceLock<CalibrationDump> = OnceLock::new();
+
+/// From now on, every `every`-th input of each model is written under `dir` (files named
+/// after `tag`, the clip). Once per process; a second call is refused.
+pub fn dump_inputs(dir: PathBuf, tag: &str, every: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(&dir)?;
+    CALIBRATION
+        .set(CalibrationDump {
+            dir,
+            tag: tag.to_string(),
+            every: every.max(1),
+            calls: Mutex::new(BTreeMap::new()),
+        })
+        .map_err(|_| std::io::Error::other("calibration dump already set"))
+}
+
+impl CalibrationDump {
+    fn offer(&self, model: &'static str, input: &[f32]) {
+        let call = match self.calls.lock() {
+            Ok(mut calls) => {
+                let n = calls.entry(model).or_insert(0);
+                *n += 1;
+                *n - 1
+            }
+            Err(_) => return,
+        };
+        if call % self.every != 0 {
+            return;
+        }
+        let folder = self.dir.join(model);
+        let path = folder.join(format!("{}-{:06}.f32", self.tag, call));
+        let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+        if let Err(e) = std::fs::create_dir_all(&folder).and_then(|_| std::fs::write(&path, bytes))
+        {
+            tracing::warn!("calibration dump: cannot write {}: {e}", path.display());
+        }
+    }
+}
+
 pub struct ImageModel {
     pub name: &'static str,
     session: Session,
@@ -78,6 +128,9 @@ impl ImageModel {
         let started = Instant::now();
         sample_roi(image, roi, self.size, self.range, &mut self.input);
         record(self.name, |t| &mut t.prepare, started.elapsed());
+        if let Some(dump) = CALIBRATION.get() {
+            dump.offer(self.name, &self.input);
+        }
     }
 
     /// Runs the model on the prepared input and hands the chosen outputs (by index, in

@@ -66,6 +66,28 @@ pub struct ModelSpec {
     pub sha256: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// The INT8 (QDQ) form of the model, where one was kept (`models/convert.sh` makes it;
+    /// the manifest records how it was calibrated). Same inputs and outputs.
+    #[serde(default)]
+    pub int8: Option<ModelFile>,
+}
+
+/// One file of a model: its name in the models folder and its sha256.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelFile {
+    pub file: String,
+    pub sha256: String,
+}
+
+impl ModelSpec {
+    /// The file to load at this precision: the INT8 one where the manifest has it, the FP32
+    /// one otherwise (models whose INT8 form lost accuracy are kept in FP32).
+    pub fn file_for(&self, precision: Precision) -> (&str, &str) {
+        match (precision, &self.int8) {
+            (Precision::Int8, Some(q)) => (&q.file, &q.sha256),
+            _ => (&self.file, &self.sha256),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +123,27 @@ impl Provider {
         match self {
             Provider::Cpu => "cpu",
             Provider::OpenVino => "openvino",
+        }
+    }
+}
+
+/// The numeric precision of the models (`onnxruntime.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Precision {
+    /// The converted MediaPipe models as they are (float32 weights and activations).
+    #[serde(rename = "fp32")]
+    Fp32,
+    /// INT8 weights and activations (static QDQ quantisation calibrated on the shared footage)
+    /// for the models whose INT8 form lost no accuracy; FP32 for the others.
+    #[serde(rename = "int8")]
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -199,6 +242,7 @@ pub struct Runtime {
     pub library: PathBuf,
     threads: usize,
     spinning: bool,
+    pub precision: Precision,
     /// The provider asked for; `load` uses it unless it already failed once.
     provider: Provider,
     device: String,
@@ -229,6 +273,7 @@ impl Runtime {
                 library: library.clone(),
                 threads: cfg.intra_threads,
                 spinning: cfg.spinning,
+                precision: cfg.precision,
                 provider,
                 device: cfg.device.clone(),
                 fallback: Mutex::new(fallback),
@@ -272,18 +317,19 @@ impl Runtime {
     /// Loads a model by manifest name after checking its bytes and tensor signature.
     pub fn load(&self, models: &ModelsDir, name: &str) -> Result<Session, RuntimeError> {
         let spec = models.spec(name)?;
-        let path = models.dir.join(&spec.file);
+        let (file, sha256) = spec.file_for(self.precision);
+        let path = models.dir.join(file);
         let bytes = std::fs::read(&path).map_err(|_| RuntimeError::ModelMissing {
             name: name.into(),
             path: path.clone(),
         })?;
         let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != spec.sha256 {
+        if actual != sha256 {
             return Err(RuntimeError::ModelChecksum {
                 name: name.into(),
                 path,
                 actual,
-                expected: spec.sha256.clone(),
+                expected: sha256.to_string(),
             });
         }
         let session = match self.provider() {
