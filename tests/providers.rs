@@ -123,3 +123,87 @@ fn missing_openvino_falls_back_to_the_cpu_provider_with_its_reason() {
         "{stdout}"
     );
 }
+
+/// The INT8 hand landmark models (onnxruntime.precision = "int8") find the thumbs-up hand of
+/// the shared photo where the FP32 ones do (measured: presence 0.96–0.98 both, landmarks
+/// 0.7–1.0 px apart on average, 2.4 px at most, of a 224 px crop), and `check` loads them.
+#[test]
+fn int8_hand_landmarks_follow_the_fp32_ones() {
+    let check = run_ok(
+        bin()
+            .arg("check")
+            .args(["--set", "onnxruntime.precision=\"int8\""]),
+    );
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    for model in ["hand_landmark_lite", "hand_landmark_full"] {
+        assert!(
+            stdout.contains(&format!("{model}.int8.onnx")),
+            "{model} is not loaded in INT8:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("onnxruntime precision: int8 (2 models in INT8"),
+        "{stdout}"
+    );
+
+    let Some(photo) = footage("mediapipe_hand_thumb_up.jpg") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the shared footage is missing"
+        );
+        println!("SKIPPED int8_hand_landmarks_follow_the_fp32_ones: no shared footage");
+        return;
+    };
+    let outputs = |precision: &str| -> Value {
+        let out = run_ok(
+            bin()
+                .arg("bench")
+                .arg(&photo)
+                .arg("--model-outputs")
+                .args(["--set", &format!("onnxruntime.precision=\"{precision}\"")]),
+        );
+        serde_json::from_slice(&out.stdout).expect("model outputs are JSON")
+    };
+    let (fp32, int8) = (outputs("fp32"), outputs("int8"));
+    let model = |report: &Value, name: &str| -> Vec<Vec<f64>> {
+        let m = report["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["model"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        m["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .map(|t| {
+                t["values"]
+                    .as_array()
+                    .expect("values")
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                    .collect()
+            })
+            .collect()
+    };
+    for name in ["hand_landmark_lite", "hand_landmark_full"] {
+        let (a, b) = (model(&fp32, name), model(&int8, name));
+        let (pa, pb) = (a[1][0], b[1][0]);
+        assert!(
+            pa > 0.9 && pb > 0.9,
+            "{name}: presence {pa} (fp32) vs {pb} (int8)"
+        );
+        let distances: Vec<f64> = a[0]
+            .chunks(3)
+            .zip(b[0].chunks(3))
+            .map(|(p, q)| ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt())
+            .collect();
+        assert_eq!(distances.len(), 21, "{name}: 21 landmarks");
+        let mean = distances.iter().sum::<f64>() / 21.0;
+        let worst = distances.iter().fold(0.0f64, |m, d| m.max(*d));
+        assert!(
+            mean <= 3.0 && worst <= 8.0,
+            "{name}: INT8 landmarks {mean:.2} px from FP32 on average, {worst:.2} px at most"
+        );
+    }
+}
