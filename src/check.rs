@@ -165,11 +165,11 @@ fn install(cfg: &Config, report: &mut Report) {
     // After the models: a provider that refuses one falls back, and that is known only now.
     let provider = match runtime.fallback_reason() {
         Some(reason) => format!(
-            "cpu (onnxruntime.provider = \"{}\" fell back: {reason})",
+            "cpu, onnxruntime.provider = \"{}\" fell back: {reason}",
             cfg.onnxruntime.provider.name()
         ),
         None if runtime.provider() == Provider::OpenVino => {
-            format!("openvino (device {})", cfg.onnxruntime.device)
+            format!("openvino, device {}", cfg.onnxruntime.device)
         }
         None => runtime.provider().name().to_string(),
     };
@@ -177,7 +177,7 @@ fn install(cfg: &Config, report: &mut Report) {
     let precision = match (runtime.precision, manifest()) {
         (Precision::Int8, Ok(manifest)) => {
             let int8 = manifest.models.iter().filter(|m| m.int8.is_some()).count();
-            format!("int8 ({int8} models in INT8, the others in FP32)")
+            format!("int8: {int8} models in INT8, the others in FP32")
         }
         (precision, _) => precision.name().to_string(),
     };
