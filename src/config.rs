@@ -50,6 +50,7 @@ pub struct Config {
     pub wechat: mirrorsight_wechat::WechatConfig,
     pub backend: mirrorsight_wechat::BackendConfig,
     pub photos: mirrorsight_photos::PhotosConfig,
+    pub clips: crate::actions::clips::ClipsConfig,
     pub service: crate::service::ServiceConfig,
     pub display: DisplayConfig,
     pub mqtt: crate::sinks::MqttConfig,
@@ -342,6 +343,9 @@ impl Config {
         self.photos
             .validate()
             .map_err(|e| key_error(e.key, e.message))?;
+        self.clips
+            .validate()
+            .map_err(|(key, message)| key_error(key, message))?;
         fraction("hands.min_palm_score", self.hands.min_palm_score)?;
         fraction("hands.min_presence", self.hands.min_presence)?;
         positive(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mirrorsight::actions::Action;
+use mirrorsight::actions::clips::ClipAction;
 use mirrorsight::actions::compare::CompareAction;
 use mirrorsight::actions::overlay::OverlaySink;
 use mirrorsight::actions::photos::PhotoAction;
@@ -36,7 +37,8 @@ fn state_dir(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/mirrorsight"))
 }
 
-/// The actions every pipeline runs: QR codes, photos and the compare view.
+/// The actions every pipeline runs: QR codes, photos, the compare view and clips. `fps`: the
+/// source's frame rate (clips are encoded at it).
 pub fn actions(
     cfg: &Config,
     seeds: &mut IdGenerator,
@@ -44,6 +46,7 @@ pub fn actions(
     runtime: &tokio::runtime::Runtime,
     fill_pool_first: bool,
     metrics: &Arc<Metrics>,
+    fps: f64,
 ) -> Result<Vec<Box<dyn Action>>> {
     if cfg.qr.kind == mirrorsight_wechat::QrKind::MiniProgram {
         return Err(mirrorsight::config::ConfigError::Key {
@@ -57,7 +60,7 @@ pub fn actions(
     // Durably: the binding log's records are only as safe as the directory entries above it.
     mirrorsight_wechat::binding::create_dir_all_durable(state_dir)
         .with_context(|| format!("storage.dir {}", state_dir.display()))?;
-    Ok(vec![
+    let mut actions: Vec<Box<dyn Action>> = vec![
         Box::new(QrAction::start(
             &cfg.wechat_settings(),
             seeds.fork(),
@@ -77,7 +80,13 @@ pub fn actions(
             cfg.overlay.compare_idle_s,
             cfg.camera.mirrored,
         )),
-    ])
+    ];
+    if cfg.clips.enabled {
+        let clips = ClipAction::start(&cfg.clips, fps, seeds.fork(), metrics.clone())
+            .map_err(anyhow::Error::msg)?;
+        actions.push(Box::new(clips));
+    }
+    Ok(actions)
 }
 
 pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
@@ -117,6 +126,7 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
             )
         }
     };
+    let source_fps = source.info().fps;
     let source = health.tap(source);
 
     let runtime = io_runtime()?;
@@ -129,6 +139,7 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
         &runtime,
         false,
         &metrics,
+        source_fps,
     )?;
 
     let probe: HealthProbe = {

@@ -54,6 +54,10 @@ pub struct Frame {
 /// taken by the photo action.
 pub type Capture = mirrorsight_core::capture::Capture<Frame>;
 
+/// Work for the turn-around clip being recorded: made by the clip scheduler in the pipeline,
+/// taken by the clip action.
+pub type ClipJob = mirrorsight_core::clip::ClipWork<Frame>;
+
 impl mirrorsight_core::frame::Timed for Frame {
     fn t(&self) -> f64 {
         self.t

@@ -418,6 +418,7 @@ fn replay(
     let mut seeds = setup.ids;
     let session_ids = seeds.fork();
     let runtime = daemon::io_runtime()?;
+    let fps = source.info().fps;
     let actions = daemon::actions(
         &setup.config,
         &mut seeds,
@@ -425,6 +426,7 @@ fn replay(
         &runtime,
         true,
         &metrics,
+        fps,
     )?;
     let summary = pipeline::run(
         &setup.config,

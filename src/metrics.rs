@@ -140,6 +140,8 @@ pub struct Metrics {
     pub frames_captured: AtomicU64,
     pub frames_processed: AtomicU64,
     pub frames_dropped: AtomicU64,
+    /// Frames of a turn-around clip the encoder's queue could not take.
+    pub clip_frames_dropped: AtomicU64,
     pub detector_runs: AtomicU64,
     pub palm_detector_runs: AtomicU64,
     pub sessions_started: AtomicU64,
@@ -245,6 +247,11 @@ impl Metrics {
                 "mirrorsight_frames_dropped_total",
                 "Stale frames dropped because vision was busy.",
                 &self.frames_dropped,
+            ),
+            (
+                "mirrorsight_clip_frames_dropped_total",
+                "Frames of turn-around clips dropped because the encoder was behind.",
+                &self.clip_frames_dropped,
             ),
             (
                 "mirrorsight_presence_detector_runs_total",

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::actions::Action;
 use crate::capture::CaptureScheduler;
 use crate::config::Config;
-use crate::frame::{Capture, Frame};
+use crate::frame::{Capture, ClipJob, Frame};
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
 use crate::service::{Health, Shutdown};
@@ -106,6 +106,12 @@ pub fn run(
         observation: Observation::default(),
         metrics: metrics.clone(),
     };
+    let mut clips = config.clips.enabled.then(|| {
+        mirrorsight_core::clip::ClipScheduler::new(
+            config.photos.countdown_s,
+            config.clips.duration_s,
+        )
+    });
     let mut photos = CaptureScheduler::<Frame>::new(
         config.photos.ring_frames,
         config.photos.best_frame_window_s,
@@ -175,7 +181,12 @@ pub fn run(
         last_t = frame.t;
         processed += 1;
         progress.set_position(frame.seq + 1);
-        let captures = photos.on_frame(&frame, &mut out, driver.mirror.shopper_region(frame.t));
+        let region = driver.mirror.shopper_region(frame.t);
+        let captures = photos.on_frame(&frame, &mut out, region);
+        let clip_work = clips
+            .as_mut()
+            .map(|c| c.on_frame(&frame, &mut out, region))
+            .unwrap_or_default();
         if let (Some(w), Some(path)) = (dump.as_mut(), opts.dump_observations.as_ref()) {
             use std::io::Write;
             let line = serde_json::to_string(&driver.observation).unwrap_or_default();
@@ -188,6 +199,9 @@ pub fn run(
             && captures
                 .into_iter()
                 .all(|c| event_tx.send(Item::Capture(c)).is_ok())
+            && clip_work
+                .into_iter()
+                .all(|w| event_tx.send(Item::Clip(w)).is_ok())
             && event_tx
                 .send(Item::Tick {
                     t: frame.t,
@@ -219,6 +233,10 @@ pub fn run(
     // session, so the stream is complete.
     for capture in photos.finish(driver.mirror.shopper_region(last_t)) {
         let _ = event_tx.send(Item::Capture(capture));
+    }
+    // A clip being recorded keeps what it has.
+    for work in clips.as_mut().map(|c| c.finish(last_t)).unwrap_or_default() {
+        let _ = event_tx.send(Item::Clip(work));
     }
     let stopping = opts.shutdown.as_ref().is_some_and(Shutdown::is_triggered);
     driver.mirror.finish(
@@ -301,6 +319,8 @@ enum Item {
     Event(Event),
     /// A photo is due.
     Capture(Capture),
+    /// Work for the turn-around clip being recorded.
+    Clip(ClipJob),
     /// Media time moved on (one per frame); where the shopper's body is in that frame, as a
     /// fraction of the image's width.
     Tick {
@@ -368,6 +388,13 @@ impl Dispatcher {
                     self.actions
                         .iter_mut()
                         .for_each(|a| a.on_capture(&capture, &mut emitted));
+                    self.process(emitted);
+                }
+                Item::Clip(work) => {
+                    let mut emitted = Vec::new();
+                    self.actions
+                        .iter_mut()
+                        .for_each(|a| a.on_clip(&work, &mut emitted));
                     self.process(emitted);
                 }
                 Item::Tick { t, shopper_x } => {

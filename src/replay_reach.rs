@@ -14,8 +14,8 @@
 //!   run). If the config names any backend on another machine, the replay uses none of them:
 //!   codes are rendered locally from `qr.url_template` (kind `url`), photos are not uploaded,
 //!   events are not published over MQTT (the event file and stdout still get them), and the
-//!   binding log and the spool go to a throwaway directory instead of `storage.dir` and
-//!   `photos.spool_dir` (a live mirror's spool would upload them later). One `info` line
+//!   binding log and the spools go to a throwaway directory instead of `storage.dir`,
+//!   `photos.spool_dir` and `clips.spool_dir` (a live mirror's spool would upload them later). One `info` line
 //!   says so.
 //! - With `--live` the config is used as it is and every id comes from the OS, as on a live
 //!   mirror, so no two runs share a session, a scene or a photo id.
@@ -89,6 +89,9 @@ pub fn prepare(config: &Config, reach: Reach) -> Result<ReplaySetup> {
     if config.photos.spool_dir == mirrorsight_photos::PhotosConfig::default().spool_dir {
         config.photos.spool_dir = std::path::absolute(state_dir.join("spool"))?;
     }
+    if config.clips.spool_dir == mirrorsight::actions::clips::ClipsConfig::default().spool_dir {
+        config.clips.spool_dir = std::path::absolute(state_dir.join("clips"))?;
+    }
     Ok(ReplaySetup {
         config,
         state_dir,
@@ -134,6 +137,7 @@ fn stay_offline(config: &mut Config, throwaway: &std::path::Path) {
     config.mqtt.enabled = false;
     config.storage.dir = Some(throwaway.to_path_buf());
     config.photos.spool_dir = throwaway.join("spool");
+    config.clips.spool_dir = throwaway.join("clips");
 }
 
 #[cfg(test)]
@@ -156,6 +160,7 @@ mod tests {
         assert_eq!(setup.config.backend.url, None);
         assert!(setup.state_dir.starts_with(std::env::temp_dir()));
         assert!(setup.config.photos.spool_dir.starts_with(&setup.state_dir));
+        assert!(setup.config.clips.spool_dir.starts_with(&setup.state_dir));
         assert_eq!(setup.config.storage.dir.as_ref(), Some(&setup.state_dir));
         setup.config.validate().unwrap();
     }

@@ -47,7 +47,11 @@ impl Event {
             | PhotoUploaded { session, .. }
             | PhotoUploadFailed { session, .. }
             | CompareShown { session, .. }
-            | CompareClosed { session, .. } => Some(session),
+            | CompareClosed { session, .. }
+            | ClipRequested { session, .. }
+            | ClipStarted { session, .. }
+            | ClipSaved { session, .. }
+            | ClipRefused { session, .. } => Some(session),
             SourceEnded { .. } => None,
         }
     }
@@ -181,6 +185,37 @@ pub enum EventKind {
         session: String,
         reason: CompareCloseReason,
     },
+    /// The shopper asked for a turn-around clip; the countdown starts now and recording
+    /// starts at `record_at_ms`.
+    ClipRequested {
+        session: String,
+        trigger: String,
+        /// When recording starts: media time in milliseconds (the clock of `t`), set by the
+        /// clip scheduler from `photos.countdown_s`. The screen counts down to it.
+        record_at_ms: u64,
+    },
+    /// The countdown ended: recording `duration_s` of the camera's frames starts now.
+    ClipStarted {
+        session: String,
+        clip: String,
+        duration_s: f64,
+    },
+    /// A clip is encoded (H.264 MP4) and durably in the spool, with its poster frame.
+    ClipSaved {
+        session: String,
+        scene: String,
+        clip: String,
+        /// The MP4 in the spool.
+        path: String,
+        /// The poster frame (JPEG) in the spool.
+        poster: String,
+        duration_s: f64,
+        bytes: u64,
+        /// Frames the encoder could not take in time (the clip repeats the previous frame).
+        frames_dropped: u64,
+    },
+    /// A clip was not recorded or kept (encoder missing or failed, spool full or unwritable).
+    ClipRefused { session: String, reason: String },
     /// The frame source has no more frames (end of a clip, or the daemon stopping).
     SourceEnded { frames: u64 },
 }
@@ -206,6 +241,10 @@ impl EventKind {
             PhotoUploadFailed { .. } => "photo_upload_failed",
             CompareShown { .. } => "compare_shown",
             CompareClosed { .. } => "compare_closed",
+            ClipRequested { .. } => "clip_requested",
+            ClipStarted { .. } => "clip_started",
+            ClipSaved { .. } => "clip_saved",
+            ClipRefused { .. } => "clip_refused",
             SourceEnded { .. } => "source_ended",
         }
     }

@@ -6,6 +6,7 @@
 //! - [`gesture`]: the gesture recognizer (hand shapes, swipes, holds, cooldowns) and the
 //!   gesture → action map.
 //! - [`capture`]: the capture scheduler (photo countdowns, which frames a photo may come from).
+//! - [`clip`]: the clip scheduler (turn-around clip countdowns, which frames go into a clip).
 //! - [`compare`]: the compare view (which photo is shown large, on which side, when it closes).
 //! - [`observation`]: what vision saw in one frame, the input of all of the above.
 //! - [`mirror`]: all of the above for one mirror, as the pipeline drives it frame by frame.
@@ -18,6 +19,7 @@
 //! checks `cargo tree`).
 
 pub mod capture;
+pub mod clip;
 pub mod compare;
 pub mod frame;
 pub mod gesture;

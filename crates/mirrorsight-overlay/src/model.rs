@@ -34,6 +34,8 @@ pub struct Scene {
     pub selected: Option<usize>,
     /// The compare view: one photo large beside the reflection (the strip is hidden meanwhile).
     pub compare: Option<CompareView>,
+    /// A turn-around clip is recording: whole seconds left.
+    pub recording: Option<u32>,
 }
 
 /// What the compare view shows (from `compare_shown`).
@@ -112,6 +114,11 @@ struct Session {
     photos: Vec<Thumbnail>,
     selected: Option<usize>,
     compare: Option<CompareView>,
+    /// The countdown before a clip: recording starts at this media time (`record_at_ms` of
+    /// the `clip_requested` that started it).
+    clip_at: Option<f64>,
+    /// The clip being recorded: (from, until).
+    recording: Option<(f64, f64)>,
 }
 
 /// The overlay's state machine: feed it every event with [`apply`](Self::apply) and the
@@ -170,6 +177,12 @@ impl OverlayModel {
             if s.photo_at.is_some_and(|end| now >= end + flash_s - EPS) {
                 s.photo_at = None;
             }
+            if s.clip_at.is_some_and(|end| now >= end - EPS) {
+                s.clip_at = None;
+            }
+            if s.recording.is_some_and(|(_, end)| now >= end - EPS) {
+                s.recording = None;
+            }
         }
     }
 
@@ -196,6 +209,17 @@ impl OverlayModel {
             consider(end);
             consider(end + self.flash_s);
         }
+        for end in [s.clip_at, s.recording.map(|(_, end)| end)]
+            .into_iter()
+            .flatten()
+        {
+            let mut k = (end - self.now).ceil() - 1.0;
+            while k >= 1.0 {
+                consider(end - k);
+                k -= 1.0;
+            }
+            consider(end);
+        }
         next
     }
 
@@ -216,6 +240,8 @@ impl OverlayModel {
                     photos: Vec::new(),
                     selected: None,
                     compare: None,
+                    clip_at: None,
+                    recording: None,
                 });
             }
             EventKind::SessionEnded { session, .. } => {
@@ -390,6 +416,42 @@ impl OverlayModel {
                     s.compare = None;
                 }
             }
+            EventKind::ClipRequested {
+                session,
+                record_at_ms,
+                ..
+            } => {
+                let feedback_s = self.feedback_s;
+                if let Some(s) = self.active(session) {
+                    s.feedback = Some(feedback(Feedback::Check, now, feedback_s));
+                    // One clip at a time: a request while one counts down or records changes
+                    // nothing on screen.
+                    if s.clip_at.is_none() && s.recording.is_none() {
+                        s.clip_at = Some(media_seconds(*record_at_ms));
+                    }
+                }
+            }
+            EventKind::ClipStarted {
+                session,
+                duration_s,
+                ..
+            } => {
+                if let Some(s) = self.active(session) {
+                    s.clip_at = None;
+                    let len = if duration_s.is_finite() {
+                        duration_s.clamp(0.0, 3600.0)
+                    } else {
+                        0.0
+                    };
+                    s.recording = Some((now, now + len));
+                }
+            }
+            EventKind::ClipSaved { session, .. } | EventKind::ClipRefused { session, .. } => {
+                if let Some(s) = self.active(session) {
+                    s.clip_at = None;
+                    s.recording = None;
+                }
+            }
             EventKind::Gesture { .. }
             | EventKind::PersonLeft { .. }
             | EventKind::PersonReturned { .. }
@@ -414,6 +476,17 @@ impl OverlayModel {
                 flash = true;
             }
         }
+        if let Some(end) = s.clip_at.filter(|_| countdown.is_none()) {
+            let remaining = end - self.now;
+            if remaining > EPS {
+                countdown = Some((remaining - EPS).ceil().max(1.0) as u32);
+            }
+        }
+        let recording = s
+            .recording
+            .map(|(_, end)| end - self.now)
+            .filter(|left| *left > EPS)
+            .map(|left| (left - EPS).ceil().max(1.0) as u32);
         Scene {
             qr: match &s.qr {
                 QrState::Pending => QrView::Hidden,
@@ -429,6 +502,7 @@ impl OverlayModel {
             thumbnails: s.photos.clone(),
             selected: s.selected,
             compare: s.compare.clone(),
+            recording,
         }
     }
 
@@ -673,6 +747,68 @@ mod tests {
         assert_eq!((m.scene().countdown, m.scene().flash), (None, true));
         m.advance(9.2);
         assert_eq!((m.scene().countdown, m.scene().flash), (None, false));
+    }
+
+    #[test]
+    fn a_clip_counts_down_to_record_at_ms_then_shows_rec_with_the_seconds_left() {
+        let clip_requested = |t: f64, record_at_ms: u64| {
+            ev(
+                t,
+                EventKind::ClipRequested {
+                    session: "s1".into(),
+                    trigger: "open_palm_hold".into(),
+                    record_at_ms,
+                },
+            )
+        };
+        let mut m = model();
+        m.apply(&started(0.0));
+        m.apply(&clip_requested(2.0, 5_000));
+        assert_eq!((m.scene().countdown, m.scene().recording), (Some(3), None));
+        // A second request while counting changes nothing.
+        m.apply(&clip_requested(3.5, 6_500));
+        m.advance(4.5);
+        assert_eq!((m.scene().countdown, m.scene().recording), (Some(1), None));
+        m.apply(&ev(
+            5.0,
+            EventKind::ClipStarted {
+                session: "s1".into(),
+                clip: "c1".into(),
+                duration_s: 2.0,
+            },
+        ));
+        let mut seen = vec![(m.now(), m.scene().countdown, m.scene().recording)];
+        while let Some(t) = m.next_change() {
+            m.advance(t);
+            seen.push((m.now(), m.scene().countdown, m.scene().recording));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (5.0, None, Some(2)),
+                (6.0, None, Some(1)),
+                (7.0, None, None),
+            ]
+        );
+        // clip_saved (or clip_refused) takes the indicator down at once.
+        m.apply(&clip_requested(8.0, 8_000));
+        m.apply(&ev(
+            8.0,
+            EventKind::ClipStarted {
+                session: "s1".into(),
+                clip: "c2".into(),
+                duration_s: 6.0,
+            },
+        ));
+        assert_eq!(m.scene().recording, Some(6));
+        m.apply(&ev(
+            9.0,
+            EventKind::ClipRefused {
+                session: "s1".into(),
+                reason: "ffmpeg failed".into(),
+            },
+        ));
+        assert_eq!(m.scene().recording, None);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Layout {
     pub compare: Option<Rect>,
     /// The compare view's "2 / 4".
     pub compare_index: Option<Rect>,
+    /// The recording indicator (red dot, "REC" and seconds left).
+    pub recording: Option<Rect>,
 }
 
 impl Layout {
@@ -151,6 +153,7 @@ impl Renderer {
                 .collect(),
             compare: layout.compare.map(map),
             compare_index: layout.compare_index.map(map),
+            recording: layout.recording.map(map),
         };
         &self.frame
     }
@@ -182,10 +185,13 @@ impl Renderer {
         };
         let block_rect = block.as_ref().map(|b| b.rect);
         let band = self.strip_band(block_rect, m);
-        // The compare view replaces the strip while it is open.
+        // The compare view replaces the strip while it is open; while a clip records, the
+        // shopper watches themselves turn: neither is drawn.
+        let recording = scene.recording.is_some();
         let compare = scene
             .compare
             .as_ref()
+            .filter(|_| !recording)
             .map(|view| (view, self.compare_area(view.side, block_rect, m)));
         layout.stage = match &compare {
             Some((_, area)) => self.stage(block_rect, None, Some(area.rect), m),
@@ -198,7 +204,7 @@ impl Renderer {
             layout.compare_index = index;
         } else {
             self.compare_img = None;
-            if !scene.thumbnails.is_empty() {
+            if !scene.thumbnails.is_empty() && !recording {
                 layout.strip = Some(band);
                 layout.thumbnails = self.draw_strip(&scene.thumbnails, scene.selected, band);
             }
@@ -237,6 +243,9 @@ impl Renderer {
             }
         }
 
+        if let Some(left) = scene.recording {
+            layout.recording = Some(self.draw_recording(left, m));
+        }
         let stage = layout.stage;
         match (scene.countdown, scene.feedback) {
             (Some(n), feedback) => {
@@ -654,6 +663,29 @@ impl Renderer {
             th.ceil() as i32 + 2,
         );
         (photo, Some(label))
+    }
+
+    /// A red dot, "REC" and the seconds left, centred along the top edge.
+    fn draw_recording(&mut self, left: u32, m: i32) -> Rect {
+        let px = (self.lh as f32 * 0.05).clamp(24.0, 96.0);
+        let text = format!("REC {left}");
+        let (tw, th) = self.font.measure(&text, px);
+        let dot = th * 0.7;
+        let gap = th * 0.4;
+        let total = dot + gap + tw;
+        let x0 = (self.lw as f32 - total) / 2.0;
+        let y0 = m as f32;
+        let (cx, cy) = (x0 + dot / 2.0, y0 + th / 2.0);
+        self.canvas
+            .stroke_segments(&[((cx, cy), (cx, cy))], dot, RED);
+        self.font
+            .draw(&mut self.canvas, &text, px, x0 + dot + gap, y0, WHITE);
+        Rect::new(
+            x0.floor() as i32 - 1,
+            y0.floor() as i32 - 1,
+            total.ceil() as i32 + 2,
+            th.ceil() as i32 + 2,
+        )
     }
 
     fn thumb_frame(&self) -> i32 {

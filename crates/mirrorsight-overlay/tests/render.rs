@@ -282,6 +282,54 @@ fn offline_notice_replaces_the_code() {
 }
 
 #[test]
+fn recording_shows_a_red_dot_and_the_seconds_left_at_the_top_and_hides_the_strip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photo = dir.path().join("p.jpg");
+    write_jpeg(&photo, 600, 800, 0x2060C0);
+    let c = cfg(1920, 1080, 0, QrPosition::BottomRight);
+    let mut r = Renderer::new(&c, font(&c), 1920, 1080);
+    let scene = Scene {
+        thumbnails: vec![mirrorsight_overlay::Thumbnail {
+            photo: "a".into(),
+            path: photo.display().to_string().into(),
+        }],
+        selected: Some(0),
+        recording: Some(6),
+        ..qr_scene(URL)
+    };
+    let six = r.render(&scene).clone();
+    let l = r.layout().clone();
+    let rec = l.recording.expect("indicator drawn");
+    assert!(l.strip.is_none(), "the strip is hidden while recording");
+    assert!(rec.y < 100, "{rec:?} is along the top");
+    assert!((rec.x + rec.w / 2 - 960).abs() < 20, "{rec:?} is centred");
+    let block = l.qr_block().expect("QR");
+    assert_eq!(lit_outside(&six, &[rec, block]).0, 0, "nothing else is lit");
+    let red = (rec.y..rec.bottom())
+        .flat_map(|y| (rec.x..rec.right()).map(move |x| (x, y)))
+        .filter(|&(x, y)| {
+            let p = six.pixel(x as usize, y as usize);
+            p >> 16 & 0xFF > 180 && p >> 8 & 0xFF < 80 && p & 0xFF < 80
+        })
+        .count();
+    assert!(red > 50, "a red dot ({red} red pixels)");
+    assert_eq!(decode_qr(&six), vec![URL.to_owned()]);
+    // The seconds left change the picture; without recording the strip is back.
+    let five = r
+        .render(&Scene {
+            recording: Some(5),
+            ..scene.clone()
+        })
+        .clone();
+    assert_ne!(six, five);
+    r.render(&Scene {
+        recording: None,
+        ..scene
+    });
+    assert!(r.layout().strip.is_some() && r.layout().recording.is_none());
+}
+
+#[test]
 fn thumbnail_strip_shows_photos_and_moves_the_highlight() {
     let dir = tempfile::tempdir().expect("tempdir");
     let colors = [0xC03020u32, 0x2060C0, 0x20A040];
@@ -496,11 +544,13 @@ fn tiny_and_odd_screens_never_panic() {
         thumbnails: thumbs.clone(),
         selected: Some(1),
         compare: None,
+        recording: Some(6),
     };
     let offline = Scene {
         qr: QrView::Offline,
         countdown: Some(3),
         feedback: None,
+        recording: None,
         ..everything.clone()
     };
     let base = OverlayConfig::default();

@@ -21,6 +21,8 @@ pub enum Action {
     PhotoRequested,
     /// `photo_discard_requested`.
     PhotoDiscardRequested,
+    /// `clip_requested` (a turn-around clip), with the gesture's key as trigger.
+    ClipRequested,
     /// Only the `gesture` event is emitted.
     None,
 }
@@ -35,7 +37,7 @@ pub struct ActionMap {
     pub thumbs_up: Action,
     /// Default `photo_discard_requested`.
     pub thumbs_down: Action,
-    /// An open palm held for `gestures.palm_hold_s`. Default `photo_requested` (trigger `open_palm_hold`).
+    /// An open palm held for `gestures.palm_hold_s`. Default `clip_requested` (trigger `open_palm_hold`).
     pub open_palm_hold: Action,
     /// Default `none`.
     pub fist: Action,
@@ -51,7 +53,7 @@ impl Default for ActionMap {
             swipe: Action::OutfitSwitch,
             thumbs_up: Action::PhotoRequested,
             thumbs_down: Action::PhotoDiscardRequested,
-            open_palm_hold: Action::PhotoRequested,
+            open_palm_hold: Action::ClipRequested,
             fist: Action::None,
             pointing: Action::None,
             victory: Action::None,

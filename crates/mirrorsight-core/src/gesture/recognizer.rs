@@ -589,6 +589,12 @@ impl GestureRecognizer {
                 capture_at_ms: mirrorsight_contract::events::media_ms(t),
             },
             Action::PhotoDiscardRequested => EventKind::PhotoDiscardRequested { session },
+            Action::ClipRequested => EventKind::ClipRequested {
+                session,
+                trigger: trigger.to_string(),
+                // The clip scheduler sets it (like `capture_at_ms`).
+                record_at_ms: mirrorsight_contract::events::media_ms(t),
+            },
         };
         out.push(Event::new(t, kind));
     }

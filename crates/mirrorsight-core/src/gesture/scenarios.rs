@@ -124,6 +124,7 @@ fn kinds(events: &[Event]) -> Vec<String> {
             } => format!("gesture {gesture:?} {motion:?} {direction:?} {hand:?}"),
             EventKind::OutfitSwitch { direction, .. } => format!("outfit_switch {direction:?}"),
             EventKind::PhotoRequested { trigger, .. } => format!("photo_requested {trigger}"),
+            EventKind::ClipRequested { trigger, .. } => format!("clip_requested {trigger}"),
             EventKind::PhotoDiscardRequested { .. } => "photo_discard_requested".to_string(),
             other => other.type_name().to_string(),
         })
@@ -565,7 +566,7 @@ fn open_palm_needs_a_one_second_still_hold() {
         kinds(&events),
         [
             "gesture OpenPalm None None Right",
-            "photo_requested open_palm_hold"
+            "clip_requested open_palm_hold"
         ]
     );
     assert_eq!(times(&events), [1.5]);
