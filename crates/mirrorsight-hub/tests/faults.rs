@@ -794,6 +794,81 @@ async fn safe_mode_refuses_plaintext_and_malformed_frames() {
     );
 }
 
+/// Push XML that a lenient parser would read one way and WeChat meant another (#15 item 8):
+/// a repeated field (which `EventKey` counts?), a NUL (cut short by C code downstream) and more
+/// empty elements than a push has fields. Each gets 400 "malformed push", whether it comes as
+/// plaintext (compatible mode) or inside a good safe-mode frame, and none is recorded or bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_push_xml_gets_400_as_plaintext_and_in_a_frame() {
+    let env = start(|c| c.callback.mode = CallbackMode::Compatible).await;
+    let target = "xml-target";
+    assert_eq!(
+        hub::mint_request(&env.http, &env.base, MIRROR_1, target)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let xml = scan("o-xml", target);
+    // 64 fields in all is the limit: the scan's 7 plus 57 empty ones still parse.
+    let empties = |n: usize| (0..n).map(|i| format!("<Empty{i}/>")).collect::<String>();
+    let at_limit = xml.replace("</xml>", &format!("{}</xml>", empties(57)));
+    let cases = [
+        (
+            "a repeated EventKey",
+            xml.replace(
+                "</xml>",
+                "<EventKey><![CDATA[another-scene]]></EventKey></xml>",
+            ),
+        ),
+        ("a NUL", xml.replace("o-xml", "o-\0xml")),
+        (
+            "65 fields, 58 of them empty",
+            xml.replace("</xml>", &format!("{}</xml>", empties(58))),
+        ),
+    ];
+    let crypt = MessageCrypt::new(AES_KEY, FAKE_APPID).unwrap();
+    let malformed_before = metric(&env, "mirrorsight_hub_callback_malformed_total").await;
+    for (what, bad) in &cases {
+        let resp = hub::push(&env.http, &env.base, CALLBACK_TOKEN, &nonce(), bad).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "plaintext, {what}");
+        assert_eq!(resp.text().await.unwrap(), "malformed push", "{what}");
+        let resp = safe_push(&env, &crypt.encrypt(bad).unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "framed, {what}");
+        assert_eq!(resp.text().await.unwrap(), "malformed push", "{what}");
+    }
+    assert_eq!(env.store.wechat_event_count().unwrap(), 0);
+    assert!(env.store.bindings(target).unwrap().is_empty());
+    assert_eq!(
+        metric(&env, "mirrorsight_hub_callback_malformed_total").await,
+        malformed_before + 2 * cases.len() as i64
+    );
+    // The same scan at the limit is a scan: answered and bound.
+    let resp = hub::push(&env.http, &env.base, CALLBACK_TOKEN, &nonce(), &at_limit).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(env.store.wechat_event_count().unwrap(), 1);
+    assert_eq!(env.store.bindings(target).unwrap().len(), 1);
+}
+
+/// One value of the hub's `/metrics`, read with the admin token.
+async fn metric(env: &LocalHub, name: &str) -> i64 {
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
 /// WeChat's published ciphertext, pushed to a hub of the account it was made for: accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sample_is_accepted_for_its_account() {
