@@ -178,15 +178,19 @@ pub struct GestureScore {
     pub false_positives: Option<usize>,
     /// Event time − labelled end, per match.
     pub delays: Vec<f64>,
+    /// The matched event's index in the scored event list, per match (as `delays`).
+    #[serde(skip)]
+    pub matched_events: Vec<usize>,
 }
 
 pub fn score_gestures(events: &[Event], labels: &Labels) -> BTreeMap<String, GestureScore> {
-    let detected: Vec<(String, f64)> = events
+    let detected: Vec<(String, f64, usize)> = events
         .iter()
-        .filter_map(|e| match &e.kind {
+        .enumerate()
+        .filter_map(|(i, e)| match &e.kind {
             EventKind::Gesture {
                 gesture, motion, ..
-            } => Some((gesture_key(*gesture, *motion), e.t)),
+            } => Some((gesture_key(*gesture, *motion), e.t, i)),
             _ => None,
         })
         .collect();
@@ -211,19 +215,20 @@ pub fn score_gestures(events: &[Event], labels: &Labels) -> BTreeMap<String, Ges
         let hit = detected
             .iter()
             .enumerate()
-            .filter(|(i, (k, t))| !used[*i] && k == kind && *t >= start - tol && *t <= end + tol)
+            .filter(|(i, (k, t, _))| !used[*i] && k == kind && *t >= start - tol && *t <= end + tol)
             .min_by(|a, b| (a.1.1 - end).abs().total_cmp(&(b.1.1 - end).abs()))
-            .map(|(i, (_, t))| (i, *t));
+            .map(|(i, (_, t, event))| (i, *t, *event));
         match hit {
-            Some((i, t)) => {
+            Some((i, t, event)) => {
                 used[i] = true;
                 score.matched += 1;
                 score.delays.push(t - end);
+                score.matched_events.push(event);
             }
             None => score.missed += 1,
         }
     }
-    for (i, (kind, _)) in detected.iter().enumerate() {
+    for (i, (kind, _, _)) in detected.iter().enumerate() {
         let score = scores.entry(kind.clone()).or_default();
         if labels.gestures_complete {
             *score.false_positives.get_or_insert(0) += usize::from(!used[i]);
@@ -392,6 +397,79 @@ pub struct Report {
     pub confusion: Confusion,
     /// See [`false_triggers`].
     pub false_triggers: usize,
+    /// How long after their labelled end the matched gestures came out.
+    pub latency: Option<GestureLatency>,
+}
+
+/// How long after the labelled end of each matched gesture its event came out (issue #13's
+/// "gesture event ≤ 150 ms after the gesture's end"): the event's media time minus the
+/// labelled end, plus, in `eval --realtime`, how late the event left the pipeline after that
+/// media time (the processing delay a shopper in front of a camera sees).
+#[derive(Debug, Clone, Serialize)]
+pub struct GestureLatency {
+    /// Whether the processing delay is included (`--realtime`), or media time only.
+    pub realtime: bool,
+    /// One per matched gesture, seconds (negative: recognised before the labelled end).
+    pub samples_s: Vec<f64>,
+    pub p50_s: f64,
+    pub p95_s: f64,
+    pub max_s: f64,
+}
+
+impl GestureLatency {
+    /// From `report`'s matched gestures; `processing_s[i]` is how late event `i` of the scored
+    /// list left the pipeline (realtime runs), `None` for media time only.
+    pub fn of(report: &Report, processing_s: Option<&[f64]>) -> Option<Self> {
+        let samples: Vec<f64> = report
+            .gestures
+            .values()
+            .flat_map(|g| g.delays.iter().zip(&g.matched_events))
+            .map(|(delay, event)| {
+                delay
+                    + processing_s
+                        .and_then(|p| p.get(*event))
+                        .copied()
+                        .unwrap_or(0.0)
+            })
+            .collect();
+        Self::from_samples(samples, processing_s.is_some())
+    }
+
+    /// Quantiles of `samples` (nearest rank); `None` when there is none.
+    pub fn from_samples(mut samples: Vec<f64>, realtime: bool) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
+        Some(Self {
+            realtime,
+            p50_s: rank(0.5),
+            p95_s: rank(0.95),
+            max_s: samples[samples.len() - 1],
+            samples_s: samples,
+        })
+    }
+}
+
+impl fmt::Display for GestureLatency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gesture latency after labelled end ({}): p50 {:+.0} ms, p95 {:+.0} ms, max {:+.0} ms over {} gestures",
+            if self.realtime {
+                "media time + processing, realtime"
+            } else {
+                "media time only; --realtime adds processing"
+            },
+            self.p50_s * 1000.0,
+            self.p95_s * 1000.0,
+            self.max_s * 1000.0,
+            self.samples_s.len()
+        )
+    }
 }
 
 pub fn evaluate(events: &[Event], labels: &Labels, exit_after_s: f64) -> Report {
@@ -405,6 +483,7 @@ pub fn evaluate(events: &[Event], labels: &Labels, exit_after_s: f64) -> Report 
         gestures: score_gestures(events, labels),
         confusion: confusion(events, labels),
         false_triggers: false_triggers(events, labels),
+        latency: None,
     }
 }
 
@@ -551,6 +630,9 @@ impl fmt::Display for Report {
             writeln!(f, "confusion (labelled × detected):")?;
             write!(f, "{}", self.confusion)?;
         }
+        if let Some(latency) = &self.latency {
+            writeln!(f, "{latency}")?;
+        }
         writeln!(
             f,
             "false triggers (switch, photo or discard by mistake): {}",
@@ -670,5 +752,58 @@ mod tests {
         assert_eq!(c.count("fist", "thumbs_up"), 1);
         // Incomplete labels: no false positives per kind, but a photo by mistake all the same.
         assert_eq!(false_triggers(&events, &labels), 1);
+    }
+
+    #[test]
+    fn gesture_latency_adds_each_matched_events_processing_delay() {
+        let labels: Labels = serde_json::from_str(
+            r#"{"clip":"x","presence":null,"gestures":[
+                {"kind":"thumbs_up","start":1.0,"end":2.0},
+                {"kind":"thumbs_down","start":4.0,"end":5.0},
+                {"kind":"thumbs_up","start":7.0,"end":8.0}],
+                "gestures_complete":true,"tolerance_s":0.5}"#,
+        )
+        .unwrap();
+        let g = |t, gesture| {
+            ev(
+                t,
+                EventKind::Gesture {
+                    session: "s".into(),
+                    gesture,
+                    motion: None,
+                    direction: None,
+                    hand: Side::Right,
+                    confidence: 1.0,
+                },
+            )
+        };
+        // Event 1 is no gesture; event 3 is a false one (no processing delay counts for it).
+        let events = vec![
+            g(2.1, GestureKind::ThumbsUp),
+            ev(3.0, EventKind::SourceEnded { frames: 1 }),
+            g(4.9, GestureKind::ThumbsDown),
+            g(6.0, GestureKind::ThumbsDown),
+            g(8.3, GestureKind::ThumbsUp),
+        ];
+        let mut report = evaluate(&events, &labels, 1.0);
+        let media = GestureLatency::of(&report, None).expect("three matches");
+        assert!(!media.realtime);
+        let close = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+        };
+        assert!(close(&media.samples_s, &[-0.1, 0.1, 0.3]), "{media:?}");
+        assert!((media.p50_s - 0.1).abs() < 1e-9 && (media.p95_s - 0.3).abs() < 1e-9);
+
+        let processing = [0.02, 9.0, 0.5, 9.0, 0.04];
+        let real = GestureLatency::of(&report, Some(&processing)).expect("three matches");
+        assert!(real.realtime);
+        assert!(close(&real.samples_s, &[0.12, 0.34, 0.4]), "{real:?}");
+        assert!((real.max_s - 0.4).abs() < 1e-9);
+        report.latency = Some(real);
+        let text = report.to_string();
+        assert!(
+            text.contains("p50 +340 ms, p95 +400 ms, max +400 ms over 3 gestures"),
+            "{text}"
+        );
     }
 }

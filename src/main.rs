@@ -111,6 +111,11 @@ enum Command {
         /// noise=S, fps=N, speed=F), or `all` for the fixed robustness suite, one row each.
         #[arg(long, value_name = "NAME[,NAME]|all")]
         augment: Option<String>,
+        /// Present each frame at its media time, as a camera would (frames vision cannot keep
+        /// up with are dropped, as live), and add how late each gesture event left the
+        /// pipeline to its latency.
+        #[arg(long)]
+        realtime: bool,
         #[command(flatten)]
         reach: LiveArg,
     },
@@ -309,10 +314,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             json,
             augment,
+            realtime,
             reach,
         } => {
             let cfg = config.load()?;
             let labels = Labels::load(&labels)?;
+            let opts = RunOptions {
+                realtime,
+                ..RunOptions::default()
+            };
             let chains = match augment.as_deref() {
                 None => vec![Chain::default()],
                 Some("all") => {
@@ -325,18 +335,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for chain in chains {
                 let source = augmented(VideoFile::open(&clip)?, &chain)?;
                 let collector = Collector::default();
-                replay(
+                let summary = replay(
                     replay_reach::prepare(&cfg, Reach::new(reach.live, DEFAULT_REPLAY_SEED))?,
                     source,
-                    &RunOptions::default(),
+                    &opts,
                     vec![Box::new(collector.clone())],
                     Arc::new(Metrics::new()),
                 )?;
-                let mut report = eval::evaluate(
-                    &collector.take(),
-                    &chain.labels(&labels),
-                    cfg.session.exit_after_s,
-                );
+                let (events, arrivals): (Vec<_>, Vec<_>) =
+                    collector.take_timed().into_iter().unzip();
+                // How late each event left the pipeline after the media time it is about.
+                let processing: Option<Vec<f64>> = summary.media_clock.map(|clock| {
+                    events
+                        .iter()
+                        .zip(&arrivals)
+                        .map(|(e, at)| clock.late(e.t, *at).as_secs_f64())
+                        .collect()
+                });
+                let mut report =
+                    eval::evaluate(&events, &chain.labels(&labels), cfg.session.exit_after_s);
+                report.latency = eval::GestureLatency::of(&report, processing.as_deref());
                 report.transform = chain.to_string();
                 reports.push(report);
             }

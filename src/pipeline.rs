@@ -2,7 +2,7 @@
 //! (actions, then sinks). Data flows one way; every hand-over is an explicit bounded channel.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,31 @@ pub struct RunSummary {
     /// Process CPU time (every thread) over the same window as `wall`.
     pub cpu: Duration,
     pub events: u64,
+    /// Where media time met the wall clock, in a `realtime` run.
+    pub media_clock: Option<MediaClock>,
+}
+
+/// Where media time meets the wall clock in a `realtime` run: the capture thread presents the
+/// frame of media time `t` at `due(t)`, as a camera would deliver it. How late an event leaves
+/// the pipeline after the media time it is about is the processing delay a shopper sees.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaClock {
+    /// When the first frame was presented.
+    pub wall0: Instant,
+    /// The first frame's media time.
+    pub t0: f64,
+}
+
+impl MediaClock {
+    /// When the frame of media time `t` was presented.
+    pub fn due(&self, t: f64) -> Instant {
+        self.wall0 + Duration::from_secs_f64((t - self.t0).max(0.0))
+    }
+
+    /// How long after media time `t` the wall clock read `at` (zero if before).
+    pub fn late(&self, t: f64, at: Instant) -> Duration {
+        at.saturating_duration_since(self.due(t))
+    }
 }
 
 /// Runs a source to its end through vision and the given actions and sinks.
@@ -135,9 +160,11 @@ pub fn run(
 
     let capture_metrics = metrics.clone();
     let realtime = opts.realtime;
+    let media_clock = Arc::new(OnceLock::new());
+    let capture_clock = realtime.then(|| media_clock.clone());
     let capture = thread::Builder::new()
         .name("capture".into())
-        .spawn(move || capture_loop(source, queue, realtime, capture_metrics))
+        .spawn(move || capture_loop(source, queue, capture_clock, capture_metrics))
         .map_err(|_| PipelineError::Panicked("capture"))?;
 
     let mut sinks = sinks;
@@ -272,6 +299,7 @@ pub fn run(
         cpu: crate::bench::process_cpu_time().saturating_sub(cpu_started),
         events: Metrics::get(&metrics.events_emitted),
         source: info,
+        media_clock: media_clock.get().copied(),
     };
     Ok(summary)
 }
@@ -339,25 +367,29 @@ fn send_all(tx: &Sender<Item>, out: &mut Vec<Event>, metrics: &Metrics) -> bool 
     true
 }
 
-/// Returns (frames captured, frames dropped).
+/// Returns (frames captured, frames dropped). With a `clock` (realtime), each frame is
+/// presented at its media time, and the clock says where media time met the wall clock.
 fn capture_loop(
     mut source: Box<dyn Source>,
     queue: FrameQueue,
-    realtime: bool,
+    clock: Option<Arc<OnceLock<MediaClock>>>,
     metrics: Arc<Metrics>,
 ) -> Result<(u64, u64), SourceError> {
     let mut captured = 0;
-    let mut clock: Option<(Instant, f64)> = None;
     loop {
         let decode_started = Instant::now();
         let Some(frame) = source.next_frame()? else {
             break;
         };
         metrics.record(Stage::Decode, decode_started.elapsed());
-        if realtime {
+        if let Some(clock) = &clock {
             // Present each frame when a camera would have: at its media time.
-            let (wall0, t0) = *clock.get_or_insert((Instant::now(), frame.t));
-            let due = wall0 + Duration::from_secs_f64((frame.t - t0).max(0.0));
+            let due = clock
+                .get_or_init(|| MediaClock {
+                    wall0: Instant::now(),
+                    t0: frame.t,
+                })
+                .due(frame.t);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }

@@ -132,3 +132,53 @@ fn eval_scores_gestures_per_kind() {
         assert_eq!(g["delays"].as_array().unwrap().len(), n);
     }
 }
+
+/// `eval` reports every matched gesture's latency after its labelled end: media time alone by
+/// default, plus how late the event left the pipeline with `--realtime` (frames presented at
+/// their media time, as a camera delivers them).
+#[test]
+fn eval_reports_gesture_latency_in_media_time_and_in_realtime() {
+    let Some(clip) = footage("sense_reactive_gesture_test_1.mp4") else {
+        return;
+    };
+    let samples = |report: &serde_json::Value| -> Vec<f64> {
+        report["latency"]["samples_s"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no latency samples: {report}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let matched = |report: &serde_json::Value| -> u64 {
+        report["gestures"]
+            .as_object()
+            .expect("gestures")
+            .values()
+            .map(|g| g["matched"].as_u64().unwrap_or(0))
+            .sum()
+    };
+
+    let media = eval_json(&clip, "sense_reactive_gesture_test_1.json", &[]);
+    assert_eq!(media["latency"]["realtime"], false, "{media}");
+    let mut delays: Vec<f64> = media["gestures"]
+        .as_object()
+        .expect("gestures")
+        .values()
+        .flat_map(|g| g["delays"].as_array().expect("delays").clone())
+        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    // Media time only: the samples are the matched gestures' delays after their labelled end.
+    assert_eq!(samples(&media), delays, "{media}");
+    assert_eq!(media["latency"]["max_s"].as_f64(), delays.last().copied());
+    assert_eq!(delays.len(), 8);
+
+    let realtime = eval_json(&clip, "sense_reactive_gesture_test_1.json", &["--realtime"]);
+    assert_eq!(realtime["latency"]["realtime"], true, "{realtime}");
+    let real = samples(&realtime);
+    assert_eq!(real.len() as u64, matched(&realtime), "{realtime}");
+    assert!(
+        real.iter().all(|s| s.is_finite()) && real.windows(2).all(|w| w[0] <= w[1]),
+        "{real:?}"
+    );
+}

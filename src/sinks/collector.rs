@@ -1,6 +1,7 @@
 //! Keeps every event in memory: what `eval` scores and what tests read back.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use mirrorsight_contract::events::Event;
 
@@ -10,6 +11,8 @@ use super::{EventSink, SinkError};
 #[derive(Default, Clone)]
 pub struct Collector {
     pub events: Arc<Mutex<Vec<Event>>>,
+    /// When each event reached the collector (the end of the pipeline), in the same order.
+    arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Collector {
@@ -20,12 +23,24 @@ impl Collector {
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default()
     }
+
+    /// Everything collected so far with when it arrived (and forgets it).
+    pub fn take_timed(&self) -> Vec<(Event, Instant)> {
+        let arrivals = self
+            .arrivals
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        self.take().into_iter().zip(arrivals).collect()
+    }
 }
 
 impl EventSink for Collector {
     fn handle(&mut self, event: &Event) -> Result<(), SinkError> {
-        if let Ok(mut v) = self.events.lock() {
+        let arrived = Instant::now();
+        if let (Ok(mut v), Ok(mut a)) = (self.events.lock(), self.arrivals.lock()) {
             v.push(event.clone());
+            a.push(arrived);
         }
         Ok(())
     }
