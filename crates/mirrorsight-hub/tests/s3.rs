@@ -92,6 +92,9 @@ struct Moto {
     log: tempfile::NamedTempFile,
     access_key_id: String,
     secret_access_key: String,
+    /// Temporary credentials of a role allowed `s3:*` (STS AssumeRole): key id, secret and
+    /// session token. moto checks the token of every request signed with them.
+    temporary: (String, String, String),
 }
 
 impl Drop for Moto {
@@ -130,6 +133,7 @@ impl Moto {
             log,
             access_key_id: String::new(),
             secret_access_key: String::new(),
+            temporary: Default::default(),
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
@@ -167,12 +171,14 @@ impl Moto {
             .build()
             .new_agent();
         // Not checked yet: the credential scope only tells moto which service is asked.
-        let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/iam/aws4_request, \
-                    SignedHeaders=host, Signature=0";
-        let iam = |params: &[(&str, &str)]| -> String {
+        let query = |service: &str, version: &str, params: &[(&str, &str)]| -> String {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/{service}/aws4_request, \
+                 SignedHeaders=host, Signature=0"
+            );
             let form = params
                 .iter()
-                .chain(&[("Version", "2010-05-08")])
+                .chain(&[("Version", version)])
                 .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
                 .collect::<Vec<_>>()
                 .join("&");
@@ -181,11 +187,12 @@ impl Moto {
                 .header("authorization", auth)
                 .content_type("application/x-www-form-urlencoded")
                 .send(&form)
-                .unwrap_or_else(|e| panic!("moto IAM {params:?}: {e}\n{}", self.log_text()))
+                .unwrap_or_else(|e| panic!("moto {service} {params:?}: {e}\n{}", self.log_text()))
                 .body_mut()
                 .read_to_string()
                 .unwrap()
         };
+        let iam = |params: &[(&str, &str)]| query("iam", "2010-05-08", params);
         iam(&[("Action", "CreateUser"), ("UserName", "hub")]);
         let key = iam(&[("Action", "CreateAccessKey"), ("UserName", "hub")]);
         let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
@@ -197,6 +204,33 @@ impl Moto {
         ]);
         let access_key_id = xml_field(&key, "AccessKeyId");
         let secret_access_key = xml_field(&key, "SecretAccessKey");
+        // A role with the same policy, and its temporary credentials.
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
+        let role = iam(&[
+            ("Action", "CreateRole"),
+            ("RoleName", "hub-role"),
+            ("AssumeRolePolicyDocument", trust),
+        ]);
+        iam(&[
+            ("Action", "PutRolePolicy"),
+            ("RoleName", "hub-role"),
+            ("PolicyName", "s3"),
+            ("PolicyDocument", policy),
+        ]);
+        let assumed = query(
+            "sts",
+            "2011-06-15",
+            &[
+                ("Action", "AssumeRole"),
+                ("RoleArn", &xml_field(&role, "Arn")),
+                ("RoleSessionName", "hub"),
+            ],
+        );
+        self.temporary = (
+            xml_field(&assumed, "AccessKeyId"),
+            xml_field(&assumed, "SecretAccessKey"),
+            xml_field(&assumed, "SessionToken"),
+        );
         self.access_key_id = access_key_id;
         self.secret_access_key = secret_access_key;
         if signatures == Signatures::Unchecked {
@@ -684,6 +718,105 @@ fn unreachable_endpoints_are_one_clear_line() {
         ),
         "{line}"
     );
+}
+
+/// Temporary credentials (an assumed role's) sign with their session token, given as a key
+/// pair plus token or found by the credential chain in `AWS_*` variables, in the store and
+/// through the hub's `[s3]` config; without the token, or with another, moto refuses them.
+#[test]
+fn temporary_credentials_sign_with_their_session_token() {
+    let Some(moto) = moto_or_skip(
+        "temporary_credentials_sign_with_their_session_token",
+        Signatures::Checked,
+    ) else {
+        return;
+    };
+    moto.store("temporary", "hub-");
+    let (id, secret, token) = moto.temporary.clone();
+    assert_ne!(id, moto.access_key_id);
+    let with_token = |token: Option<&str>| {
+        S3BlobStore::new(S3Settings {
+            credentials: S3Credentials::KeyPair {
+                access_key_id: id.clone(),
+                secret_access_key: Secret::new(secret.clone()),
+                session_token: token.map(Secret::new),
+            },
+            ..moto.settings("temporary", "hub-")
+        })
+        .unwrap()
+    };
+    let store = with_token(Some(&token));
+    store.check().unwrap();
+    store.put(&key(1), b"temporary").unwrap();
+    assert_eq!(store.get(&key(1)).unwrap(), Some(b"temporary".to_vec()));
+    assert_eq!(keys(&store), BTreeSet::from([key(1)]));
+    // moto refuses the key id without its token, and the key with another one: each is one
+    // line naming what to check.
+    let (op, line) = remote_error(with_token(None).check());
+    assert_eq!(op, "check");
+    assert!(
+        line.starts_with("object store check temporary/hub-: HTTP 403 InvalidAccessKeyId")
+            && line.ends_with("; check s3.access_key_id and the secret key"),
+        "{line}"
+    );
+    let (_, line) = remote_error(with_token(Some("not-the-token")).get(&key(1)));
+    assert!(
+        line.starts_with(&format!(
+            "object store get temporary/hub-{}: HTTP 400 InvalidToken",
+            key(1)
+        )) && line.ends_with("; check the session token (temporary credentials expire)"),
+        "{line}"
+    );
+    assert!(!line.contains(&token) && !line.contains(&secret), "{line}");
+
+    // The chain, from the variables a role's credentials arrive in.
+    let aws_env = |name: &str| match name {
+        "AWS_ACCESS_KEY_ID" => Some(id.clone()),
+        "AWS_SECRET_ACCESS_KEY" => Some(secret.clone()),
+        "AWS_SESSION_TOKEN" => Some(token.clone()),
+        _ => None,
+    };
+    let chained = S3BlobStore::new(S3Settings {
+        credentials: S3Credentials::chain(&aws_env),
+        ..moto.settings("temporary", "hub-")
+    })
+    .unwrap();
+    chained.check().unwrap();
+    assert_eq!(chained.get(&key(1)).unwrap(), Some(b"temporary".to_vec()));
+
+    // The hub's config: the key pair with MIRRORSIGHT_HUB_S3_SESSION_TOKEN, or no
+    // access_key_id and the chain.
+    let dir = tempfile::tempdir().unwrap();
+    let path = hub_toml(
+        dir.path(),
+        "temporary",
+        "https://hub.example",
+        "http://127.0.0.1:9",
+        &moto,
+        "temporary",
+        &secret,
+    );
+    let mut config = HubConfig::load(&path).unwrap();
+    let s3 = config.s3.as_mut().unwrap();
+    s3.access_key_id = Some(id.clone());
+    s3.prefix = "hub-".into();
+    let token_env =
+        |name: &str| (name == mirrorsight_hub::config::S3_SESSION_TOKEN_ENV).then(|| token.clone());
+    let (_, blobs) = open_stores(&config, &token_env).unwrap();
+    assert_eq!(blobs.get(&key(1)).unwrap(), Some(b"temporary".to_vec()));
+    let no_env = |_: &str| None;
+    let line = open_stores(&config, &no_env).err().unwrap().to_string();
+    assert!(
+        line.starts_with(
+            "blob store: object store check temporary/hub-: HTTP 403 InvalidAccessKeyId"
+        ),
+        "{line}"
+    );
+    let s3 = config.s3.as_mut().unwrap();
+    s3.access_key_id = None;
+    s3.secret_key_file = None;
+    let (_, blobs) = open_stores(&config, &aws_env).unwrap();
+    assert_eq!(blobs.get(&key(1)).unwrap(), Some(b"temporary".to_vec()));
 }
 
 #[test]

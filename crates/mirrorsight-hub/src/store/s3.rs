@@ -785,6 +785,9 @@ fn hint(code: Option<&str>, status: u16) -> Option<&'static str> {
             "check the region"
         }
         Some("RequestTimeTooSkewed") => "check this machine's clock",
+        Some("InvalidToken" | "ExpiredToken" | "TokenRefreshRequired") => {
+            "check the session token (temporary credentials expire)"
+        }
         Some("AccessDenied" | "AllAccessDisabled") => {
             "check the credentials and their permissions on the bucket"
         }
