@@ -4,7 +4,9 @@
 //! and steadily enough; a [`Latch`] per gesture makes sure a held shape fires once, and that
 //! the same gesture cannot fire again before a cooldown and before the shape was let go.
 
-use super::shape::{HandShape, ShapeReading};
+use mirrorsight_contract::events::GestureKind;
+
+use super::shape::ShapeReading;
 
 /// What a run needs to fire; copied from the configuration per shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,7 +23,7 @@ pub struct HoldRule {
 /// One hand holding one shape.
 #[derive(Debug, Clone)]
 pub struct ShapeRun {
-    shape: HandShape,
+    shape: GestureKind,
     start: f64,
     last_agree: f64,
     agree: u32,
@@ -37,15 +39,16 @@ pub struct ShapeRun {
 /// A run that qualified.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Held {
-    pub shape: HandShape,
+    pub shape: GestureKind,
     pub confidence: f64,
     pub since: f64,
 }
 
 impl ShapeRun {
-    fn start(t: f64, r: &ShapeReading) -> Self {
+    /// A run of `shape`, which `r` shows.
+    fn start(t: f64, shape: GestureKind, r: &ShapeReading) -> Self {
         Self {
-            shape: r.shape,
+            shape,
             start: t,
             last_agree: t,
             agree: 1,
@@ -59,7 +62,7 @@ impl ShapeRun {
         }
     }
 
-    pub fn shape(&self) -> HandShape {
+    pub fn shape(&self) -> GestureKind {
         self.shape
     }
 
@@ -87,7 +90,7 @@ impl ShapeTrack {
         &mut self,
         t: f64,
         reading: Option<&ShapeReading>,
-        rule: impl Fn(HandShape) -> HoldRule,
+        rule: impl Fn(GestureKind) -> HoldRule,
     ) -> Option<Held> {
         let Some(r) = reading else {
             if let Some(run) = &self.run
@@ -97,11 +100,16 @@ impl ShapeTrack {
             }
             return None;
         };
-        let usable = |r: &ShapeReading| {
-            r.shape != HandShape::None && r.confidence >= rule(r.shape).min_confidence
+        // The run a reading can start: a shape shown confidently enough.
+        let start = |r: &ShapeReading| {
+            r.shape
+                .filter(|&s| r.confidence >= rule(s).min_confidence)
+                .map(|s| ShapeRun::start(t, s, r))
         };
         match &mut self.run {
-            Some(run) if run.shape == r.shape && r.confidence >= rule(run.shape).min_confidence => {
+            Some(run)
+                if r.shape == Some(run.shape) && r.confidence >= rule(run.shape).min_confidence =>
+            {
                 let rl = rule(run.shape);
                 run.agree += 1;
                 run.consecutive_disagree = 0;
@@ -115,7 +123,7 @@ impl ShapeTrack {
                 if run.motion_palms() > rl.max_motion {
                     // A moving hand is not showing a shape; the hold restarts once it settles.
                     let fired = run.fired;
-                    *run = ShapeRun::start(t, r);
+                    *run = ShapeRun::start(t, run.shape, r);
                     run.fired = fired;
                 }
             }
@@ -125,11 +133,11 @@ impl ShapeTrack {
                 let gap = t - run.last_agree > rule(run.shape).max_gap_s;
                 // One odd frame is tolerated (blur, a landmark glitch); two in a row end the run.
                 if run.consecutive_disagree >= 2 || gap {
-                    self.run = usable(r).then(|| ShapeRun::start(t, r));
+                    self.run = start(r);
                 }
             }
             None => {
-                self.run = usable(r).then(|| ShapeRun::start(t, r));
+                self.run = start(r);
             }
         }
         let run = self.run.as_mut()?;
@@ -197,7 +205,7 @@ impl Latch {
 mod tests {
     use super::*;
 
-    fn reading(shape: HandShape, confidence: f64, x: f64) -> ShapeReading {
+    fn reading(shape: Option<GestureKind>, confidence: f64, x: f64) -> ShapeReading {
         ShapeReading {
             shape,
             confidence,
@@ -212,7 +220,7 @@ mod tests {
         }
     }
 
-    fn rule(_: HandShape) -> HoldRule {
+    fn rule(_: GestureKind) -> HoldRule {
         HoldRule {
             hold_s: 0.25,
             min_frames: 3,
@@ -224,7 +232,7 @@ mod tests {
     }
 
     /// Feeds readings at 20 fps; returns the times at which something fired.
-    fn feed(readings: &[Option<ShapeReading>]) -> Vec<(f64, HandShape)> {
+    fn feed(readings: &[Option<ShapeReading>]) -> Vec<(f64, GestureKind)> {
         let mut track = ShapeTrack::default();
         let mut fired = Vec::new();
         for (i, r) in readings.iter().enumerate() {
@@ -238,18 +246,18 @@ mod tests {
 
     #[test]
     fn steady_shape_fires_once_after_the_hold() {
-        let r = Some(reading(HandShape::ThumbsUp, 0.9, 100.0));
-        assert_eq!(feed(&vec![r; 40]), vec![(0.25, HandShape::ThumbsUp)]);
+        let r = Some(reading(Some(GestureKind::ThumbsUp), 0.9, 100.0));
+        assert_eq!(feed(&vec![r; 40]), vec![(0.25, GestureKind::ThumbsUp)]);
     }
 
     #[test]
     fn single_glitch_frames_are_tolerated_but_flicker_is_not() {
-        let up = Some(reading(HandShape::ThumbsUp, 0.9, 100.0));
-        let none = Some(reading(HandShape::None, 0.9, 100.0));
+        let up = Some(reading(Some(GestureKind::ThumbsUp), 0.9, 100.0));
+        let none = Some(reading(None, 0.9, 100.0));
         let mut seq = vec![up.clone(); 3];
         seq.push(none.clone());
         seq.extend(vec![up.clone(); 4]);
-        assert_eq!(feed(&seq), vec![(0.25, HandShape::ThumbsUp)]);
+        assert_eq!(feed(&seq), vec![(0.25, GestureKind::ThumbsUp)]);
 
         let flicker: Vec<_> = (0..40)
             .map(|i| if i % 2 == 0 { up.clone() } else { none.clone() })
@@ -259,9 +267,9 @@ mod tests {
             .map(|i| {
                 Some(reading(
                     if i % 2 == 0 {
-                        HandShape::ThumbsUp
+                        Some(GestureKind::ThumbsUp)
                     } else {
-                        HandShape::ThumbsDown
+                        Some(GestureKind::ThumbsDown)
                     },
                     0.9,
                     100.0,
@@ -274,23 +282,32 @@ mod tests {
     #[test]
     fn low_confidence_and_moving_hands_do_not_count() {
         assert_eq!(
-            feed(&vec![Some(reading(HandShape::Fist, 0.55, 100.0)); 40]),
+            feed(&vec![
+                Some(reading(Some(GestureKind::Fist), 0.55, 100.0));
+                40
+            ]),
             vec![]
         );
         // Half a palm per frame: a hand in motion.
         let moving: Vec<_> = (0..40)
-            .map(|i| Some(reading(HandShape::Fist, 0.9, 100.0 + 25.0 * i as f64)))
+            .map(|i| {
+                Some(reading(
+                    Some(GestureKind::Fist),
+                    0.9,
+                    100.0 + 25.0 * i as f64,
+                ))
+            })
             .collect();
         assert_eq!(feed(&moving), vec![]);
     }
 
     #[test]
     fn a_gap_longer_than_allowed_restarts_the_hold() {
-        let up = Some(reading(HandShape::ThumbsUp, 0.9, 100.0));
+        let up = Some(reading(Some(GestureKind::ThumbsUp), 0.9, 100.0));
         let mut seq = vec![up.clone(); 4];
         seq.extend(vec![None; 6]);
         seq.extend(vec![up.clone(); 6]);
-        assert_eq!(feed(&seq), vec![(0.75, HandShape::ThumbsUp)]);
+        assert_eq!(feed(&seq), vec![(0.75, GestureKind::ThumbsUp)]);
     }
 
     #[test]

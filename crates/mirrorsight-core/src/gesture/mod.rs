@@ -24,4 +24,4 @@ pub(crate) mod synth;
 
 pub use config::{Action, ActionMap, GestureConfig, GestureConfigError};
 pub use recognizer::{GestureRecognizer, shopper_direction};
-pub use shape::{HandShape, ShapeReading, classify};
+pub use shape::{SHAPES, ShapeReading, classify};

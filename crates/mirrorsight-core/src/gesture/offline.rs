@@ -196,12 +196,12 @@ pub(crate) fn replay(path: &Path, config: &GestureConfig, trace: bool) -> Vec<Ev
             for h in &obs.hands {
                 if let Some(r) = classify(&h.points) {
                     println!(
-                        "    {:6.3} hand ({:4.0},{:4.0}) presence {:.2} {} {:.2} ext {:?} flat {:.2}",
+                        "    {:6.3} hand ({:4.0},{:4.0}) presence {:.2} {:?} {:.2} ext {:?} flat {:.2}",
                         obs.t,
                         r.wrist[0],
                         r.wrist[1],
                         h.presence,
-                        r.shape.name(),
+                        r.shape,
                         r.confidence,
                         r.extended.map(|e| (e * 10.0).round() / 10.0),
                         r.flat

@@ -8,7 +8,7 @@ use mirrorsight_contract::events::{
 
 use super::config::{Action, GestureConfig};
 use super::debounce::{HoldRule, Latch, ShapeTrack};
-use super::shape::{HandShape, ShapeReading, classify};
+use super::shape::{SHAPES, ShapeReading, classify};
 use super::swipe::{BodyRef, HandSighting, StrokeVerdict, SwipeDetector, WristSample};
 use crate::observation::{HandLandmarks, Observation, PoseLandmarks, pose};
 
@@ -77,7 +77,7 @@ pub struct GestureRecognizer {
     /// Recent shoulders, oldest first (see [`Self::body_ref`]).
     shoulders: std::collections::VecDeque<Shoulders>,
     tracks: Vec<HandTrack>,
-    /// One per entry of [`HandShape::ALL`].
+    /// One per entry of [`SHAPES`].
     latches: [Latch; 6],
     swipes: SwipeDetector,
 }
@@ -106,20 +106,9 @@ fn other(side: Side) -> Side {
     }
 }
 
-fn gesture_kind(shape: HandShape) -> Option<GestureKind> {
-    Some(match shape {
-        HandShape::OpenPalm => GestureKind::OpenPalm,
-        HandShape::Fist => GestureKind::Fist,
-        HandShape::ThumbsUp => GestureKind::ThumbsUp,
-        HandShape::ThumbsDown => GestureKind::ThumbsDown,
-        HandShape::Pointing => GestureKind::Pointing,
-        HandShape::Victory => GestureKind::Victory,
-        HandShape::None => return None,
-    })
-}
-
-fn shape_index(shape: HandShape) -> Option<usize> {
-    HandShape::ALL.iter().position(|&s| s == shape)
+/// Where `shape`'s latch is; `None` for a swipe, which is no static shape.
+fn shape_index(shape: GestureKind) -> Option<usize> {
+    SHAPES.iter().position(|&s| s == shape)
 }
 
 impl GestureRecognizer {
@@ -391,7 +380,7 @@ impl GestureRecognizer {
         });
         // Upright means along the body's up, which a crooked camera tilts in the image.
         let tilt = body.map_or(0.0, |b| b.tilt_deg());
-        let slumped = reading.shape == HandShape::OpenPalm
+        let slumped = reading.shape == Some(GestureKind::OpenPalm)
             && (reading.finger_angle_deg - tilt).abs() > self.config.palm_max_tilt_deg;
         // An open palm shown on purpose faces the camera with the fingers apart. Which hand
         // it is (the body's arm, else the hand model's own guess) decides which knuckle order
@@ -409,16 +398,16 @@ impl GestureRecognizer {
             };
             turn >= self.config.palm_min_facing
         });
-        let half_shown = reading.shape == HandShape::OpenPalm
+        let half_shown = reading.shape == Some(GestureKind::OpenPalm)
             && (!facing || reading.finger_spread_deg < self.config.palm_min_spread_deg);
         if low || slumped || half_shown {
-            reading.shape = HandShape::None;
+            reading.shape = None;
         }
         Some(SeenHand { reading, side, arm })
     }
 
-    fn rule(config: &GestureConfig, shape: HandShape) -> HoldRule {
-        let palm = shape == HandShape::OpenPalm;
+    fn rule(config: &GestureConfig, shape: GestureKind) -> HoldRule {
+        let palm = shape == GestureKind::OpenPalm;
         HoldRule {
             hold_s: if palm {
                 config.palm_hold_s
@@ -458,7 +447,7 @@ impl GestureRecognizer {
             .collect();
         for (h, close) in hands.iter_mut().zip(close) {
             if close {
-                h.reading.shape = HandShape::None;
+                h.reading.shape = None;
             }
         }
         let hands = &hands[..];
@@ -518,15 +507,15 @@ impl GestureRecognizer {
         let max_gap = config.shape_max_gap_s.max(config.palm_hold_s);
         self.tracks.retain(|tr| t - tr.last_t <= max_gap);
 
-        for (i, &shape) in HandShape::ALL.iter().enumerate() {
+        for (i, &shape) in SHAPES.iter().enumerate() {
             let seen = hands.iter().any(|h| {
-                h.reading.shape == shape && h.reading.confidence >= self.config.min_confidence
+                h.reading.shape == Some(shape) && h.reading.confidence >= self.config.min_confidence
             });
             self.latches[i].observe(t, seen, self.config.release_s);
         }
 
         for (hold, side) in held {
-            let (Some(kind), Some(i)) = (gesture_kind(hold.shape), shape_index(hold.shape)) else {
+            let Some(i) = shape_index(hold.shape) else {
                 continue;
             };
             if !self.latches[i].ready(t, self.config.cooldown_s) {
@@ -537,7 +526,7 @@ impl GestureRecognizer {
                 t,
                 EventKind::Gesture {
                     session: session.to_string(),
-                    gesture: kind,
+                    gesture: hold.shape,
                     motion: None,
                     direction: None,
                     hand: side,
@@ -546,13 +535,14 @@ impl GestureRecognizer {
             ));
             let a = &self.config.actions;
             let (action, trigger) = match hold.shape {
-                HandShape::OpenPalm => (a.open_palm_hold, "open_palm_hold"),
-                HandShape::Fist => (a.fist, "fist"),
-                HandShape::ThumbsUp => (a.thumbs_up, "thumbs_up"),
-                HandShape::ThumbsDown => (a.thumbs_down, "thumbs_down"),
-                HandShape::Pointing => (a.pointing, "pointing"),
-                HandShape::Victory => (a.victory, "victory"),
-                HandShape::None => continue,
+                GestureKind::OpenPalm => (a.open_palm_hold, "open_palm_hold"),
+                GestureKind::Fist => (a.fist, "fist"),
+                GestureKind::ThumbsUp => (a.thumbs_up, "thumbs_up"),
+                GestureKind::ThumbsDown => (a.thumbs_down, "thumbs_down"),
+                GestureKind::Pointing => (a.pointing, "pointing"),
+                GestureKind::Victory => (a.victory, "victory"),
+                // Swipes are found and acted on by the swipe detector, never held.
+                GestureKind::Swipe => continue,
             };
             self.act(t, session, action, trigger, None, out);
         }

@@ -10,50 +10,30 @@
 //! confidence is the minimum of the memberships it needs, so one doubtful finger is enough to
 //! doubt the whole shape.
 
+use mirrorsight_contract::events::GestureKind;
+
 use crate::observation::hand::*;
 
-/// What a single hand shows in one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandShape {
-    OpenPalm,
-    Fist,
-    ThumbsUp,
-    ThumbsDown,
-    Pointing,
-    Victory,
-    None,
-}
-
-impl HandShape {
-    pub const ALL: [HandShape; 6] = [
-        HandShape::OpenPalm,
-        HandShape::Fist,
-        HandShape::ThumbsUp,
-        HandShape::ThumbsDown,
-        HandShape::Pointing,
-        HandShape::Victory,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            HandShape::OpenPalm => "open_palm",
-            HandShape::Fist => "fist",
-            HandShape::ThumbsUp => "thumbs_up",
-            HandShape::ThumbsDown => "thumbs_down",
-            HandShape::Pointing => "pointing",
-            HandShape::Victory => "victory",
-            HandShape::None => "none",
-        }
-    }
-}
+/// The static shapes the classifier tells apart, in the order of [`ShapeReading::scores`]. They
+/// are the contract's own gesture kinds (a swipe is a motion, found by [`super::swipe`]), so a
+/// held shape is reported as it was read.
+pub const SHAPES: [GestureKind; 6] = [
+    GestureKind::OpenPalm,
+    GestureKind::Fist,
+    GestureKind::ThumbsUp,
+    GestureKind::ThumbsDown,
+    GestureKind::Pointing,
+    GestureKind::Victory,
+];
 
 /// The classifier's verdict plus the measurements the recognizer reuses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShapeReading {
-    pub shape: HandShape,
+    /// The shape shown, one of [`SHAPES`]; `None` when no shape qualified.
+    pub shape: Option<GestureKind>,
     /// Confidence of `shape` in 0..1 (for `None`: how far the best shape was from qualifying).
     pub confidence: f64,
-    /// Confidence of every named shape, in the order of [`HandShape::ALL`].
+    /// Confidence of every named shape, in the order of [`SHAPES`].
     pub scores: [f64; 6],
     /// Extension membership per finger: thumb, index, middle, ring, pinky.
     pub extended: [f64; 5],
@@ -245,9 +225,9 @@ pub fn classify(points: &[[f32; 3]]) -> Option<ShapeReading> {
                 },
             );
     let (shape, confidence) = if best_score >= 0.5 {
-        (HandShape::ALL[best], best_score)
+        (Some(SHAPES[best]), best_score)
     } else {
-        (HandShape::None, 1.0 - best_score)
+        (None, 1.0 - best_score)
     };
 
     let mut long = [index, middle, ring, pinky];
@@ -304,19 +284,17 @@ mod tests {
         v
     }
 
-    fn check_all(pose: Pose, expected: HandShape) {
+    fn check_all(pose: Pose, expected: Option<GestureKind>) {
         let hand = HandModel::default();
         for view in views() {
             let pts = hand.render(&pose, &view);
             let r = classify(&pts).expect("valid landmarks");
             assert_eq!(
-                r.shape,
-                expected,
-                "{pose:?} seen as {view:?}: {r:?} (expected {})",
-                expected.name()
+                r.shape, expected,
+                "{pose:?} seen as {view:?}: {r:?} (expected {expected:?})"
             );
             // For `None` the confidence only says how far the best shape was from qualifying.
-            if expected != HandShape::None {
+            if expected.is_some() {
                 assert!(r.confidence >= 0.7, "{pose:?} {view:?}: weak {r:?}");
             }
         }
@@ -324,28 +302,28 @@ mod tests {
 
     #[test]
     fn open_palm_any_rotation_scale_and_hand() {
-        check_all(Pose::open_palm(), HandShape::OpenPalm);
-        check_all(Pose::flat_hand(), HandShape::OpenPalm);
+        check_all(Pose::open_palm(), Some(GestureKind::OpenPalm));
+        check_all(Pose::flat_hand(), Some(GestureKind::OpenPalm));
     }
 
     #[test]
     fn fist_any_rotation_scale_and_hand() {
-        check_all(Pose::fist(), HandShape::Fist);
+        check_all(Pose::fist(), Some(GestureKind::Fist));
     }
 
     #[test]
     fn pointing_any_rotation_scale_and_hand() {
-        check_all(Pose::pointing(), HandShape::Pointing);
+        check_all(Pose::pointing(), Some(GestureKind::Pointing));
     }
 
     #[test]
     fn victory_any_rotation_scale_and_hand() {
-        check_all(Pose::victory(), HandShape::Victory);
+        check_all(Pose::victory(), Some(GestureKind::Victory));
     }
 
     /// Thumbs are judged against the image's vertical: generate the hand turned any way, then
     /// roll it so the thumb points `from_vertical` degrees off straight up (or down).
-    fn thumbs(from_vertical: f64, down: bool) -> Vec<HandShape> {
+    fn thumbs(from_vertical: f64, down: bool) -> Vec<Option<GestureKind>> {
         let hand = HandModel::default();
         let pose = Pose::thumbs_up();
         let mut out = Vec::new();
@@ -375,14 +353,16 @@ mod tests {
     fn thumbs_up_within_45_degrees_of_vertical() {
         for deg in [-30.0, -15.0, 0.0, 15.0, 30.0] {
             assert!(
-                thumbs(deg, false).iter().all(|&s| s == HandShape::ThumbsUp),
+                thumbs(deg, false)
+                    .iter()
+                    .all(|&s| s == Some(GestureKind::ThumbsUp)),
                 "{deg}°: {:?}",
                 thumbs(deg, false)
             );
             assert!(
                 thumbs(deg, true)
                     .iter()
-                    .all(|&s| s == HandShape::ThumbsDown),
+                    .all(|&s| s == Some(GestureKind::ThumbsDown)),
                 "{deg}° down: {:?}",
                 thumbs(deg, true)
             );
@@ -397,7 +377,8 @@ mod tests {
                 assert!(
                     shapes
                         .iter()
-                        .all(|&s| s != HandShape::ThumbsUp && s != HandShape::ThumbsDown),
+                        .all(|&s| s != Some(GestureKind::ThumbsUp)
+                            && s != Some(GestureKind::ThumbsDown)),
                     "{deg}° {down}: {shapes:?}"
                 );
             }
@@ -406,13 +387,13 @@ mod tests {
 
     #[test]
     fn half_bent_claw_and_other_signs_are_none() {
-        check_all(Pose::claw(), HandShape::None);
-        check_all(Pose::three_fingers(), HandShape::None);
-        check_all(Pose::pinky_up(), HandShape::None);
+        check_all(Pose::claw(), None);
+        check_all(Pose::three_fingers(), None);
+        check_all(Pose::pinky_up(), None);
         // The ASL "four": fingers open, thumb folded across the palm.
-        check_all(Pose::four(), HandShape::None);
+        check_all(Pose::four(), None);
         // Index and middle up but pressed together is not a V.
-        check_all(Pose::two_together(), HandShape::None);
+        check_all(Pose::two_together(), None);
     }
 
     #[test]
@@ -430,7 +411,7 @@ mod tests {
                 center: [300.0, 300.0],
             };
             let r = classify(&hand.render(&pose, &view)).expect("valid");
-            assert_eq!(r.shape, HandShape::Fist, "roll {roll}: {r:?}");
+            assert_eq!(r.shape, Some(GestureKind::Fist), "roll {roll}: {r:?}");
         }
     }
 
