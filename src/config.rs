@@ -116,6 +116,24 @@ pub struct SourceConfig {
     pub queue_frames: usize,
 }
 
+impl SourceConfig {
+    /// Checks `[source]`; errors name the full key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.queue_frames == 0 {
+            return Err(key_error("source.queue_frames", "must be at least 1"));
+        }
+        if self.kind == SourceKind::File
+            && self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty())
+        {
+            return Err(key_error(
+                "source.path",
+                "is required when source.kind = \"file\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SourceConfig {
     fn default() -> Self {
         Self {
@@ -151,6 +169,22 @@ pub struct OnnxRuntimeConfig {
     pub intra_threads: usize,
     /// Busy-wait in ONNX Runtime's thread pool (costs a core while idle).
     pub spinning: bool,
+}
+
+impl OnnxRuntimeConfig {
+    /// Checks `[onnxruntime]`; errors name the full key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.device.trim().is_empty() {
+            return Err(key_error(
+                "onnxruntime.device",
+                "must name an OpenVINO device such as \"CPU\" or \"GPU\"",
+            ));
+        }
+        if self.intra_threads == 0 || self.intra_threads > 64 {
+            return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for OnnxRuntimeConfig {
@@ -203,6 +237,38 @@ pub struct HandsConfig {
     pub second_hand_interval_s: f64,
     /// Hands are searched in the shopper's region grown by this fraction on each side.
     pub search_margin: f32,
+}
+
+impl HandsConfig {
+    /// Checks `[hands]`; errors name the full key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=4).contains(&self.max_hands) {
+            return Err(key_error("hands.max_hands", "must be 1..=4"));
+        }
+        let fraction = |key: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(key_error(key, format!("must be between 0 and 1, got {v}")))
+            }
+        };
+        fraction("hands.min_palm_score", self.min_palm_score)?;
+        fraction("hands.min_presence", self.min_presence)?;
+        let v = self.second_hand_interval_s;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(key_error(
+                "hands.second_hand_interval_s",
+                format!("must be > 0, got {v}"),
+            ));
+        }
+        if !(self.search_interval_s >= 0.0 && self.search_interval_s.is_finite()) {
+            return Err(key_error("hands.search_interval_s", "must be >= 0"));
+        }
+        if !(0.0..=2.0).contains(&self.search_margin) {
+            return Err(key_error("hands.search_margin", "must be between 0 and 2"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HandsConfig {
@@ -275,35 +341,8 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(key_error(key, format!("must be > 0, got {v}")))
-            }
-        };
-        let fraction = |key: &str, v: f32| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(key_error(key, format!("must be between 0 and 1, got {v}")))
-            }
-        };
-        if self.source.queue_frames == 0 {
-            return Err(key_error("source.queue_frames", "must be at least 1"));
-        }
-        if self.source.kind == SourceKind::File
-            && self
-                .source
-                .path
-                .as_ref()
-                .is_none_or(|p| p.as_os_str().is_empty())
-        {
-            return Err(key_error(
-                "source.path",
-                "is required when source.kind = \"file\"",
-            ));
-        }
+        // Every section validates itself; the errors name the full key.
+        self.source.validate()?;
         self.camera
             .validate()
             .map_err(|e| key_error(e.key, e.message))?;
@@ -313,22 +352,11 @@ impl Config {
         self.service
             .validate()
             .map_err(|e| key_error(e.key, e.message))?;
-        if self.onnxruntime.device.trim().is_empty() {
-            return Err(key_error(
-                "onnxruntime.device",
-                "must name an OpenVINO device such as \"CPU\" or \"GPU\"",
-            ));
-        }
-        if self.onnxruntime.intra_threads == 0 || self.onnxruntime.intra_threads > 64 {
-            return Err(key_error("onnxruntime.intra_threads", "must be 1..=64"));
-        }
-        // Components validate their own sections; their errors name the full key.
+        self.onnxruntime.validate()?;
         let component = |e: mirrorsight_core::ConfigError| key_error(&e.key, e.message);
         self.presence.validate().map_err(component)?;
         self.session.validate().map_err(component)?;
-        if !(1..=4).contains(&self.hands.max_hands) {
-            return Err(key_error("hands.max_hands", "must be 1..=4"));
-        }
+        self.hands.validate()?;
         if let Err(errors) = self.overlay.validate()
             && let Some(first) = errors.into_iter().next()
         {
@@ -346,18 +374,6 @@ impl Config {
         self.clips
             .validate()
             .map_err(|(key, message)| key_error(key, message))?;
-        fraction("hands.min_palm_score", self.hands.min_palm_score)?;
-        fraction("hands.min_presence", self.hands.min_presence)?;
-        positive(
-            "hands.second_hand_interval_s",
-            self.hands.second_hand_interval_s,
-        )?;
-        if !(self.hands.search_interval_s >= 0.0 && self.hands.search_interval_s.is_finite()) {
-            return Err(key_error("hands.search_interval_s", "must be >= 0"));
-        }
-        if !(0.0..=2.0).contains(&self.hands.search_margin) {
-            return Err(key_error("hands.search_margin", "must be between 0 and 2"));
-        }
         Ok(())
     }
 }
@@ -379,6 +395,22 @@ impl Config {
             sinks.push(SinkConfig::Mqtt(self.mqtt.clone()));
         }
         sinks
+    }
+
+    /// The sections [`crate::pipeline::run`] takes.
+    pub fn pipeline_sections(&self) -> crate::pipeline::PipelineSections<'_> {
+        crate::pipeline::PipelineSections {
+            source: &self.source,
+            camera: &self.camera,
+            onnxruntime: &self.onnxruntime,
+            models: &self.models,
+            presence: &self.presence,
+            session: &self.session,
+            hands: &self.hands,
+            gestures: &self.gestures,
+            photos: &self.photos,
+            clips: &self.clips,
+        }
     }
 
     /// The QR minting sections as the WeChat crate takes them.
@@ -586,6 +618,89 @@ mod tests {
         assert!(err.contains("qr.expire_seconds"), "{err}");
         let err = load_str("", &["camera.width=1"]).unwrap_err().to_string();
         assert!(err.contains("camera.width"), "{err}");
+    }
+
+    #[test]
+    fn source_onnxruntime_and_hands_check_their_own_sections() {
+        // Each section on its own, as a component given only its section sees it...
+        let key = |r: Result<(), ConfigError>| match r {
+            Err(ConfigError::Key { key, .. }) => key,
+            other => panic!("expected a key error, got {other:?}"),
+        };
+        let source = SourceConfig {
+            kind: SourceKind::File,
+            ..SourceConfig::default()
+        };
+        assert_eq!(key(source.validate()), "source.path");
+        let source = SourceConfig {
+            queue_frames: 0,
+            ..SourceConfig::default()
+        };
+        assert_eq!(key(source.validate()), "source.queue_frames");
+        let onnxruntime = OnnxRuntimeConfig {
+            intra_threads: 65,
+            ..OnnxRuntimeConfig::default()
+        };
+        assert_eq!(key(onnxruntime.validate()), "onnxruntime.intra_threads");
+        let onnxruntime = OnnxRuntimeConfig {
+            device: " ".into(),
+            ..OnnxRuntimeConfig::default()
+        };
+        assert_eq!(key(onnxruntime.validate()), "onnxruntime.device");
+        for (hands, expected) in [
+            (
+                HandsConfig {
+                    max_hands: 5,
+                    ..HandsConfig::default()
+                },
+                "hands.max_hands",
+            ),
+            (
+                HandsConfig {
+                    min_presence: 1.5,
+                    ..HandsConfig::default()
+                },
+                "hands.min_presence",
+            ),
+            (
+                HandsConfig {
+                    second_hand_interval_s: 0.0,
+                    ..HandsConfig::default()
+                },
+                "hands.second_hand_interval_s",
+            ),
+            (
+                HandsConfig {
+                    search_interval_s: f64::NAN,
+                    ..HandsConfig::default()
+                },
+                "hands.search_interval_s",
+            ),
+            (
+                HandsConfig {
+                    search_margin: 3.0,
+                    ..HandsConfig::default()
+                },
+                "hands.search_margin",
+            ),
+        ] {
+            assert_eq!(key(hands.validate()), expected);
+        }
+        // ...and through the loaded config.
+        for (set, expected) in [
+            ("source.queue_frames=0", "config key `source.queue_frames`"),
+            (
+                "onnxruntime.intra_threads=0",
+                "config key `onnxruntime.intra_threads`",
+            ),
+            (
+                "hands.min_palm_score=2.0",
+                "config key `hands.min_palm_score`",
+            ),
+        ] {
+            let err = load_str("", &[set]).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{set}: {err}");
+        }
     }
 
     #[test]

@@ -203,7 +203,15 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
         health: Some(health.clone()),
         shutdown: Some(shutdown.clone()),
     };
-    let result = pipeline::run(&cfg, source, session_ids, actions, sinks, metrics, &opts);
+    let result = pipeline::run(
+        &cfg.pipeline_sections(),
+        source,
+        session_ids,
+        actions,
+        sinks,
+        metrics,
+        &opts,
+    );
     // The source may also end by itself (a clip): everything else stops the same way.
     shutdown.trigger();
     watchdog.join();

@@ -447,7 +447,7 @@ fn replay(
         fps,
     )?;
     let summary = pipeline::run(
-        &setup.config,
+        &setup.config.pipeline_sections(),
         source,
         session_ids,
         actions,

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::actions::Action;
 use crate::capture::CaptureScheduler;
-use crate::config::Config;
+use crate::config::{HandsConfig, ModelsConfig, OnnxRuntimeConfig, SourceConfig};
 use crate::frame::{Capture, ClipJob, Frame};
 use crate::ids::IdGenerator;
 use crate::metrics::{Metrics, Stage};
@@ -102,9 +102,28 @@ impl MediaClock {
     }
 }
 
+/// The config sections the pipeline runs on, each validated at load
+/// ([`crate::config::Config::pipeline_sections`] borrows them from the loaded config).
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSections<'a> {
+    /// `queue_frames`: replay's read-ahead.
+    pub source: &'a SourceConfig,
+    /// `mirrored`: which way a swipe goes for the shopper.
+    pub camera: &'a crate::source::CameraSettings,
+    pub onnxruntime: &'a OnnxRuntimeConfig,
+    pub models: &'a ModelsConfig,
+    pub presence: &'a crate::config::PresenceConfig,
+    pub session: &'a crate::config::SessionConfig,
+    pub hands: &'a HandsConfig,
+    pub gestures: &'a crate::gesture::GestureConfig,
+    /// The capture scheduler's ring, best-frame window and countdown.
+    pub photos: &'a mirrorsight_photos::PhotosConfig,
+    pub clips: &'a crate::actions::clips::ClipsConfig,
+}
+
 /// Runs a source to its end through vision and the given actions and sinks.
 pub fn run(
-    config: &Config,
+    config: &PipelineSections<'_>,
     source: Box<dyn Source>,
     ids: IdGenerator,
     actions: Vec<Box<dyn Action>>,
@@ -115,10 +134,10 @@ pub fn run(
     let info = source.info().clone();
     let mut driver = Driver {
         vision: VisionStage::new(
-            &config.onnxruntime,
-            &config.models,
-            &config.presence,
-            &config.hands,
+            config.onnxruntime,
+            config.models,
+            config.presence,
+            config.hands,
             metrics.clone(),
         )?,
         mirror: Mirror::new(
