@@ -82,8 +82,26 @@ pub fn actions(
         )),
     ];
     if cfg.clips.enabled {
-        let clips = ClipAction::start(&cfg.clips, fps, seeds.fork(), metrics.clone())
-            .map_err(anyhow::Error::msg)?;
+        // Clips go where photos go, with the photos' retry settings.
+        let upload = match &cfg.backend.url {
+            Some(url) => Some((
+                mirrorsight_photos::Backend {
+                    base_url: url.clone(),
+                    token: mirrorsight::actions::photos::device_token(&cfg.backend)?,
+                },
+                mirrorsight_photos::UploaderOptions::from_config(&cfg.photos),
+            )),
+            None => None,
+        };
+        let clips = ClipAction::start(
+            &cfg.clips,
+            fps,
+            seeds.fork(),
+            metrics.clone(),
+            runtime.handle().clone(),
+            upload,
+        )
+        .map_err(anyhow::Error::msg)?;
         actions.push(Box::new(clips));
     }
     Ok(actions)

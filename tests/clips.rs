@@ -1,6 +1,7 @@
 //! Turn-around clips in a real replay: an open palm held in front of the mirror records one
-//! H.264 MP4 of `clips.duration_s` (faststart, with a poster frame) into the clip spool, and a
-//! SIGKILL during recording leaves no clip behind.
+//! H.264 MP4 of `clips.duration_s` (faststart, with a poster frame) into the clip spool, the
+//! store backend (the loopback fake) gets it byte-identical with its poster, and a SIGKILL
+//! during recording leaves no clip behind, in the spool or at the backend.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use common::*;
 use mirrorsight::events::{Event, EventKind};
+use mirrorsight_fake_backend::{FAKE_DEVICE_TOKEN, FakeServer};
 
 /// A still of a raised open hand (labels/stills.json), held for `seconds` as a 15 fps video.
 fn palm_hold(dir: &Path, seconds: u32) -> Option<PathBuf> {
@@ -137,17 +139,99 @@ fn a_palm_hold_records_one_h264_clip_of_the_configured_length() {
 }
 
 #[test]
+fn the_clip_reaches_the_backend_byte_identical_with_its_poster() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(clip) = palm_hold(dir.path(), 14) else {
+        return;
+    };
+    let fake = FakeServer::start_blocking().unwrap();
+    let state = dir.path().join("state");
+    let out = run_ok(
+        bin()
+            .arg("replay")
+            .arg(&clip)
+            .arg("--set")
+            .arg(format!("backend.url=\"{}\"", fake.url()))
+            .arg("--set")
+            .arg(format!("storage.dir=\"{}\"", state.display()))
+            .env("MIRRORSIGHT_DEVICE_TOKEN", FAKE_DEVICE_TOKEN),
+    );
+    let events = parse_events(&out.stdout);
+    let saved = of_type(&events, "clip_saved");
+    assert_eq!(saved.len(), 1, "{events:?}");
+    let EventKind::ClipSaved {
+        clip,
+        scene,
+        session,
+        path,
+        poster,
+        ..
+    } = &saved[0].kind
+    else {
+        unreachable!()
+    };
+    let uploaded = of_type(&events, "clip_uploaded");
+    assert_eq!(uploaded.len(), 1, "{events:?}");
+    assert!(
+        matches!(&uploaded[0].kind, EventKind::ClipUploaded { clip: c, scene: s, .. } if c == clip && s == scene)
+    );
+    assert!(of_type(&events, "clip_upload_failed").is_empty());
+    let stored = fake.handle().clips();
+    assert_eq!(stored.len(), 1, "the clip exactly once at the backend");
+    let at_backend = &stored[0];
+    assert_eq!(
+        (&at_backend.clip, &at_backend.scene, &at_backend.session),
+        (clip, scene, session)
+    );
+    assert_eq!(at_backend.trigger, "open_palm_hold");
+    assert_eq!(
+        at_backend.bytes,
+        std::fs::read(path).unwrap(),
+        "byte-identical"
+    );
+    assert_eq!(
+        at_backend.poster.as_deref(),
+        Some(std::fs::read(poster).unwrap().as_slice()),
+        "the poster, byte-identical"
+    );
+    // Only the service user may read the clip spool.
+    use std::os::unix::fs::PermissionsExt;
+    for file in [path.as_str(), poster.as_str()] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} is readable by others: {mode:o}");
+    }
+
+    // A second run over the same spool sends nothing again: the record says uploaded.
+    let again = run_ok(
+        bin()
+            .arg("replay")
+            .arg(palm_hold(dir.path(), 1).unwrap())
+            .arg("--set")
+            .arg(format!("backend.url=\"{}\"", fake.url()))
+            .arg("--set")
+            .arg(format!("storage.dir=\"{}\"", state.display()))
+            .env("MIRRORSIGHT_DEVICE_TOKEN", FAKE_DEVICE_TOKEN),
+    );
+    assert!(of_type(&parse_events(&again.stdout), "clip_uploaded").is_empty());
+    assert_eq!(fake.handle().clips().len(), 1);
+}
+
+#[test]
 fn sigkill_while_recording_leaves_no_clip() {
     let dir = tempfile::tempdir().unwrap();
     let Some(clip) = palm_hold(dir.path(), 14) else {
         return;
     };
+    let fake = FakeServer::start_blocking().unwrap();
     let state = dir.path().join("state");
     let spool = state.join("clips");
     let mut child = bin()
         .arg("replay")
         .arg(&clip)
         .arg("--realtime")
+        .arg("--set")
+        .arg(format!("backend.url=\"{}\"", fake.url()))
+        .env("MIRRORSIGHT_DEVICE_TOKEN", FAKE_DEVICE_TOKEN)
         .arg("--set")
         .arg(format!("storage.dir=\"{}\"", state.display()))
         .stdout(Stdio::piped())
@@ -176,6 +260,7 @@ fn sigkill_while_recording_leaves_no_clip() {
         .filter(|f| !f.starts_with('.'))
         .collect();
     assert!(kept.is_empty(), "a killed recording left {kept:?}");
+    assert!(fake.handle().clips().is_empty(), "nothing at the backend");
 
     // The next start clears what the crash left half-written.
     let Some(short) = palm_hold(dir.path(), 1) else {
@@ -186,7 +271,11 @@ fn sigkill_while_recording_leaves_no_clip() {
             .arg("replay")
             .arg(&short)
             .arg("--set")
-            .arg(format!("storage.dir=\"{}\"", state.display())),
+            .arg(format!("backend.url=\"{}\"", fake.url()))
+            .arg("--set")
+            .arg(format!("storage.dir=\"{}\"", state.display()))
+            .env("MIRRORSIGHT_DEVICE_TOKEN", FAKE_DEVICE_TOKEN),
     );
     assert_eq!(files(&spool), Vec::<String>::new());
+    assert!(fake.handle().clips().is_empty(), "nothing at the backend");
 }

@@ -9,19 +9,27 @@
 //! leaves nothing behind. Recording never stalls vision: frames are offered to the queue and
 //! dropped (counted in `/metrics`) when the encoder is behind; the clip repeats the previous
 //! frame in their place so its duration stays right.
+//!
+//! With `backend.url` set, saved clips go to the store backend like photos (see
+//! [`mirrorsight_photos::clip_upload`]): `clip_uploaded`, or `clip_upload_failed` and a retry.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use mirrorsight_contract::events::{Event, EventKind};
 use mirrorsight_core::clip::ClipWork;
+use mirrorsight_photos::clip_upload::{ClipRecord, ClipUploadOutcome, ClipUploader};
+use mirrorsight_photos::{Backend, UploaderOptions};
 use serde::Deserialize;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
 
 use super::Action;
@@ -108,12 +116,26 @@ impl ClipsConfig {
     }
 }
 
+/// At the end of a replay (or a shutdown): how long queued clips may still go out, then how
+/// long the upload in flight may take to finish.
+const UPLOAD_DRAIN_WAIT: Duration = Duration::from_secs(20);
+const UPLOAD_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// What the encoder thread is told, in order.
 enum Job {
     Start {
         session: String,
         scene: String,
         clip: String,
+        trigger: String,
+        /// Wall clock at the start, unix milliseconds (the upload's `X-Taken-At`).
+        taken_at_ms: u64,
         t: f64,
         duration_s: f64,
         region: Option<[f32; 4]>,
@@ -127,8 +149,15 @@ enum Job {
 
 /// What the encoder thread reports back.
 enum Outcome {
-    Saved(EventKind),
-    Refused { session: String, reason: String },
+    /// Boxed: a saved clip is rare, and keeps the channel's items small.
+    Saved {
+        event: Box<EventKind>,
+        record: Box<ClipRecord>,
+    },
+    Refused {
+        session: String,
+        reason: String,
+    },
 }
 
 pub struct ClipAction {
@@ -142,15 +171,22 @@ pub struct ClipAction {
     ids: crate::ids::IdGenerator,
     metrics: Arc<Metrics>,
     now: f64,
+    /// With `backend.url`: the clip uploader and its outcomes.
+    uploader: Option<(ClipUploader, UnboundedReceiver<ClipUploadOutcome>)>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl ClipAction {
     /// Opens the clip spool (deleting what a crash left half-written) and starts the encoder.
+    /// `upload`: the backend and how to retry (`[photos]`' upload settings), when
+    /// `backend.url` is set.
     pub fn start(
         config: &ClipsConfig,
         fps: f64,
         ids: crate::ids::IdGenerator,
         metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+        upload: Option<(Backend, UploaderOptions)>,
     ) -> Result<Self, String> {
         config
             .validate()
@@ -171,6 +207,13 @@ impl ClipAction {
             .name("clip-encoder".into())
             .spawn(move || encoder.run(rx))
             .map_err(|e| format!("cannot start the clip encoder thread: {e}"))?;
+        let uploader = match upload {
+            Some((backend, options)) => Some(
+                ClipUploader::spawn(&runtime, config.spool_dir.clone(), backend, options)
+                    .map_err(|e| format!("clip uploads: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             jobs: Some(jobs),
             outcomes,
@@ -181,6 +224,8 @@ impl ClipAction {
             ids,
             metrics,
             now: 0.0,
+            uploader,
+            runtime,
         })
     }
 
@@ -194,10 +239,20 @@ impl ClipAction {
     fn drain(&mut self, emit: &mut Vec<Event>) {
         while let Ok(outcome) = self.outcomes.try_recv() {
             let kind = match outcome {
-                Outcome::Saved(kind) => kind,
+                Outcome::Saved { event, record } => {
+                    if let Some((uploader, _)) = &self.uploader {
+                        uploader.enqueue(*record);
+                    }
+                    *event
+                }
                 Outcome::Refused { session, reason } => EventKind::ClipRefused { session, reason },
             };
             emit.push(Event::new(self.now, kind));
+        }
+        if let Some((_, outcomes)) = &mut self.uploader {
+            while let Ok(outcome) = outcomes.try_recv() {
+                emit.push(Event::new(self.now, outcome.event()));
+            }
         }
     }
 }
@@ -220,6 +275,7 @@ impl Action for ClipAction {
         match work {
             ClipWork::Start {
                 session,
+                trigger,
                 t,
                 duration_s,
                 region,
@@ -245,6 +301,8 @@ impl Action for ClipAction {
                     session: session.clone(),
                     scene,
                     clip,
+                    trigger: trigger.clone(),
+                    taken_at_ms: unix_ms(),
                     t: *t,
                     duration_s: *duration_s,
                     region: *region,
@@ -287,12 +345,31 @@ impl Action for ClipAction {
             let _ = thread.join();
         }
         self.drain(emit);
+        let Some((uploader, _)) = &self.uploader else {
+            return;
+        };
+        // Like photos: queued clips get a bounded chance to reach the backend; what is left
+        // stays in the clip spool and goes out after the next start.
+        let deadline = std::time::Instant::now() + UPLOAD_DRAIN_WAIT;
+        while uploader.pending() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some((uploader, mut outcomes)) = self.uploader.take() {
+            self.runtime
+                .block_on(uploader.shutdown(UPLOAD_SHUTDOWN_WAIT));
+            while let Ok(outcome) = outcomes.try_recv() {
+                emit.push(Event::new(self.now, outcome.event()));
+            }
+        }
     }
 }
 
 /// Creates the spool directory and deletes what a crash left half-written.
 fn open_spool(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("clips.spool_dir {}: {e}", dir.display()))?;
+    // Clips show shoppers: only the service user may read them, like the photo spool.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("clips.spool_dir {}: {e}", dir.display()))?;
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("clips.spool_dir {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
@@ -317,6 +394,8 @@ struct Current {
     session: String,
     scene: String,
     clip: String,
+    trigger: String,
+    taken_at_ms: u64,
     t0: f64,
     duration_s: f64,
     region: Option<[f32; 4]>,
@@ -342,6 +421,8 @@ impl Encoder {
                     session,
                     scene,
                     clip,
+                    trigger,
+                    taken_at_ms,
                     t,
                     duration_s,
                     region,
@@ -355,6 +436,8 @@ impl Encoder {
                         session,
                         scene,
                         clip,
+                        trigger,
+                        taken_at_ms,
                         t0: t,
                         duration_s,
                         region,
@@ -555,26 +638,51 @@ impl Encoder {
         if let Err(e) = write_poster(&poster_path, poster) {
             return refused(&c, format!("poster frame: {e}"));
         }
-        let kept = sync_file(&c.part)
+        // The record goes first: the MP4's rename is the moment the clip exists, and a record
+        // without its MP4 is removed at the next start.
+        let record = match std::fs::read(&c.part) {
+            Ok(mp4) => ClipRecord {
+                clip: c.clip.clone(),
+                session: c.session.clone(),
+                scene: c.scene.clone(),
+                trigger: c.trigger.clone(),
+                taken_at_ms: c.taken_at_ms,
+                sha256: mirrorsight_photos::spool::sha256_hex(&mp4),
+                bytes: mp4.len() as u64,
+                uploaded: false,
+            },
+            Err(e) => {
+                let _ = std::fs::remove_file(&poster_path);
+                return refused(&c, format!("clip spool {}: {e}", dir.display()));
+            }
+        };
+        let record_path = ClipRecord::record_path(dir, &c.clip);
+        let kept = std::fs::set_permissions(&c.part, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| record.write_durably(dir))
+            .and_then(|()| sync_file(&c.part))
             .and_then(|()| std::fs::rename(&c.part, &final_path))
             .and_then(|()| sync_dir(dir));
         if let Err(e) = kept {
             let _ = std::fs::remove_file(&poster_path);
+            let _ = std::fs::remove_file(&record_path);
             return refused(&c, format!("clip spool {}: {e}", dir.display()));
         }
-        let bytes = std::fs::metadata(&final_path).map_or(0, |m| m.len());
+        let bytes = record.bytes;
         let duration_s = c.written as f64 / self.fps;
         info!(clip = %c.clip, bytes, duration_s, repeated = c.repeated, "clip saved");
-        Outcome::Saved(EventKind::ClipSaved {
-            session: c.session,
-            scene: c.scene,
-            clip: c.clip,
-            path: final_path.display().to_string(),
-            poster: poster_path.display().to_string(),
-            duration_s: (duration_s * 1000.0).round() / 1000.0,
-            bytes,
-            frames_dropped: dropped,
-        })
+        Outcome::Saved {
+            event: Box::new(EventKind::ClipSaved {
+                session: c.session,
+                scene: c.scene,
+                clip: c.clip,
+                path: final_path.display().to_string(),
+                poster: poster_path.display().to_string(),
+                duration_s: (duration_s * 1000.0).round() / 1000.0,
+                bytes,
+                frames_dropped: dropped,
+            }),
+            record: Box::new(record),
+        }
     }
 }
 
@@ -624,7 +732,12 @@ fn write_poster(path: &Path, poster: Option<(u32, u32, Vec<u8>)>) -> Result<(), 
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.part"));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&jpeg)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -291,7 +291,7 @@ impl Action for PhotoAction {
 }
 
 /// Loads the device token for uploads (file, systemd credential, or environment).
-fn device_token(
+pub fn device_token(
     backend: &mirrorsight_wechat::BackendConfig,
 ) -> Result<mirrorsight_photos::Secret, mirrorsight_wechat::SecretError> {
     use mirrorsight_wechat::secret::{DEVICE_TOKEN_ENV, SecretSpec, require_secret};

@@ -10,13 +10,21 @@
 //!   [`PhotoUploadResponse`] when new, `200` with the same body when the photo id is already
 //!   stored with the same bytes, `409` when it is stored with different bytes).
 //! - `DELETE /v1/sessions/{scene}/photos/{photo}` (`204`; `404` = already gone).
+//! - `POST /v1/sessions/{scene}/clips` (raw `video/mp4`, the photo headers with `X-Clip-Id`
+//!   in place of `X-Photo-Id` → `201` [`ClipUploadResponse`] when new, `200` with the same
+//!   body when the clip id is already stored with the same bytes, `409` with other bytes).
+//! - `PUT /v1/sessions/{scene}/clips/{clip}/poster` (raw `image/jpeg`, `X-Content-SHA256` →
+//!   `204`; the clip must be stored; putting it again replaces it).
 //!
 //! Errors carry an [`ErrorBody`] with one of the `error` codes in [`error_code`].
 
 use serde::{Deserialize, Serialize};
 
 pub mod upload;
-pub use upload::{HeaderError, UploadHeaders, bearer_token, is_photo_content_type, valid_id};
+pub use upload::{
+    ClipUploadHeaders, HeaderError, UploadHeaders, bearer_token, is_clip_content_type,
+    is_photo_content_type, valid_id,
+};
 
 /// Path of the scene-minting endpoint, relative to the backend's base URL.
 pub const SCENES_PATH: &str = "/v1/scenes";
@@ -33,6 +41,16 @@ pub fn photo_path(scene: &str, photo: &str) -> String {
     format!("/v1/sessions/{scene}/photos/{photo}")
 }
 
+/// Clip upload path for a scene (`/v1/sessions/{scene}/clips`).
+pub fn clips_path(scene: &str) -> String {
+    format!("/v1/sessions/{scene}/clips")
+}
+
+/// Path of a clip's poster frame (`/v1/sessions/{scene}/clips/{clip}/poster`), for `PUT`.
+pub fn clip_poster_path(scene: &str, clip: &str) -> String {
+    format!("/v1/sessions/{scene}/clips/{clip}/poster")
+}
+
 /// Header names of a photo upload. HTTP header names are case-insensitive; these are the
 /// spellings the mirror sends.
 pub mod header {
@@ -42,6 +60,8 @@ pub mod header {
     pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
     /// The photo id (22-character base64url).
     pub const PHOTO_ID: &str = "X-Photo-Id";
+    /// The clip id (22-character base64url), in a clip upload instead of `X-Photo-Id`.
+    pub const CLIP_ID: &str = "X-Clip-Id";
     /// The mirror's session id the photo was taken in.
     pub const SESSION_ID: &str = "X-Session-Id";
     /// When the photo was taken, unix milliseconds (decimal).
@@ -52,8 +72,11 @@ pub mod header {
     pub const CONTENT_SHA256: &str = "X-Content-SHA256";
 }
 
-/// Content type of a photo upload body.
+/// Content type of a photo upload body (and of a clip's poster frame).
 pub const PHOTO_CONTENT_TYPE: &str = "image/jpeg";
+
+/// Content type of a clip upload body (H.264 in MP4, `moov` first).
+pub const CLIP_CONTENT_TYPE: &str = "video/mp4";
 
 /// Longest scene the backend accepts (WeChat's `scene_str` limit).
 pub const MAX_SCENE_LEN: usize = 64;
@@ -92,6 +115,17 @@ pub struct CreateSceneResponse {
 pub struct PhotoUploadResponse {
     /// The photo id, as uploaded.
     pub photo: String,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+    /// Size of the stored bytes.
+    pub bytes: u64,
+}
+
+/// `201`/`200` answer of a clip upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClipUploadResponse {
+    /// The clip id, as uploaded.
+    pub clip: String,
     /// SHA-256 of the stored bytes, lowercase hex.
     pub sha256: String,
     /// Size of the stored bytes.
@@ -197,6 +231,7 @@ mod tests {
         for name in [
             header::IDEMPOTENCY_KEY,
             header::PHOTO_ID,
+            header::CLIP_ID,
             header::SESSION_ID,
             header::TAKEN_AT,
             header::TRIGGER,
@@ -211,6 +246,8 @@ mod tests {
             SCENES_PATH,
             &photos_path("{scene}"),
             &photo_path("{scene}", "{photo}"),
+            &clips_path("{scene}"),
+            &clip_poster_path("{scene}", "{clip}"),
         ] {
             assert!(
                 doc.contains(&format!("  {path}:\n")),
@@ -243,5 +280,19 @@ mod tests {
         );
         assert_eq!(photos_path("s1"), "/v1/sessions/s1/photos");
         assert_eq!(photo_path("s1", "p1"), "/v1/sessions/s1/photos/p1");
+        assert_eq!(clips_path("s1"), "/v1/sessions/s1/clips");
+        assert_eq!(
+            clip_poster_path("s1", "c1"),
+            "/v1/sessions/s1/clips/c1/poster"
+        );
+        let c = ClipUploadResponse {
+            clip: "c".into(),
+            sha256: "ab".into(),
+            bytes: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"clip":"c","sha256":"ab","bytes":3}"#
+        );
     }
 }

@@ -51,7 +51,9 @@ impl Event {
             | ClipRequested { session, .. }
             | ClipStarted { session, .. }
             | ClipSaved { session, .. }
-            | ClipRefused { session, .. } => Some(session),
+            | ClipRefused { session, .. }
+            | ClipUploaded { session, .. }
+            | ClipUploadFailed { session, .. } => Some(session),
             SourceEnded { .. } => None,
         }
     }
@@ -216,6 +218,21 @@ pub enum EventKind {
     },
     /// A clip was not recorded or kept (encoder missing or failed, spool full or unwritable).
     ClipRefused { session: String, reason: String },
+    /// The store backend confirmed a clip (same sha256) and took its poster frame.
+    ClipUploaded {
+        session: String,
+        scene: String,
+        clip: String,
+    },
+    /// A clip upload attempt failed. Transient failures are retried with backoff; a permanent
+    /// one (the backend refused the clip) waits in the clip spool for the next start.
+    ClipUploadFailed {
+        session: String,
+        clip: String,
+        reason: String,
+        attempt: u32,
+        permanent: bool,
+    },
     /// The frame source has no more frames (end of a clip, or the daemon stopping).
     SourceEnded { frames: u64 },
 }
@@ -245,6 +262,8 @@ impl EventKind {
             ClipStarted { .. } => "clip_started",
             ClipSaved { .. } => "clip_saved",
             ClipRefused { .. } => "clip_refused",
+            ClipUploaded { .. } => "clip_uploaded",
+            ClipUploadFailed { .. } => "clip_upload_failed",
             SourceEnded { .. } => "source_ended",
         }
     }

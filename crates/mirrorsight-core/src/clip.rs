@@ -20,6 +20,8 @@ pub enum ClipWork<F> {
     /// xmin, ymin, xmax, ymax; `None`: the whole frame).
     Start {
         session: String,
+        /// The gesture that asked for the clip (`clip_requested`'s `trigger`).
+        trigger: String,
         t: f64,
         duration_s: f64,
         region: Option<[f32; 4]>,
@@ -35,6 +37,7 @@ pub enum ClipWork<F> {
 #[derive(Debug, Clone)]
 struct Pending {
     session: String,
+    trigger: String,
     due: f64,
 }
 
@@ -86,8 +89,8 @@ impl ClipScheduler {
             match &mut e.kind {
                 EventKind::ClipRequested {
                     session,
+                    trigger,
                     record_at_ms,
-                    ..
                 } => {
                     if let Some(under_way) = self
                         .pending
@@ -100,6 +103,7 @@ impl ClipScheduler {
                         *record_at_ms = media_ms(t + self.countdown_s);
                         self.pending = Some(Pending {
                             session: session.clone(),
+                            trigger: trigger.clone(),
                             due: media_seconds(*record_at_ms),
                         });
                     }
@@ -119,6 +123,7 @@ impl ClipScheduler {
         if let Some(p) = self.pending.take_if(|p| p.due <= t + 1e-6) {
             work.push(ClipWork::Start {
                 session: p.session.clone(),
+                trigger: p.trigger,
                 t,
                 duration_s: self.duration_s,
                 region,

@@ -6,7 +6,7 @@
 //! - `POST /__fake/faults` with `{"route": "qrcode_create", "fault": {"errcode": 40001}, "times": 1}`;
 //!   faults: `{"errcode": N}`, `"html502"`, `"malformed_json"`, `{"delay_ms": N}`, `{"status": N}`.
 //! - `POST /__fake/reset`: forget requests and faults.
-//! - `GET /__fake/scenes`, `GET /__fake/photos`: what the backend stored.
+//! - `GET /__fake/scenes`, `GET /__fake/photos`, `GET /__fake/clips`: what the backend stored.
 
 use std::time::Duration;
 
@@ -53,6 +53,16 @@ pub(crate) fn serialize_body<S: Serializer>(body: &[u8], s: S) -> Result<S::Ok, 
     }
 }
 
+pub(crate) fn serialize_optional_body<S: Serializer>(
+    body: &Option<Vec<u8>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match body {
+        Some(body) => serialize_body(body, s),
+        None => s.serialize_none(),
+    }
+}
+
 pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Response {
     match (method.as_str(), path) {
         ("GET", "requests") => axum::Json(app.data().requests.clone()).into_response(),
@@ -61,6 +71,9 @@ pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Res
         }
         ("GET", "photos") => {
             axum::Json(app.data().photos.values().cloned().collect::<Vec<_>>()).into_response()
+        }
+        ("GET", "clips") => {
+            axum::Json(app.data().clips.values().cloned().collect::<Vec<_>>()).into_response()
         }
         ("POST", "reset") => {
             let mut data = app.data();

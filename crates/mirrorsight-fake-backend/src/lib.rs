@@ -3,7 +3,8 @@
 //! It implements the contract in `shared/notes/wechat-api.md` (`cgi-bin/token`,
 //! `cgi-bin/stable_token`, `cgi-bin/qrcode/create`, `cgi-bin/showqrcode`,
 //! `wxa/getwxacodeunlimit`, errors as HTTP 200 + `errcode`) and the backend contract in
-//! `docs/openapi.yaml` (`/v1/scenes`, photo upload and delete with idempotency). Both live on
+//! `docs/openapi.yaml` (`/v1/scenes`, photo upload and delete with idempotency, clip upload
+//! and its poster). Both live on
 //! one listener, so one base URL serves as `wechat.api_base`, `wechat.mp_base` and
 //! `backend.url`.
 //!
@@ -22,8 +23,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mirrorsight_contract::backend::{
-    CreateSceneRequest, CreateSceneResponse, ErrorBody, MAX_SCENE_LEN, PhotoUploadResponse,
-    UploadHeaders, bearer_token, error_code, is_photo_content_type,
+    ClipUploadHeaders, ClipUploadResponse, CreateSceneRequest, CreateSceneResponse, ErrorBody,
+    MAX_SCENE_LEN, PhotoUploadResponse, UploadHeaders, bearer_token, error_code,
+    is_clip_content_type, is_photo_content_type,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -44,6 +46,8 @@ pub struct FakeConfig {
     pub device_tokens: Vec<(String, String)>,
     /// Photos above this many bytes get `413`.
     pub max_photo_bytes: usize,
+    /// Clips above this many bytes get `413`.
+    pub max_clip_bytes: usize,
 }
 
 pub const FAKE_APPID: &str = "wxfake0123456789ab";
@@ -62,6 +66,7 @@ impl Default for FakeConfig {
                 (FAKE_DEVICE_TOKEN_2.to_string(), "mirror-2".to_string()),
             ],
             max_photo_bytes: 10 * 1024 * 1024,
+            max_clip_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -78,6 +83,8 @@ pub enum Route {
     Scenes,
     PhotoUpload,
     PhotoDelete,
+    ClipUpload,
+    ClipPoster,
 }
 
 impl Route {
@@ -98,6 +105,12 @@ impl Route {
                     Route::PhotoDelete,
                     vec![scene.to_string(), photo.to_string()],
                 ));
+            }
+            ("POST", ["v1", "sessions", scene, "clips"]) => {
+                return Some((Route::ClipUpload, vec![scene.to_string()]));
+            }
+            ("PUT", ["v1", "sessions", scene, "clips", clip, "poster"]) => {
+                return Some((Route::ClipPoster, vec![scene.to_string(), clip.to_string()]));
             }
             _ => return None,
         };
@@ -178,6 +191,22 @@ pub struct SceneRecord {
     pub response: CreateSceneResponse,
 }
 
+/// A turn-around clip the backend stored, with its poster frame once put.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredClip {
+    pub device: String,
+    pub scene: String,
+    pub clip: String,
+    pub session: String,
+    pub taken_at_ms: u64,
+    pub trigger: String,
+    pub sha256: String,
+    #[serde(serialize_with = "admin::serialize_body")]
+    pub bytes: Vec<u8>,
+    #[serde(serialize_with = "admin::serialize_optional_body")]
+    pub poster: Option<Vec<u8>>,
+}
+
 /// A photo the backend stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredPhoto {
@@ -209,6 +238,7 @@ struct Data {
     tickets: HashMap<String, String>,
     scenes: HashMap<String, SceneRecord>,
     photos: HashMap<(String, String), StoredPhoto>,
+    clips: HashMap<(String, String), StoredClip>,
     claimed: HashMap<String, String>,
 }
 
@@ -485,6 +515,10 @@ impl FakeHandle {
         self.app.data().photos.values().cloned().collect()
     }
 
+    pub fn clips(&self) -> Vec<StoredClip> {
+        self.app.data().clips.values().cloned().collect()
+    }
+
     pub fn photo(&self, scene: &str, photo: &str) -> Option<StoredPhoto> {
         self.app
             .data()
@@ -653,7 +687,11 @@ async fn handle_any(State(app): State<Arc<App>>, request: Request) -> Response {
     let query = parts.uri.query().map(str::to_string);
     // Generous: the photo size check below wants to see the whole body and answer 413
     // itself rather than cut the connection.
-    let limit = app.config.max_photo_bytes.saturating_add(4 * 1024 * 1024);
+    let limit = app
+        .config
+        .max_photo_bytes
+        .max(app.config.max_clip_bytes)
+        .saturating_add(4 * 1024 * 1024);
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
@@ -716,7 +754,11 @@ async fn handle_any(State(app): State<Arc<App>>, request: Request) -> Response {
         Route::QrcodeCreate => check_token(&app, &q).unwrap_or_else(|| qrcode_create(&app, &body)),
         Route::Showqrcode => showqrcode(&app, &q),
         Route::WxacodeUnlimit => check_token(&app, &q).unwrap_or_else(|| wxacode_unlimit(&body)),
-        Route::Scenes | Route::PhotoUpload | Route::PhotoDelete => {
+        Route::Scenes
+        | Route::PhotoUpload
+        | Route::PhotoDelete
+        | Route::ClipUpload
+        | Route::ClipPoster => {
             let device = match device(&app, &parts.headers) {
                 Ok(device) => device,
                 Err(e) => {
@@ -736,6 +778,12 @@ async fn handle_any(State(app): State<Arc<App>>, request: Request) -> Response {
                     upload_photo(&app, &device, scene, &parts.headers, body)
                 }
                 (Route::PhotoDelete, [scene, photo]) => delete_photo(&app, &device, scene, photo),
+                (Route::ClipUpload, [scene]) => {
+                    upload_clip(&app, &device, scene, &parts.headers, body)
+                }
+                (Route::ClipPoster, [scene, clip]) => {
+                    put_clip_poster(&app, &device, scene, clip, &parts.headers, body)
+                }
                 _ => (StatusCode::NOT_FOUND, "not found").into_response(),
             }
         }
@@ -1129,6 +1177,154 @@ fn upload_photo(
         },
     );
     (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+fn upload_clip(
+    app: &App,
+    device: &str,
+    scene: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Response {
+    let bad = |msg: &str| backend_error(StatusCode::BAD_REQUEST, error_code::BAD_REQUEST, msg);
+    if !valid_scene(scene) {
+        return bad("scene must be 1..=64 characters");
+    }
+    let meta = match ClipUploadHeaders::parse(header_pairs(headers)) {
+        Ok(meta) => meta,
+        Err(e) => return bad(&e.to_string()),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_clip_content_type(content_type) {
+        return backend_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error_code::UNSUPPORTED_MEDIA_TYPE,
+            "clips are video/mp4",
+        );
+    }
+    if body.len() > app.config.max_clip_bytes {
+        return backend_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error_code::PAYLOAD_TOO_LARGE,
+            format!("at most {} bytes", app.config.max_clip_bytes),
+        );
+    }
+    let sha = hex::encode(Sha256::digest(&body));
+    if sha != meta.sha256 {
+        return backend_error(
+            StatusCode::BAD_REQUEST,
+            error_code::DIGEST_MISMATCH,
+            "X-Content-SHA256 does not match the body",
+        );
+    }
+    let mut data = app.data();
+    match scene_owner(&data, scene) {
+        Some(owner) if owner != device => {
+            return backend_error(
+                StatusCode::FORBIDDEN,
+                error_code::FORBIDDEN,
+                "scene belongs to another device",
+            );
+        }
+        Some(_) => {}
+        None => {
+            data.claimed.insert(scene.to_string(), device.to_string());
+        }
+    }
+    let key = (scene.to_string(), meta.clip.clone());
+    let answer = ClipUploadResponse {
+        clip: meta.clip.clone(),
+        sha256: sha.clone(),
+        bytes: body.len() as u64,
+    };
+    if let Some(existing) = data.clips.get(&key) {
+        if existing.sha256 == sha {
+            return (StatusCode::OK, axum::Json(answer)).into_response();
+        }
+        return backend_error(
+            StatusCode::CONFLICT,
+            error_code::CONFLICT,
+            "clip id already stored with different bytes",
+        );
+    }
+    data.clips.insert(
+        key,
+        StoredClip {
+            device: device.to_string(),
+            scene: scene.to_string(),
+            clip: meta.clip,
+            session: meta.session,
+            taken_at_ms: meta.taken_at_ms,
+            trigger: meta.trigger,
+            sha256: sha,
+            bytes: body,
+            poster: None,
+        },
+    );
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+fn put_clip_poster(
+    app: &App,
+    device: &str,
+    scene: &str,
+    clip: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_photo_content_type(content_type) {
+        return backend_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error_code::UNSUPPORTED_MEDIA_TYPE,
+            "posters are image/jpeg",
+        );
+    }
+    if body.len() > app.config.max_photo_bytes {
+        return backend_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error_code::PAYLOAD_TOO_LARGE,
+            format!("at most {} bytes", app.config.max_photo_bytes),
+        );
+    }
+    let declared = headers
+        .get(mirrorsight_contract::backend::header::CONTENT_SHA256)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if hex::encode(Sha256::digest(&body)) != declared {
+        return backend_error(
+            StatusCode::BAD_REQUEST,
+            error_code::DIGEST_MISMATCH,
+            "X-Content-SHA256 missing or not the body's",
+        );
+    }
+    let mut data = app.data();
+    if let Some(owner) = scene_owner(&data, scene)
+        && owner != device
+    {
+        return backend_error(
+            StatusCode::FORBIDDEN,
+            error_code::FORBIDDEN,
+            "scene belongs to another device",
+        );
+    }
+    match data.clips.get_mut(&(scene.to_string(), clip.to_string())) {
+        Some(stored) => {
+            stored.poster = Some(body);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => backend_error(
+            StatusCode::NOT_FOUND,
+            error_code::NOT_FOUND,
+            "no such clip; upload it first",
+        ),
+    }
 }
 
 fn delete_photo(app: &App, device: &str, scene: &str, photo: &str) -> Response {

@@ -457,6 +457,8 @@ impl OverlayModel {
             | EventKind::PersonReturned { .. }
             | EventKind::PhotoUploaded { .. }
             | EventKind::PhotoUploadFailed { .. }
+            | EventKind::ClipUploaded { .. }
+            | EventKind::ClipUploadFailed { .. }
             | EventKind::SourceEnded { .. } => {}
         }
     }

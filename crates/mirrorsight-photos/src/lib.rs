@@ -21,6 +21,7 @@
 //! ```
 
 pub mod capture;
+pub mod clip_upload;
 pub mod config;
 pub mod encode;
 pub mod secret;

@@ -222,7 +222,7 @@ impl Uploader {
     }
 }
 
-fn check_backend_url(raw: &str) -> Result<String, UploadError> {
+pub(crate) fn check_backend_url(raw: &str) -> Result<String, UploadError> {
     let bad = |reason: &str| UploadError::BadUrl {
         url: raw.to_string(),
         reason: reason.to_string(),
@@ -255,7 +255,7 @@ fn check_backend_url(raw: &str) -> Result<String, UploadError> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Transient {
         reason: String,
         retry_after: Option<Duration>,
@@ -264,13 +264,13 @@ enum Failure {
 }
 
 impl Failure {
-    fn transient(reason: impl Into<String>) -> Self {
+    pub(crate) fn transient(reason: impl Into<String>) -> Self {
         Failure::Transient {
             reason: reason.into(),
             retry_after: None,
         }
     }
-    fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             Failure::Transient { reason, .. } | Failure::Permanent(reason) => reason,
         }
@@ -553,7 +553,7 @@ fn verify_confirmation(
     Ok(())
 }
 
-async fn classify_error_status(resp: reqwest::Response) -> Failure {
+pub(crate) async fn classify_error_status(resp: reqwest::Response) -> Failure {
     let status = resp.status();
     let ctype = content_type(&resp);
     let retry_after = resp
@@ -591,7 +591,7 @@ async fn classify_error_status(resp: reqwest::Response) -> Failure {
     }
 }
 
-fn content_type(resp: &reqwest::Response) -> String {
+pub(crate) fn content_type(resp: &reqwest::Response) -> String {
     resp.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -599,7 +599,7 @@ fn content_type(resp: &reqwest::Response) -> String {
         .to_string()
 }
 
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+pub(crate) async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = MAX_ANSWER_BYTES.saturating_sub(out.len());
@@ -613,7 +613,7 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Er
 
 /// A short, printable account of an answer body: a JSON error message, an HTML page's title,
 /// or the first characters.
-fn describe_body(ctype: &str, body: &[u8]) -> String {
+pub(crate) fn describe_body(ctype: &str, body: &[u8]) -> String {
     if body.is_empty() {
         return format!("empty body ({ctype})");
     }
@@ -656,14 +656,14 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-fn transport_failure(e: &reqwest::Error) -> Failure {
+pub(crate) fn transport_failure(e: &reqwest::Error) -> Failure {
     if e.is_builder() {
         return Failure::Permanent(format!("cannot build the request: {}", error_chain(e)));
     }
     Failure::transient(transport_reason(e))
 }
 
-fn transport_reason(e: &reqwest::Error) -> String {
+pub(crate) fn transport_reason(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         format!("backend did not answer in time: {}", error_chain(e))
     } else if e.is_connect() {
@@ -673,7 +673,7 @@ fn transport_reason(e: &reqwest::Error) -> String {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
@@ -687,7 +687,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

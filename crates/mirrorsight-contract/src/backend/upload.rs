@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-use super::{PHOTO_CONTENT_TYPE, header};
+use super::{CLIP_CONTENT_TYPE, PHOTO_CONTENT_TYPE, header};
 
 /// Longest photo id, session id and trigger accepted.
 pub const MAX_ID_LEN: usize = 64;
@@ -26,7 +26,9 @@ pub enum HeaderError {
     Repeated(&'static str),
     #[error("X-Photo-Id missing or not 1..=64 of [A-Za-z0-9_-]")]
     PhotoId,
-    #[error("Idempotency-Key must equal X-Photo-Id")]
+    #[error("X-Clip-Id missing or not 1..=64 of [A-Za-z0-9_-]")]
+    ClipId,
+    #[error("Idempotency-Key must equal X-Photo-Id (X-Clip-Id for a clip)")]
     IdempotencyKey,
     #[error("X-Session-Id missing or not 1..=64 of [A-Za-z0-9_-]")]
     SessionId,
@@ -67,6 +69,59 @@ pub fn is_photo_content_type(value: &str) -> bool {
         .trim()
         .to_ascii_lowercase()
         .starts_with(PHOTO_CONTENT_TYPE)
+}
+
+/// Whether a `Content-Type` value says MP4 video (parameters are ignored).
+pub fn is_clip_content_type(value: &str) -> bool {
+    value
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with(CLIP_CONTENT_TYPE)
+}
+
+/// The checked metadata headers of a clip upload: those of a photo, with `X-Clip-Id` (equal
+/// to `Idempotency-Key`) naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClipUploadHeaders {
+    /// `X-Clip-Id` (equal to `Idempotency-Key`).
+    pub clip: String,
+    /// `X-Session-Id`.
+    pub session: String,
+    /// `X-Taken-At`, unix milliseconds (when recording started).
+    pub taken_at_ms: u64,
+    /// `X-Trigger`.
+    pub trigger: String,
+    /// `X-Content-SHA256`, lowercase hex.
+    pub sha256: String,
+}
+
+impl ClipUploadHeaders {
+    /// Checks the metadata headers of a clip upload.
+    pub fn parse<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Self, HeaderError> {
+        let headers: Vec<_> = headers.into_iter().collect();
+        let m = parse_media(&headers, header::CLIP_ID, HeaderError::ClipId)?;
+        Ok(Self {
+            clip: m.photo,
+            session: m.session,
+            taken_at_ms: m.taken_at_ms,
+            trigger: m.trigger,
+            sha256: m.sha256,
+        })
+    }
+
+    /// The headers a mirror sends for these values, in the contract's spelling.
+    pub fn to_pairs(&self) -> [(&'static str, String); 6] {
+        [
+            (header::IDEMPOTENCY_KEY, self.clip.clone()),
+            (header::CLIP_ID, self.clip.clone()),
+            (header::SESSION_ID, self.session.clone()),
+            (header::TAKEN_AT, self.taken_at_ms.to_string()),
+            (header::TRIGGER, self.trigger.clone()),
+            (header::CONTENT_SHA256, self.sha256.clone()),
+        ]
+    }
 }
 
 /// The one value of header `name`: `Ok(None)` when absent, an error when repeated. Values
@@ -120,40 +175,7 @@ impl UploadHeaders {
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<Self, HeaderError> {
         let headers: Vec<_> = headers.into_iter().collect();
-        let get = |name| single(&headers, name);
-        let photo = get(header::PHOTO_ID)?
-            .filter(|p| valid_id(p))
-            .ok_or(HeaderError::PhotoId)?;
-        if get(header::IDEMPOTENCY_KEY)? != Some(photo) {
-            return Err(HeaderError::IdempotencyKey);
-        }
-        let session = get(header::SESSION_ID)?
-            .filter(|s| valid_id(s))
-            .ok_or(HeaderError::SessionId)?;
-        let taken_at_ms = get(header::TAKEN_AT)?
-            .filter(|v| {
-                (1..=MAX_TAKEN_AT_DIGITS).contains(&v.len())
-                    && v.bytes().all(|b| b.is_ascii_digit())
-            })
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or(HeaderError::TakenAt)?;
-        let trigger = get(header::TRIGGER)?
-            .filter(|t| t.len() <= MAX_ID_LEN)
-            .ok_or(HeaderError::Trigger)?;
-        let sha256 = get(header::CONTENT_SHA256)?
-            .filter(|v| {
-                v.len() == 64
-                    && v.bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            })
-            .ok_or(HeaderError::ContentSha256)?;
-        Ok(Self {
-            photo: photo.to_string(),
-            session: session.to_string(),
-            taken_at_ms,
-            trigger: trigger.to_string(),
-            sha256: sha256.to_string(),
-        })
+        parse_media(&headers, header::PHOTO_ID, HeaderError::PhotoId)
     }
 
     /// The headers a mirror sends for these values, in the contract's spelling.
@@ -167,6 +189,45 @@ impl UploadHeaders {
             (header::CONTENT_SHA256, self.sha256.clone()),
         ]
     }
+}
+
+/// The metadata headers of an upload whose id is in `id_header` (a photo's or a clip's).
+fn parse_media(
+    headers: &[(&str, &[u8])],
+    id_header: &'static str,
+    id_error: HeaderError,
+) -> Result<UploadHeaders, HeaderError> {
+    let get = |name| single(headers, name);
+    let photo = get(id_header)?.filter(|p| valid_id(p)).ok_or(id_error)?;
+    if get(header::IDEMPOTENCY_KEY)? != Some(photo) {
+        return Err(HeaderError::IdempotencyKey);
+    }
+    let session = get(header::SESSION_ID)?
+        .filter(|s| valid_id(s))
+        .ok_or(HeaderError::SessionId)?;
+    let taken_at_ms = get(header::TAKEN_AT)?
+        .filter(|v| {
+            (1..=MAX_TAKEN_AT_DIGITS).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or(HeaderError::TakenAt)?;
+    let trigger = get(header::TRIGGER)?
+        .filter(|t| t.len() <= MAX_ID_LEN)
+        .ok_or(HeaderError::Trigger)?;
+    let sha256 = get(header::CONTENT_SHA256)?
+        .filter(|v| {
+            v.len() == 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or(HeaderError::ContentSha256)?;
+    Ok(UploadHeaders {
+        photo: photo.to_string(),
+        session: session.to_string(),
+        taken_at_ms,
+        trigger: trigger.to_string(),
+        sha256: sha256.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -249,6 +310,34 @@ mod tests {
         binary.retain(|(n, _)| n != header::TRIGGER);
         binary.push((header::TRIGGER.into(), b"thumbs\x01up".to_vec()));
         assert_eq!(parse(&binary), Err(HeaderError::Trigger));
+    }
+
+    #[test]
+    fn clip_headers_name_the_clip() {
+        let clip = ClipUploadHeaders {
+            clip: "Xb1oQ2_Zq8R0aUe-1mVbN4".into(),
+            session: "s-1".into(),
+            taken_at_ms: 1_767_225_600_123,
+            trigger: "open_palm_hold".into(),
+            sha256: "cd".repeat(32),
+        };
+        let p: Vec<(String, Vec<u8>)> = clip
+            .to_pairs()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.into_bytes()))
+            .collect();
+        let parse_clip = |p: &[(String, Vec<u8>)]| {
+            ClipUploadHeaders::parse(p.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+        };
+        assert_eq!(parse_clip(&p), Ok(clip));
+        // A clip is not a photo, and a photo's headers do not make a clip.
+        assert_eq!(parse(&p), Err(HeaderError::PhotoId));
+        assert_eq!(parse_clip(&pairs(&sample())), Err(HeaderError::ClipId));
+        assert_eq!(
+            parse_clip(&with(p, header::IDEMPOTENCY_KEY, "other")),
+            Err(HeaderError::IdempotencyKey)
+        );
+        assert!(is_clip_content_type("video/mp4") && !is_clip_content_type("image/jpeg"));
     }
 
     #[test]
