@@ -74,7 +74,10 @@ pub struct GestureConfig {
     /// minimum mean confidence for it to fire. Default 0.6.
     pub min_confidence: f64,
     /// How long a static shape (thumbs up/down, fist, pointing, victory) must be held.
-    /// Short, because the hand tracker may pick a hand up late. Default 0.15 s.
+    /// Short, because the hand tracker may pick a hand up late, but longer than a hand passes
+    /// through a shape while doing something else: on the labelled footage, under every
+    /// transform of the robustness suite, a shown thumb is read for 0.25 s or more, while
+    /// clasped hands in a squat read as a thumb for up to 0.17 s. Default 0.2 s.
     pub shape_hold_s: f64,
     /// A static shape needs at least this many agreeing frames as well. Default 3.
     pub shape_min_frames: u32,
@@ -156,7 +159,7 @@ impl Default for GestureConfig {
             enabled: true,
             min_hand_presence: 0.6,
             min_confidence: 0.6,
-            shape_hold_s: 0.15,
+            shape_hold_s: 0.2,
             shape_min_frames: 3,
             shape_min_agreement: 0.75,
             shape_max_gap_s: 0.25,

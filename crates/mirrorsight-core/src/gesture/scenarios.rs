@@ -447,7 +447,8 @@ fn thumbs_up_held_briefly_fires_once() {
             "photo_requested thumbs_up"
         ]
     );
-    assert_eq!(times(&events), [0.65]);
+    // Fires once the shape has been held `shape_hold_s` (0.2 s).
+    assert_eq!(times(&events), [0.7]);
 }
 
 #[test]
@@ -539,7 +540,7 @@ fn a_long_hold_fires_once_and_cooldown_spaces_repeats() {
         };
         observation(t, &body, Some(body.pose(None, Some(p))), hands)
     });
-    assert_eq!(times(&events), [0.65, 6.25]);
+    assert_eq!(times(&events), [0.7, 6.3]);
 }
 
 #[test]

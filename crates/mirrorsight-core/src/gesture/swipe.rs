@@ -162,8 +162,12 @@ const REVERSAL_EPS: f64 = 0.15;
 const REVERSAL_SHARE: f64 = 0.25;
 /// No new extreme for this long: the stroke has stopped.
 const STALL_S: f64 = 0.2;
-/// No reliable wrist for this long: the stroke is over.
-const MAX_GAP_S: f64 = 0.3;
+/// No reliable wrist for this long: the stroke is over. Within a swipe the wrist is lost for
+/// at most a frame or two (0.13 s on the labelled footage, under every transform); a hand
+/// lowered out of the picture between two gestures is gone for longer, and the stroke it
+/// makes when raised again elsewhere must not be joined to the one before (a 1.25× faster
+/// shopper shortens that pause to 0.25 s). One lost frame at 10 fps (0.2 s) still passes.
+const MAX_GAP_S: f64 = 0.22;
 /// No single step between two samples may carry more than this share of a swipe's travel: a
 /// landmark jumping (left/right swap, a limb re-found elsewhere) is not a stroke. At 10 fps a
 /// quick swipe is three or four samples, so the share must allow a third of the travel and
@@ -444,7 +448,10 @@ impl SwipeDetector {
     }
 
     /// The pose model sometimes puts both wrists on the one raised hand (the other arm being
-    /// out of the picture): the wrist that jumped there is the copy.
+    /// out of the picture): the wrist that jumped there is the copy. An arm whose wrist was
+    /// lost for longer than a stroke may pause has no trustworthy last position; when neither
+    /// arm has one, nothing tells the copy from the hand, so both stay (a stroke both arms make
+    /// is one swipe: the cooldown holds between arms) and the next frame decides.
     fn drop_duplicate_wrist(&self, wrists: &mut [Option<WristSample>; 2]) {
         let [Some(a), Some(b)] = *wrists else {
             return;
@@ -456,9 +463,15 @@ impl SwipeDetector {
         let jump = |arm: usize, s: &WristSample| {
             self.arms[arm]
                 .last
-                .map_or(f64::INFINITY, |l| (s.x - l.x).hypot(s.y - l.y))
+                .filter(|l| s.t - l.t <= MAX_GAP_S)
+                .map(|l| (s.x - l.x).hypot(s.y - l.y))
         };
-        let drop = if jump(0, &a) > jump(1, &b) { 0 } else { 1 };
+        let drop = match (jump(0, &a), jump(1, &b)) {
+            (None, None) => return,
+            (None, Some(_)) => 0,
+            (Some(_), None) => 1,
+            (Some(ja), Some(jb)) => usize::from(ja <= jb),
+        };
         wrists[drop] = None;
     }
 
