@@ -13,6 +13,13 @@
 //! shopper is kept while they are in view (they may move about in front of the mirror), so
 //! someone walking behind them never takes the session over.
 //!
+//! A session is also only for someone who **arrived**: a person counts once the picture has
+//! changed over their torso in a frame where the detector found them (walking in, turning,
+//! shifting their weight). A mannequin, a coat stand or a bar table that the detector takes for a person in a
+//! dim, noisy picture never moves, so it never qualifies, however still it stands; a shopper
+//! standing still a moment after walking in is not kept waiting. "Changed" is measured against
+//! the picture's own noise, so a grainy camera does not make everything move.
+//!
 //! Also decided here: how often the detector must run (rarely on a still, empty scene; often
 //! while something moves or a session is open), and "moving on": a shopper walking out of the
 //! frame is lost by the detector before they are gone, so motion around where they were last
@@ -124,6 +131,11 @@ pub struct Sighting {
 const TRACK_MEMORY_S: f64 = 1.0;
 /// A detection within this share of a body height of a track's last position is that person.
 const SAME_PERSON_HEIGHTS: f32 = 0.5;
+/// ... and at least this share of its size: nobody halves or doubles in a tenth of a
+/// second, so a small figure found where the shopper just walked out of the picture (a
+/// mannequin, a table the detector takes for a person) is someone else, never the shopper
+/// still in view.
+const SAME_PERSON_SIZE_RATIO: f32 = 0.5;
 /// Sideways speed is the slope of the hip centre over this much of the recent past.
 const STILL_WINDOW_S: f64 = 0.6;
 /// A track must be this old before its speed means anything (two or three detections).
@@ -134,10 +146,19 @@ const PRESENCE_GAP_S: f64 = 0.35;
 const TAKEOVER_RATIO: f32 = 1.5;
 /// Motion keeps the detector at its active rate for this long after the last change.
 const MOTION_HOLD_S: f64 = 1.0;
+/// A person has moved when the mean change over their torso's cells exceeds this many times
+/// the picture's quiet level (the lowest tenth of this frame's cell changes): sensor noise of
+/// standard deviation σ changes a cell by 0.8σ on average (less spread over several cells)
+/// but a tenth of the cells by under 0.13σ, so twelve times that (1.5σ) is above the noise,
+/// and a person moving (tens of grey levels) is far above it.
+const ARRIVAL_NOISE_FACTOR: f32 = 12.0;
 
 #[derive(Debug, Clone)]
 struct Track {
     id: u64,
+    /// The picture changed over their torso in a frame where they were found (see the
+    /// module's notes).
+    arrived: bool,
     first_large: Option<f64>,
     last_seen: f64,
     /// (t, hip x, body height) of recent detections, oldest first.
@@ -175,6 +196,28 @@ impl Track {
     fn age(&self, t: f64) -> f64 {
         self.samples.front().map_or(0.0, |s| t - s.0)
     }
+}
+
+/// The middle of a person's body circle (the torso, pixels): where a person who arrived has
+/// moved, and where someone merely walking past in front of a still object has not lingered
+/// once the object is found again.
+fn core(p: &Person) -> [f32; 4] {
+    let [cx, cy] = p.center;
+    let half = 0.5 * p.radius;
+    [cx - half, cy - half, cx + half, cy + half]
+}
+
+/// The change (0..255) that counts as movement in a region of this frame's motion grid:
+/// above `motion_threshold` and [`ARRIVAL_NOISE_FACTOR`] times the picture's quiet level.
+/// `None` without a grid (no motion information: everyone counts as arrived).
+fn moving_level(motion: &MotionGrid, motion_threshold: f32) -> Option<f32> {
+    let cells = motion.columns * motion.rows;
+    if cells == 0 || motion.change.len() != cells {
+        return None;
+    }
+    let mut sorted = motion.change.clone();
+    let (_, quiet, _) = sorted.select_nth_unstable_by(cells / 10, f32::total_cmp);
+    Some(motion_threshold.max(ARRIVAL_NOISE_FACTOR * *quiet))
 }
 
 /// People followed across detections, the shopper among them, and the detector's schedule.
@@ -254,8 +297,16 @@ impl PresenceTracker {
         self.frame = frame;
         self.follow(t, people);
         let large = |p: &Person| p.height_fraction(frame) >= self.config.min_height_fraction;
+        let moving = moving_level(motion, self.config.motion_threshold);
         for track in &mut self.tracks {
             let seen_now = track.last_seen == t;
+            if seen_now && !track.arrived {
+                track.arrived = moving.is_none_or(|level| {
+                    let [x0, y0, x1, y1] = core(&track.last);
+                    let (w, h) = (frame[0].max(1) as f32, frame[1].max(1) as f32);
+                    motion.change_in([x0 / w, y0 / h, x1 / w, y1 / h]) > level
+                });
+            }
             if seen_now && large(&track.last) {
                 track.first_large.get_or_insert(t);
             } else if seen_now {
@@ -266,7 +317,7 @@ impl PresenceTracker {
                 && track
                     .sideways_speed(t)
                     .is_some_and(|v| v <= self.config.stopped_max_speed);
-            let qualifies = seen_now && track.first_large.is_some() && stopped;
+            let qualifies = seen_now && track.first_large.is_some() && stopped && track.arrived;
             if qualifies {
                 // Standing since they came close, or, if they walked about in view first,
                 // since the still window began.
@@ -332,7 +383,8 @@ impl PresenceTracker {
                     + (p.center[1] - tr.last.center[1]).powi(2))
                 .sqrt();
                 let height = p.diameter().max(tr.last.diameter()).max(1.0);
-                if d <= SAME_PERSON_HEIGHTS * height {
+                let size_ratio = p.diameter().min(tr.last.diameter()) / height;
+                if d <= SAME_PERSON_HEIGHTS * height && size_ratio >= SAME_PERSON_SIZE_RATIO {
                     pairs.push((d, pi, ti));
                 }
             }
@@ -364,6 +416,7 @@ impl PresenceTracker {
             if !person_done[pi] {
                 self.tracks.push(Track {
                     id: self.next_id,
+                    arrived: false,
                     first_large: None,
                     last_seen: t,
                     samples: VecDeque::from([(t, p.center[0], p.diameter())]),
@@ -495,6 +548,124 @@ mod tests {
                 "{height} px at {speed_heights} heights/s: {seen:?}"
             );
         }
+    }
+
+    /// A 32×24 motion grid with sensor noise everywhere (each cell the absolute value of a
+    /// seeded Gaussian of standard deviation `sigma`, a fresh draw per `seed`) and `moving` in
+    /// the cells covering `region` (pixels of [`FRAME`]).
+    fn grid(sigma: f32, seed: u64, moving: Option<([f32; 4], f32)>) -> MotionGrid {
+        let (columns, rows) = (32, 24);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut uniform = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let mut change: Vec<f32> = (0..columns * rows)
+            .map(|_| {
+                // Box–Muller.
+                let (u, v) = (uniform(), uniform());
+                let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                (z.abs() as f32) * sigma
+            })
+            .collect();
+        if let Some((r, level)) = moving {
+            for y in 0..rows {
+                for x in 0..columns {
+                    let (px, py) = (
+                        (x as f32 + 0.5) * FRAME[0] as f32 / columns as f32,
+                        (y as f32 + 0.5) * FRAME[1] as f32 / rows as f32,
+                    );
+                    if (r[0]..=r[2]).contains(&px) && (r[1]..=r[3]).contains(&py) {
+                        change[y * columns + x] = level;
+                    }
+                }
+            }
+        }
+        MotionGrid {
+            columns,
+            rows,
+            change,
+        }
+    }
+
+    /// Frames every 0.05 s, a detection every 0.1 s, with this frame's motion grid.
+    fn run_with_motion(
+        tracker: &mut PresenceTracker,
+        from: f64,
+        to: f64,
+        people: impl Fn(f64) -> Vec<Person>,
+        motion: impl Fn(f64) -> MotionGrid,
+    ) -> Vec<(f64, Option<Sighting>)> {
+        let mut out = Vec::new();
+        for i in 0.. {
+            let t = from + f64::from(i) * 0.05;
+            if t > to + 1e-9 {
+                break;
+            }
+            let m = motion(t);
+            tracker.detection_due(t, &m, true, false);
+            if i % 2 == 0 {
+                out.push((t, tracker.observe(t, FRAME, &people(t), &m, false)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn something_person_shaped_that_never_moved_never_counts_in_a_noisy_picture() {
+        // A mannequin (or a table the detector takes for a person in a grainy, dim picture):
+        // found where it stands, large enough, perfectly still; sensor noise changes every
+        // cell by about 2 grey levels on average (above `motion_threshold`), some by 6.
+        let mut tr = PresenceTracker::new(PresenceConfig::default());
+        let seen = run_with_motion(
+            &mut tr,
+            0.0,
+            5.0,
+            |_| vec![person(320.0, 300.0)],
+            |t| grid(2.5, (t * 100.0) as u64, None),
+        );
+        assert!(seen.iter().all(|(_, s)| s.is_none()), "{seen:?}");
+        // Someone walking past in front of it, beside its torso, changes nothing either
+        // once it is found again.
+        let seen = run_with_motion(
+            &mut tr,
+            5.05,
+            7.0,
+            |_| vec![person(320.0, 300.0)],
+            |t| {
+                grid(
+                    2.5,
+                    (t * 100.0) as u64,
+                    (t < 6.0).then_some(([20.0, 0.0, 200.0, 480.0], 30.0)),
+                )
+            },
+        );
+        assert!(seen.iter().all(|(_, s)| s.is_none()), "{seen:?}");
+        // The control: the same figure once it moves (a shopper shifting their weight)
+        // counts, at once.
+        let core_of = core(&person(320.0, 300.0));
+        let seen = run_with_motion(
+            &mut tr,
+            7.05,
+            8.0,
+            |_| vec![person(320.0, 300.0)],
+            |t| {
+                grid(
+                    2.5,
+                    (t * 100.0) as u64,
+                    (t < 7.2).then_some((core_of, 12.0)),
+                )
+            },
+        );
+        let first = seen
+            .iter()
+            .find(|(_, s)| s.is_some())
+            .expect("moved: counts");
+        assert!(first.0 <= 7.3, "{first:?}");
     }
 
     #[test]
