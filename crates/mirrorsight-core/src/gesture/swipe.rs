@@ -175,8 +175,10 @@ const MAX_GAP_S: f64 = 0.22;
 const MAX_STEP_SHARE: f64 = 0.7;
 /// Consecutive implausible points after which the wrist is believed to really be there.
 const MAX_REJECTED_JUMPS: u32 = 3;
-/// Two wrists closer than this (shoulder widths) are one.
-const DUPLICATE_SHOULDER_WIDTHS: f64 = 0.3;
+/// Two wrists closer than this (shoulder widths) are one. Two real hands come within 0.2 of
+/// each other (one resting at the chest while the other swipes past it), and dropping the
+/// swiping one there cuts its swipe in two.
+const DUPLICATE_SHOULDER_WIDTHS: f64 = 0.15;
 /// Open-hand sightings are kept this long for confirmation.
 const SIGHTING_MEMORY_S: f64 = 2.0;
 /// A confirming open hand may be seen from this long before the stroke starts (the hand is
@@ -210,6 +212,8 @@ struct Arm {
     /// Index of the farthest point along `dir`.
     extreme: usize,
     last: Option<WristSample>,
+    /// The point before `last`, for the wrist's velocity.
+    previous: Option<WristSample>,
     rejected_jumps: u32,
     /// Significant strokes judged so far.
     strokes: u64,
@@ -250,7 +254,7 @@ impl Arm {
             }
         }
         self.rejected_jumps = 0;
-        self.last = Some(s);
+        self.previous = self.last.replace(s);
         if self.points.is_empty() {
             self.restart(s);
             return None;
@@ -328,6 +332,7 @@ impl Arm {
         self.points.push(s);
         self.dir = 0;
         self.extreme = 0;
+        self.previous = None;
         self.last = Some(s);
         self.rejected_jumps = 0;
     }
@@ -448,10 +453,13 @@ impl SwipeDetector {
     }
 
     /// The pose model sometimes puts both wrists on the one raised hand (the other arm being
-    /// out of the picture): the wrist that jumped there is the copy. An arm whose wrist was
-    /// lost for longer than a stroke may pause has no trustworthy last position; when neither
-    /// arm has one, nothing tells the copy from the hand, so both stay (a stroke both arms make
-    /// is one swipe: the cooldown holds between arms) and the next frame decides.
+    /// out of the picture): the wrist that jumped there is the copy, the one farther from
+    /// where its arm was heading (its last position carried on at its last velocity, so the
+    /// hand in the middle of a swipe is not mistaken for the copy because it moves fast). An
+    /// arm whose wrist was lost for longer than a stroke may pause has no trustworthy last
+    /// position; when neither arm has one, nothing tells the copy from the hand, so both stay
+    /// (a stroke both arms make is one swipe: the cooldown holds between arms) and the next
+    /// frame decides.
     fn drop_duplicate_wrist(&self, wrists: &mut [Option<WristSample>; 2]) {
         let [Some(a), Some(b)] = *wrists else {
             return;
@@ -461,10 +469,16 @@ impl SwipeDetector {
             return;
         }
         let jump = |arm: usize, s: &WristSample| {
-            self.arms[arm]
-                .last
-                .filter(|l| s.t - l.t <= MAX_GAP_S)
-                .map(|l| (s.x - l.x).hypot(s.y - l.y))
+            let a = &self.arms[arm];
+            let last = a.last.filter(|l| s.t - l.t <= MAX_GAP_S)?;
+            let [x, y] = match a.previous {
+                Some(p) if last.t > p.t && last.t - p.t <= MAX_GAP_S => {
+                    let k = (s.t - last.t) / (last.t - p.t);
+                    [last.x + k * (last.x - p.x), last.y + k * (last.y - p.y)]
+                }
+                _ => [last.x, last.y],
+            };
+            Some((s.x - x).hypot(s.y - y))
         };
         let drop = match (jump(0, &a), jump(1, &b)) {
             (None, None) => return,
