@@ -36,3 +36,54 @@ pub struct ConfigError {
     pub key: String,
     pub message: String,
 }
+
+/// The checks every config section makes of its values, with errors that name the full key
+/// (`Section("presence").positive("active_interval_s", v)` fails as
+/// ``config key `presence.active_interval_s`: must be > 0, got 0``).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Section(pub &'static str);
+
+impl Section {
+    pub(crate) fn error(self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: format!("{}.{key}", self.0),
+            message: message.into(),
+        }
+    }
+
+    /// Between 0 and 1.
+    pub(crate) fn fraction(self, key: &str, v: f64) -> Result<(), ConfigError> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(self.error(key, format!("must be between 0 and 1, got {v}")))
+        }
+    }
+
+    /// A finite number above 0.
+    pub(crate) fn positive(self, key: &str, v: f64) -> Result<(), ConfigError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(self.error(key, format!("must be > 0, got {v}")))
+        }
+    }
+
+    /// A finite number, 0 or more.
+    pub(crate) fn non_negative(self, key: &str, v: f64) -> Result<(), ConfigError> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(self.error(key, format!("must be >= 0, got {v}")))
+        }
+    }
+
+    /// Any finite number.
+    pub(crate) fn finite(self, key: &str, v: f64) -> Result<(), ConfigError> {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(self.error(key, format!("must be a number, got {v}")))
+        }
+    }
+}

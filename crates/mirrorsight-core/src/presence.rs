@@ -29,8 +29,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
 use crate::observation::{MotionGrid, Person};
+use crate::{ConfigError, Section};
 
 /// `[presence]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,48 +73,21 @@ impl Default for PresenceConfig {
     }
 }
 
-fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: format!("presence.{key}"),
-        message: message.into(),
-    }
-}
-
 impl PresenceConfig {
     /// Checks every value; the error names the full key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fraction = |key: &str, v: f32| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(key_error(key, format!("must be between 0 and 1, got {v}")))
-            }
-        };
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(key_error(key, format!("must be > 0, got {v}")))
-            }
-        };
-        fraction("min_score", self.min_score)?;
-        fraction("min_height_fraction", self.min_height_fraction)?;
-        positive("stopped_max_speed", self.stopped_max_speed)?;
-        positive("active_interval_s", self.active_interval_s)?;
-        positive("idle_interval_s", self.idle_interval_s)?;
-        positive("tracked_interval_s", self.tracked_interval_s)?;
+        let section = Section("presence");
+        section.fraction("min_score", f64::from(self.min_score))?;
+        section.fraction("min_height_fraction", f64::from(self.min_height_fraction))?;
+        section.positive("stopped_max_speed", self.stopped_max_speed)?;
+        section.positive("active_interval_s", self.active_interval_s)?;
+        section.positive("idle_interval_s", self.idle_interval_s)?;
+        section.positive("tracked_interval_s", self.tracked_interval_s)?;
         if self.idle_interval_s < self.active_interval_s {
-            return Err(key_error(
-                "idle_interval_s",
-                "must be >= presence.active_interval_s",
-            ));
+            return Err(section.error("idle_interval_s", "must be >= presence.active_interval_s"));
         }
-        if !(self.motion_grace_s >= 0.0 && self.motion_grace_s.is_finite()) {
-            return Err(key_error("motion_grace_s", "must be >= 0"));
-        }
-        if !(self.motion_threshold.is_finite() && self.motion_threshold >= 0.0) {
-            return Err(key_error("motion_threshold", "must be >= 0"));
-        }
+        section.non_negative("motion_grace_s", self.motion_grace_s)?;
+        section.non_negative("motion_threshold", f64::from(self.motion_threshold))?;
         Ok(())
     }
 }

@@ -16,9 +16,9 @@
 
 use mirrorsight_contract::events::{EndReason, Event, EventKind};
 
-use crate::ConfigError;
 use crate::ids::IdGenerator;
 pub use crate::presence::Sighting;
+use crate::{ConfigError, Section};
 
 /// `[session]`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -46,23 +46,12 @@ impl Default for SessionConfig {
 impl SessionConfig {
     /// Checks every value; the error names the full key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key: &str, message: String| ConfigError {
-            key: format!("session.{key}"),
-            message,
-        };
-        if !(self.enter_after_s >= 0.0 && self.enter_after_s.is_finite()) {
-            return Err(err("enter_after_s", "must be >= 0".into()));
-        }
-        for (key, v) in [
-            ("absent_after_s", self.absent_after_s),
-            ("exit_after_s", self.exit_after_s),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(err(key, format!("must be > 0, got {v}")));
-            }
-        }
+        let section = Section("session");
+        section.non_negative("enter_after_s", self.enter_after_s)?;
+        section.positive("absent_after_s", self.absent_after_s)?;
+        section.positive("exit_after_s", self.exit_after_s)?;
         if self.absent_after_s > self.exit_after_s {
-            return Err(err(
+            return Err(section.error(
                 "absent_after_s",
                 format!(
                     "must not exceed session.exit_after_s ({} > {})",

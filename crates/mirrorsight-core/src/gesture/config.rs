@@ -8,6 +8,8 @@
 use mirrorsight_contract::events::Side;
 use serde::{Deserialize, Serialize};
 
+use crate::Section;
+
 /// A configuration value out of range; `key` is the full dotted key.
 pub type GestureConfigError = crate::ConfigError;
 
@@ -191,74 +193,42 @@ impl Default for GestureConfig {
     }
 }
 
-fn key_error(key: &str, message: impl Into<String>) -> GestureConfigError {
-    GestureConfigError {
-        key: format!("gestures.{key}"),
-        message: message.into(),
-    }
-}
-
 impl GestureConfig {
     /// Checks every value; the error names the full key.
     pub fn validate(&self) -> Result<(), GestureConfigError> {
-        let fraction = |key: &str, v: f64| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(key_error(key, format!("must be between 0 and 1, got {v}")))
-            }
-        };
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(key_error(key, format!("must be > 0, got {v}")))
-            }
-        };
-        let non_negative = |key: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(key_error(key, format!("must be >= 0, got {v}")))
-            }
-        };
-        fraction("min_hand_presence", f64::from(self.min_hand_presence))?;
-        fraction("min_confidence", self.min_confidence)?;
-        positive("shape_hold_s", self.shape_hold_s)?;
+        let section = Section("gestures");
+        section.fraction("min_hand_presence", f64::from(self.min_hand_presence))?;
+        section.fraction("min_confidence", self.min_confidence)?;
+        section.positive("shape_hold_s", self.shape_hold_s)?;
         if self.shape_min_frames == 0 {
-            return Err(key_error("shape_min_frames", "must be at least 1"));
+            return Err(section.error("shape_min_frames", "must be at least 1"));
         }
-        fraction("shape_min_agreement", self.shape_min_agreement)?;
-        positive("shape_max_gap_s", self.shape_max_gap_s)?;
-        positive("shape_max_motion", self.shape_max_motion)?;
-        if !self.shape_max_below_shoulder.is_finite() {
-            return Err(key_error(
-                "shape_max_below_shoulder",
-                format!("must be a number, got {}", self.shape_max_below_shoulder),
-            ));
-        }
-        positive("palm_hold_s", self.palm_hold_s)?;
+        section.fraction("shape_min_agreement", self.shape_min_agreement)?;
+        section.positive("shape_max_gap_s", self.shape_max_gap_s)?;
+        section.positive("shape_max_motion", self.shape_max_motion)?;
+        section.finite("shape_max_below_shoulder", self.shape_max_below_shoulder)?;
+        section.positive("palm_hold_s", self.palm_hold_s)?;
         if !(self.palm_max_tilt_deg > 0.0 && self.palm_max_tilt_deg <= 180.0) {
-            return Err(key_error(
+            return Err(section.error(
                 "palm_max_tilt_deg",
                 format!("must be in (0, 180], got {}", self.palm_max_tilt_deg),
             ));
         }
-        positive("palm_max_motion", self.palm_max_motion)?;
-        fraction("palm_min_facing", self.palm_min_facing)?;
+        section.positive("palm_max_motion", self.palm_max_motion)?;
+        section.fraction("palm_min_facing", self.palm_min_facing)?;
         if !(0.0..=90.0).contains(&self.palm_min_spread_deg) {
-            return Err(key_error(
+            return Err(section.error(
                 "palm_min_spread_deg",
                 format!("must be in [0, 90], got {}", self.palm_min_spread_deg),
             ));
         }
-        non_negative("hands_min_apart_shoulders", self.hands_min_apart_shoulders)?;
-        non_negative("cooldown_s", self.cooldown_s)?;
-        non_negative("release_s", self.release_s)?;
-        positive("hand_max_wrist_distance", self.hand_max_wrist_distance)?;
-        fraction("min_pose_visibility", f64::from(self.min_pose_visibility))?;
+        section.non_negative("hands_min_apart_shoulders", self.hands_min_apart_shoulders)?;
+        section.non_negative("cooldown_s", self.cooldown_s)?;
+        section.non_negative("release_s", self.release_s)?;
+        section.positive("hand_max_wrist_distance", self.hand_max_wrist_distance)?;
+        section.fraction("min_pose_visibility", f64::from(self.min_pose_visibility))?;
         if !(self.swipe_min_travel_shoulders > 0.0 && self.swipe_min_travel_shoulders <= 10.0) {
-            return Err(key_error(
+            return Err(section.error(
                 "swipe_min_travel_shoulders",
                 format!(
                     "must be in shoulder widths in (0, 10], got {}",
@@ -266,19 +236,14 @@ impl GestureConfig {
                 ),
             ));
         }
-        positive("swipe_max_duration_s", self.swipe_max_duration_s)?;
-        positive("swipe_max_vertical_ratio", self.swipe_max_vertical_ratio)?;
-        if !self.swipe_max_below_shoulder.is_finite() {
-            return Err(key_error(
-                "swipe_max_below_shoulder",
-                format!("must be a number, got {}", self.swipe_max_below_shoulder),
-            ));
-        }
-        positive("swipe_max_body_ratio", self.swipe_max_body_ratio)?;
-        non_negative("swipe_refractory_s", self.swipe_refractory_s)?;
-        non_negative("swipe_cooldown_s", self.swipe_cooldown_s)?;
-        non_negative("swipe_confirm_wait_s", self.swipe_confirm_wait_s)?;
-        positive("max_wrist_speed_shoulders", self.max_wrist_speed_shoulders)?;
+        section.positive("swipe_max_duration_s", self.swipe_max_duration_s)?;
+        section.positive("swipe_max_vertical_ratio", self.swipe_max_vertical_ratio)?;
+        section.finite("swipe_max_below_shoulder", self.swipe_max_below_shoulder)?;
+        section.positive("swipe_max_body_ratio", self.swipe_max_body_ratio)?;
+        section.non_negative("swipe_refractory_s", self.swipe_refractory_s)?;
+        section.non_negative("swipe_cooldown_s", self.swipe_cooldown_s)?;
+        section.non_negative("swipe_confirm_wait_s", self.swipe_confirm_wait_s)?;
+        section.positive("max_wrist_speed_shoulders", self.max_wrist_speed_shoulders)?;
         let a = &self.actions;
         for (key, action) in [
             ("thumbs_up", a.thumbs_up),
@@ -289,7 +254,7 @@ impl GestureConfig {
             ("victory", a.victory),
         ] {
             if action == Action::OutfitSwitch {
-                return Err(key_error(
+                return Err(section.error(
                     &format!("actions.{key}"),
                     "outfit_switch needs a direction, which only `swipe` has",
                 ));
