@@ -593,48 +593,33 @@ mod tests {
         // A mannequin (or a table the detector takes for a person in a grainy, dim picture):
         // found where it stands, large enough, perfectly still; sensor noise changes every
         // cell by about 2 grey levels on average (above `motion_threshold`), some by 6.
+        // `movement`: a region of the picture that changes by a level until a time.
+        let figure = person(320.0, 300.0);
         let mut tr = PresenceTracker::new(PresenceConfig::default());
-        let seen = run_with_motion(
-            &mut tr,
-            0.0,
-            5.0,
-            |_| vec![person(320.0, 300.0)],
-            |t| grid(2.5, (t * 100.0) as u64, None),
-        );
-        assert!(seen.iter().all(|(_, s)| s.is_none()), "{seen:?}");
+        let mut watch = |from: f64, to: f64, movement: Option<([f32; 4], f32, f64)>| {
+            run_with_motion(
+                &mut tr,
+                from,
+                to,
+                |_| vec![figure.clone()],
+                |t| {
+                    let moving = movement
+                        .filter(|m| t < m.2)
+                        .map(|(region, level, _)| (region, level));
+                    grid(2.5, (t * 100.0) as u64, moving)
+                },
+            )
+        };
+        let still = watch(0.0, 5.0, None);
+        assert!(still.iter().all(|(_, s)| s.is_none()), "{still:?}");
         // Someone walking past in front of it, beside its torso, changes nothing either
         // once it is found again.
-        let seen = run_with_motion(
-            &mut tr,
-            5.05,
-            7.0,
-            |_| vec![person(320.0, 300.0)],
-            |t| {
-                grid(
-                    2.5,
-                    (t * 100.0) as u64,
-                    (t < 6.0).then_some(([20.0, 0.0, 200.0, 480.0], 30.0)),
-                )
-            },
-        );
-        assert!(seen.iter().all(|(_, s)| s.is_none()), "{seen:?}");
+        let beside = watch(5.05, 7.0, Some(([20.0, 0.0, 200.0, 480.0], 30.0, 6.0)));
+        assert!(beside.iter().all(|(_, s)| s.is_none()), "{beside:?}");
         // The control: the same figure once it moves (a shopper shifting their weight)
         // counts, at once.
-        let core_of = core(&person(320.0, 300.0));
-        let seen = run_with_motion(
-            &mut tr,
-            7.05,
-            8.0,
-            |_| vec![person(320.0, 300.0)],
-            |t| {
-                grid(
-                    2.5,
-                    (t * 100.0) as u64,
-                    (t < 7.2).then_some((core_of, 12.0)),
-                )
-            },
-        );
-        let first = seen
+        let moved = watch(7.05, 8.0, Some((core(&figure), 12.0, 7.2)));
+        let first = moved
             .iter()
             .find(|(_, s)| s.is_some())
             .expect("moved: counts");
