@@ -15,6 +15,9 @@
 //!   body when the clip id is already stored with the same bytes, `409` with other bytes).
 //! - `PUT /v1/sessions/{scene}/clips/{clip}/poster` (raw `image/jpeg`, `X-Content-SHA256` →
 //!   `204`; the clip must be stored; putting it again replaces it).
+//! - `PUT /v1/scenes/{scene}` ([`RegisterSceneRequest`] → `201` when new, `200` when known):
+//!   a mirror that mints its own codes tells the backend each scene it minted, so a scan of it
+//!   finds the session.
 //!
 //! Errors carry an [`ErrorBody`] with one of the `error` codes in [`error_code`].
 
@@ -28,6 +31,11 @@ pub use upload::{
 
 /// Path of the scene-minting endpoint, relative to the backend's base URL.
 pub const SCENES_PATH: &str = "/v1/scenes";
+
+/// Path of one scene (`/v1/scenes/{scene}`), for `PUT`: a code the mirror minted itself.
+pub fn scene_path(scene: &str) -> String {
+    format!("{SCENES_PATH}/{scene}")
+}
 
 /// Photo upload path for a scene (`/v1/sessions/{scene}/photos`).
 ///
@@ -84,15 +92,62 @@ pub const MAX_SCENE_LEN: usize = 64;
 /// Longest temporary code lifetime WeChat allows (30 days).
 pub const MAX_EXPIRE_SECONDS: u32 = 2_592_000;
 
-/// `POST /v1/scenes` body: mint a temporary scene code for `scene`.
+/// What a scene's code is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SceneKind {
+    /// One shopper session's code (temporary): a scan leads to that session's photos.
+    #[default]
+    Session,
+    /// The mirror's permanent code, shown while nobody is at the mirror: a scan is welcomed
+    /// and counted for the mirror, and binds no photos.
+    Idle,
+}
+
+impl SceneKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Idle => "idle",
+        }
+    }
+
+    pub fn is_session(&self) -> bool {
+        *self == Self::Session
+    }
+}
+
+/// `POST /v1/scenes` body: mint a scene code for `scene`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSceneRequest {
     /// 1..=64 characters: the session id when minted for a live session, a locally generated
-    /// id for a pre-minted pool code.
+    /// id for a pre-minted pool code, the mirror's idle-code name for [`SceneKind::Idle`].
     pub scene: String,
-    /// Lifetime of the code, 1..=2592000 seconds.
+    /// Lifetime of the code, 1..=2592000 seconds (ignored for [`SceneKind::Idle`]: that code
+    /// is permanent).
     pub expire_seconds: u32,
+    /// `session` (default, a temporary `QR_STR_SCENE`) or `idle` (a permanent
+    /// `QR_LIMIT_STR_SCENE`, minted once per scene).
+    #[serde(default, skip_serializing_if = "SceneKind::is_session")]
+    pub kind: SceneKind,
+}
+
+/// `PUT /v1/scenes/{scene}` body: a code the mirror minted itself (`qr.kind =
+/// "official_account"`), as WeChat answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSceneRequest {
+    /// The QR code's content (WeChat's `url`).
+    pub url: String,
+    /// WeChat's ticket, if the code has one.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// When the code stops working, unix seconds; `null` for a permanent code.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "SceneKind::is_session")]
+    pub kind: SceneKind,
 }
 
 /// `POST /v1/scenes` answer (`201` created, `200` already created by this device).
@@ -106,7 +161,8 @@ pub struct CreateSceneResponse {
     /// `null` for a backend that serves plain URLs.
     #[serde(default)]
     pub ticket: Option<String>,
-    /// When the code stops working, unix seconds.
+    /// When the code stops working, unix seconds; `0` for a permanent code
+    /// ([`SceneKind::Idle`]).
     pub expires_at: u64,
 }
 
@@ -187,10 +243,25 @@ mod tests {
         let req = CreateSceneRequest {
             scene: "AbC-_1".into(),
             expire_seconds: 3600,
+            kind: SceneKind::Session,
         };
         assert_eq!(
             serde_json::to_string(&req).unwrap(),
             r#"{"scene":"AbC-_1","expire_seconds":3600}"#
+        );
+        let idle: CreateSceneRequest =
+            serde_json::from_str(r#"{"scene":"idle-1","expire_seconds":1,"kind":"idle"}"#).unwrap();
+        assert_eq!(idle.kind, SceneKind::Idle);
+        let register: RegisterSceneRequest = serde_json::from_str(
+            r#"{"url":"http://weixin.qq.com/q/x","ticket":"t","expires_at":5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (register.expires_at, register.kind),
+            (Some(5), SceneKind::Session)
+        );
+        assert!(
+            serde_json::from_str::<RegisterSceneRequest>(r#"{"url":"u","kind":"other"}"#).is_err()
         );
         let resp: CreateSceneResponse = serde_json::from_str(
             r#"{"scene":"AbC-_1","url":"http://weixin.qq.com/q/x","ticket":"gQ+/=","expires_at":1700000000}"#,
@@ -244,6 +315,7 @@ mod tests {
         }
         for path in [
             SCENES_PATH,
+            &scene_path("{scene}"),
             &photos_path("{scene}"),
             &photo_path("{scene}", "{photo}"),
             &clips_path("{scene}"),

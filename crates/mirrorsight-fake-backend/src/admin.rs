@@ -7,6 +7,11 @@
 //!   faults: `{"errcode": N}`, `"html502"`, `"malformed_json"`, `{"delay_ms": N}`, `{"status": N}`.
 //! - `POST /__fake/reset`: forget requests and faults.
 //! - `GET /__fake/scenes`, `GET /__fake/photos`, `GET /__fake/clips`: what the backend stored.
+//! - `POST /__fake/sign_in` with `{"openid": "o…"}` (or `null`): who the authorize page signs in.
+//! - `POST /__fake/mp_code` with `{"openid": "o…"}`: a mini-program login code, `{"code": …}`.
+//! - `POST /__fake/follower` with `{"openid": "o…", "state": "unsubscribed"}`
+//!   (`following`, `window_passed`, `unsubscribed`).
+//! - `GET /__fake/messages`: the customer-service messages delivered.
 
 use std::time::Duration;
 
@@ -14,7 +19,29 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::shopper::Follower;
 use crate::{App, Fault, Route};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    openid: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowerState {
+    openid: String,
+    state: FollowerSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FollowerSpec {
+    Following,
+    WindowPassed,
+    Unsubscribed,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -75,6 +102,36 @@ pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Res
         ("GET", "clips") => {
             axum::Json(app.data().clips.values().cloned().collect::<Vec<_>>()).into_response()
         }
+        ("GET", "messages") => axum::Json(app.data().shopper.messages.clone()).into_response(),
+        ("POST", "sign_in") => match serde_json::from_slice::<SignIn>(body) {
+            Ok(req) => {
+                app.data().shopper.signed_in = req.openid;
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}")).into_response(),
+        },
+        ("POST", "mp_code") => match serde_json::from_slice::<SignIn>(body) {
+            Ok(SignIn {
+                openid: Some(openid),
+            }) => {
+                let code = app.data().shopper.mini_program_code(&openid);
+                axum::Json(serde_json::json!({ "code": code })).into_response()
+            }
+            Ok(_) => (StatusCode::BAD_REQUEST, "openid required").into_response(),
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}")).into_response(),
+        },
+        ("POST", "follower") => match serde_json::from_slice::<FollowerState>(body) {
+            Ok(req) => {
+                let state = match req.state {
+                    FollowerSpec::Following => Follower::Following,
+                    FollowerSpec::WindowPassed => Follower::WindowPassed,
+                    FollowerSpec::Unsubscribed => Follower::Unsubscribed,
+                };
+                app.data().shopper.followers.insert(req.openid, state);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}")).into_response(),
+        },
         ("POST", "reset") => {
             let mut data = app.data();
             data.requests.clear();

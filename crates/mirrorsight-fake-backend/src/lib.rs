@@ -2,11 +2,11 @@
 //!
 //! It implements the contract in `shared/notes/wechat-api.md` (`cgi-bin/token`,
 //! `cgi-bin/stable_token`, `cgi-bin/qrcode/create`, `cgi-bin/showqrcode`,
-//! `wxa/getwxacodeunlimit`, errors as HTTP 200 + `errcode`) and the backend contract in
-//! `docs/openapi.yaml` (`/v1/scenes`, photo upload and delete with idempotency, clip upload
-//! and its poster). Both live on
-//! one listener, so one base URL serves as `wechat.api_base`, `wechat.mp_base` and
-//! `backend.url`.
+//! `wxa/getwxacodeunlimit`, errors as HTTP 200 + `errcode`), what WeChat does for a shopper
+//! ([`shopper`]: web sign-in, mini-program login, customer-service messages) and the backend
+//! contract in `docs/openapi.yaml` (`/v1/scenes`, scene registration, photo upload and delete
+//! with idempotency, clip upload and its poster). All live on one listener, so one base URL
+//! serves as `wechat.api_base`, `wechat.mp_base`, `wechat.oauth_base` and `backend.url`.
 //!
 //! Tests script faults per route ([`FakeHandle::inject`]), read back every request
 //! ([`FakeHandle::requests`]), and can take the listener down and up again
@@ -24,8 +24,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mirrorsight_contract::backend::{
     ClipUploadHeaders, ClipUploadResponse, CreateSceneRequest, CreateSceneResponse, ErrorBody,
-    MAX_SCENE_LEN, PhotoUploadResponse, UploadHeaders, bearer_token, error_code,
-    is_clip_content_type, is_photo_content_type,
+    MAX_SCENE_LEN, PhotoUploadResponse, RegisterSceneRequest, SceneKind, UploadHeaders,
+    bearer_token, error_code, is_clip_content_type, is_photo_content_type,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -34,6 +34,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 pub mod admin;
+pub mod shopper;
+
+pub use shopper::{CustomMessage, Follower};
 
 /// The fake's credentials and limits.
 #[derive(Debug, Clone)]
@@ -48,12 +51,17 @@ pub struct FakeConfig {
     pub max_photo_bytes: usize,
     /// Clips above this many bytes get `413`.
     pub max_clip_bytes: usize,
+    /// The mini-program next to the official account (`sns/jscode2session`).
+    pub mp_appid: String,
+    pub mp_appsecret: String,
 }
 
 pub const FAKE_APPID: &str = "wxfake0123456789ab";
 pub const FAKE_APPSECRET: &str = "fake-appsecret-0123456789abcdef";
 pub const FAKE_DEVICE_TOKEN: &str = "fake-device-token-mirror-1";
 pub const FAKE_DEVICE_TOKEN_2: &str = "fake-device-token-mirror-2";
+pub const FAKE_MP_APPID: &str = "wxfakeminiprogram01";
+pub const FAKE_MP_APPSECRET: &str = "fake-mp-appsecret-0123456789abcd";
 
 impl Default for FakeConfig {
     fn default() -> Self {
@@ -67,6 +75,8 @@ impl Default for FakeConfig {
             ],
             max_photo_bytes: 10 * 1024 * 1024,
             max_clip_bytes: 32 * 1024 * 1024,
+            mp_appid: FAKE_MP_APPID.to_string(),
+            mp_appsecret: FAKE_MP_APPSECRET.to_string(),
         }
     }
 }
@@ -80,7 +90,12 @@ pub enum Route {
     QrcodeCreate,
     Showqrcode,
     WxacodeUnlimit,
+    OauthAuthorize,
+    OauthAccessToken,
+    Jscode2session,
+    CustomSend,
     Scenes,
+    RegisterScene,
     PhotoUpload,
     PhotoDelete,
     ClipUpload,
@@ -96,7 +111,14 @@ impl Route {
             ("POST", ["cgi-bin", "qrcode", "create"]) => Route::QrcodeCreate,
             ("GET", ["cgi-bin", "showqrcode"]) => Route::Showqrcode,
             ("POST", ["wxa", "getwxacodeunlimit"]) => Route::WxacodeUnlimit,
+            ("GET", ["connect", "oauth2", "authorize"]) => Route::OauthAuthorize,
+            ("GET", ["sns", "oauth2", "access_token"]) => Route::OauthAccessToken,
+            ("GET", ["sns", "jscode2session"]) => Route::Jscode2session,
+            ("POST", ["cgi-bin", "message", "custom", "send"]) => Route::CustomSend,
             ("POST", ["v1", "scenes"]) => Route::Scenes,
+            ("PUT", ["v1", "scenes", scene]) => {
+                return Some((Route::RegisterScene, vec![scene.to_string()]));
+            }
             ("POST", ["v1", "sessions", scene, "photos"]) => {
                 return Some((Route::PhotoUpload, vec![scene.to_string()]));
             }
@@ -125,6 +147,10 @@ impl Route {
                 | Route::QrcodeCreate
                 | Route::Showqrcode
                 | Route::WxacodeUnlimit
+                | Route::OauthAuthorize
+                | Route::OauthAccessToken
+                | Route::Jscode2session
+                | Route::CustomSend
         )
     }
 }
@@ -240,6 +266,7 @@ struct Data {
     photos: HashMap<(String, String), StoredPhoto>,
     clips: HashMap<(String, String), StoredClip>,
     claimed: HashMap<String, String>,
+    shopper: shopper::ShopperData,
 }
 
 struct App {
@@ -511,6 +538,32 @@ impl FakeHandle {
         self.app.data().scenes.get(scene).cloned()
     }
 
+    /// Who is "signed in to WeChat" in the browser that opens the authorize page: it then
+    /// redirects back with a code for this openid. `None`: a browser outside WeChat.
+    pub fn sign_in_as(&self, openid: Option<&str>) {
+        self.app.data().shopper.signed_in = openid.map(str::to_string);
+    }
+
+    /// A mini-program login code for `openid`, as `wx.login` would give it.
+    pub fn mini_program_code(&self, openid: &str) -> String {
+        self.app.data().shopper.mini_program_code(openid)
+    }
+
+    /// How the platform sees `openid` when a customer-service message is sent to them
+    /// (default: [`Follower::Following`]).
+    pub fn set_follower(&self, openid: &str, state: Follower) {
+        self.app
+            .data()
+            .shopper
+            .followers
+            .insert(openid.to_string(), state);
+    }
+
+    /// Customer-service messages delivered so far, in order.
+    pub fn custom_messages(&self) -> Vec<CustomMessage> {
+        self.app.data().shopper.messages.clone()
+    }
+
     pub fn photos(&self) -> Vec<StoredPhoto> {
         self.app.data().photos.values().cloned().collect()
     }
@@ -617,7 +670,7 @@ fn form_decode(s: &str) -> String {
         .into_owned()
 }
 
-fn wechat_error(code: i64, msg: &str) -> Response {
+pub(crate) fn wechat_error(code: i64, msg: &str) -> Response {
     let body = json!({"errcode": code, "errmsg": format!("{msg} rid: 66fa1c2b-0a1b2c3d-4e5f6a7b")});
     (
         StatusCode::OK,
@@ -627,7 +680,7 @@ fn wechat_error(code: i64, msg: &str) -> Response {
         .into_response()
 }
 
-fn wechat_json(value: serde_json::Value) -> Response {
+pub(crate) fn wechat_json(value: serde_json::Value) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json; encoding=utf-8")],
@@ -754,7 +807,14 @@ async fn handle_any(State(app): State<Arc<App>>, request: Request) -> Response {
         Route::QrcodeCreate => check_token(&app, &q).unwrap_or_else(|| qrcode_create(&app, &body)),
         Route::Showqrcode => showqrcode(&app, &q),
         Route::WxacodeUnlimit => check_token(&app, &q).unwrap_or_else(|| wxacode_unlimit(&body)),
+        Route::OauthAuthorize => shopper::authorize(&app, &q),
+        Route::OauthAccessToken => shopper::oauth_access_token(&app, &q),
+        Route::Jscode2session => shopper::jscode2session(&app, &q),
+        Route::CustomSend => {
+            check_token(&app, &q).unwrap_or_else(|| shopper::custom_send(&app, &body))
+        }
         Route::Scenes
+        | Route::RegisterScene
         | Route::PhotoUpload
         | Route::PhotoDelete
         | Route::ClipUpload
@@ -774,6 +834,7 @@ async fn handle_any(State(app): State<Arc<App>>, request: Request) -> Response {
             };
             match (route, params.as_slice()) {
                 (Route::Scenes, _) => create_scene(&app, &device, &body),
+                (Route::RegisterScene, [scene]) => register_scene(&app, &device, scene, &body),
                 (Route::PhotoUpload, [scene]) => {
                     upload_photo(&app, &device, scene, &parts.headers, body)
                 }
@@ -1049,7 +1110,8 @@ fn create_scene(app: &App, device: &str, body: &[u8]) -> Response {
             "scene must be 1..=64 characters",
         );
     }
-    if !(1..=2_592_000).contains(&request.expire_seconds) {
+    let permanent = request.kind == SceneKind::Idle;
+    if !permanent && !(1..=2_592_000).contains(&request.expire_seconds) {
         return backend_error(
             StatusCode::BAD_REQUEST,
             error_code::BAD_REQUEST,
@@ -1072,7 +1134,12 @@ fn create_scene(app: &App, device: &str, body: &[u8]) -> Response {
         scene: request.scene.clone(),
         url: format!("http://weixin.qq.com/q/02relay{n:05}"),
         ticket: Some(format!("gQHrelay{n:05}+fake/Ticket==")),
-        expires_at: unix_now() + u64::from(request.expire_seconds),
+        // Permanent codes answer 0: they never expire.
+        expires_at: if permanent {
+            0
+        } else {
+            unix_now() + u64::from(request.expire_seconds)
+        },
     };
     data.scenes.insert(
         request.scene,
@@ -1082,6 +1149,53 @@ fn create_scene(app: &App, device: &str, body: &[u8]) -> Response {
         },
     );
     (StatusCode::CREATED, axum::Json(response)).into_response()
+}
+
+/// `PUT /v1/scenes/{scene}`: a code the mirror minted itself.
+fn register_scene(app: &App, device: &str, scene: &str, body: &[u8]) -> Response {
+    let bad = |msg: String| backend_error(StatusCode::BAD_REQUEST, error_code::BAD_REQUEST, msg);
+    if !valid_scene(scene) {
+        return bad("scene must be 1..=64 characters".into());
+    }
+    let request: RegisterSceneRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    if request.url.is_empty() {
+        return bad("url must not be empty".into());
+    }
+    let mut data = app.data();
+    if let Some(owner) = scene_owner(&data, scene)
+        && owner != device
+    {
+        return backend_error(
+            StatusCode::FORBIDDEN,
+            error_code::FORBIDDEN,
+            "scene belongs to another device",
+        );
+    }
+    let response = CreateSceneResponse {
+        scene: scene.to_string(),
+        url: request.url,
+        ticket: request.ticket,
+        expires_at: request.expires_at.unwrap_or(0),
+    };
+    let existed = data
+        .scenes
+        .insert(
+            scene.to_string(),
+            SceneRecord {
+                device: device.to_string(),
+                response: response.clone(),
+            },
+        )
+        .is_some();
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, axum::Json(response)).into_response()
 }
 
 /// The device that owns `scene`: the one that minted it, or else the first to upload to it.

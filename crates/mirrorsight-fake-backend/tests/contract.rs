@@ -362,3 +362,232 @@ fn blocking_variant_serves_synchronous_tests() {
     fake.come_back();
     assert_eq!(fake.count(Route::Scenes), 0);
 }
+
+/// `GET url` without following redirects.
+async fn get_raw(url: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn web_sign_in_codes_work_once_for_the_signed_in_openid() {
+    use mirrorsight_fake_backend::{FAKE_APPID, FAKE_APPSECRET};
+    let (url, fake) = FakeServer::start().await.unwrap();
+    let authorize = format!(
+        "{url}/connect/oauth2/authorize?appid={FAKE_APPID}&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Foauth%2Fcallback&response_type=code&scope=snsapi_base&state=s1"
+    );
+    // Outside WeChat: a page, no redirect.
+    let r = get_raw(&authorize).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Please open this link in WeChat")
+    );
+    fake.sign_in_as(Some("oShopperA"));
+    let r = get_raw(&authorize).await;
+    assert_eq!(r.status().as_u16(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let prefix = "http://127.0.0.1:1/oauth/callback?code=";
+    assert!(location.starts_with(prefix), "{location}");
+    assert!(location.ends_with("&state=s1"), "{location}");
+    let code = &location[prefix.len()..location.len() - "&state=s1".len()];
+    let exchange = |appid: &str, secret: &str, code: &str| {
+        format!(
+            "{url}/sns/oauth2/access_token?appid={appid}&secret={secret}&code={code}&grant_type=authorization_code"
+        )
+    };
+    let errcode = |v: &Value| v["errcode"].as_i64().unwrap_or(0);
+    let answer: Value = get_raw(&exchange(FAKE_APPID, "wrong", code))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(errcode(&answer), 40125);
+    let answer: Value = get_raw(&exchange("wxother", FAKE_APPSECRET, code))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(errcode(&answer), 40013);
+    let answer: Value = get_raw(&exchange(FAKE_APPID, FAKE_APPSECRET, code))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["openid"], "oShopperA", "{answer}");
+    assert_eq!(answer["scope"], "snsapi_base");
+    let answer: Value = get_raw(&exchange(FAKE_APPID, FAKE_APPSECRET, code))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(errcode(&answer), 40163, "a code works once");
+    let answer: Value = get_raw(&exchange(FAKE_APPID, FAKE_APPSECRET, "unknown"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(errcode(&answer), 40029);
+    // A bad appid on the authorize page is WeChat's error page, not a redirect.
+    let r = get_raw(&authorize.replace(FAKE_APPID, "wxnope")).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("10016"));
+}
+
+#[tokio::test]
+async fn mini_program_login_codes_and_customer_service_errors() {
+    use mirrorsight_fake_backend::{
+        FAKE_APPID, FAKE_APPSECRET, FAKE_MP_APPID, FAKE_MP_APPSECRET, Follower,
+    };
+    let (url, fake) = FakeServer::start().await.unwrap();
+    let c = reqwest::Client::new();
+    let code = fake.mini_program_code("oMiniA");
+    let login = |code: &str| {
+        c.get(format!(
+            "{url}/sns/jscode2session?appid={FAKE_MP_APPID}&secret={FAKE_MP_APPSECRET}&js_code={code}&grant_type=authorization_code"
+        ))
+        .send()
+    };
+    let answer: Value = login(&code).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["openid"], "oMiniA");
+    let answer: Value = login(&code).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["errcode"], 40163);
+
+    let token: Value = c
+        .get(format!(
+            "{url}/cgi-bin/token?grant_type=client_credential&appid={FAKE_APPID}&secret={FAKE_APPSECRET}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let send = |body: String| {
+        c.post(format!(
+            "{url}/cgi-bin/message/custom/send?access_token={token}"
+        ))
+        .body(body)
+        .send()
+    };
+    let news = |to: &str| {
+        format!(
+            r#"{{"touser":"{to}","msgtype":"news","news":{{"articles":[{{"title":"t","description":"d","url":"https://hub/s/x","picurl":""}}]}}}}"#
+        )
+    };
+    let errcode = |v: Value| v["errcode"].as_i64().unwrap_or(-99);
+    assert_eq!(
+        errcode(send(news("oA")).await.unwrap().json().await.unwrap()),
+        0
+    );
+    fake.set_follower("oGone", Follower::Unsubscribed);
+    fake.set_follower("oLate", Follower::WindowPassed);
+    assert_eq!(
+        errcode(send(news("oGone")).await.unwrap().json().await.unwrap()),
+        43004
+    );
+    assert_eq!(
+        errcode(send(news("oLate")).await.unwrap().json().await.unwrap()),
+        45015
+    );
+    assert_eq!(
+        errcode(send(news("")).await.unwrap().json().await.unwrap()),
+        40003
+    );
+    assert_eq!(
+        errcode(send("not json".into()).await.unwrap().json().await.unwrap()),
+        47001
+    );
+    let two_articles = news("oA").replace("[{", "[{\"title\":\"x\"},{");
+    assert_eq!(
+        errcode(send(two_articles).await.unwrap().json().await.unwrap()),
+        44002
+    );
+    let r = c
+        .post(format!(
+            "{url}/cgi-bin/message/custom/send?access_token=stale"
+        ))
+        .body(news("oA"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(errcode(r.json().await.unwrap()), 40014);
+    let delivered = fake.custom_messages();
+    assert_eq!(delivered.len(), 1, "only the accepted message is recorded");
+    assert_eq!(delivered[0].touser, "oA");
+    assert_eq!(delivered[0].articles()[0].2, "https://hub/s/x");
+    // Faults reach the new routes like any other (45047 from the platform's send limit).
+    fake.inject(
+        Route::CustomSend,
+        mirrorsight_fake_backend::Fault::Errcode(45047),
+        1,
+    );
+    assert_eq!(
+        errcode(send(news("oA")).await.unwrap().json().await.unwrap()),
+        45047
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_registers_the_scenes_it_minted_itself() {
+    let (url, fake) = FakeServer::start().await.unwrap();
+    let c = reqwest::Client::new();
+    let put = |token: &'static str, scene: &str, body: &'static str| {
+        c.put(format!("{url}/v1/scenes/{scene}"))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let body =
+        r#"{"url":"http://weixin.qq.com/q/self1","ticket":"gQ+1==","expires_at":1900000000}"#;
+    let r = put(FAKE_DEVICE_TOKEN, "self-1", body).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let r = put(FAKE_DEVICE_TOKEN, "self-1", body).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        error_code(put(FAKE_DEVICE_TOKEN_2, "self-1", body).await.unwrap()).await,
+        (403, "forbidden".into())
+    );
+    assert_eq!(
+        error_code(
+            put(FAKE_DEVICE_TOKEN, "self-2", r#"{"url":""}"#)
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "bad_request".into())
+    );
+    assert_eq!(
+        error_code(
+            put(FAKE_DEVICE_TOKEN, "self-2", r#"{"url":"u","kind":"x"}"#)
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "bad_request".into())
+    );
+    assert_eq!(
+        fake.scene("self-1").unwrap().response.expires_at,
+        1_900_000_000
+    );
+    // A permanent idle code minted through the relay never expires.
+    let r = c
+        .post(format!("{url}/v1/scenes"))
+        .bearer_auth(FAKE_DEVICE_TOKEN)
+        .body(r#"{"scene":"idle-mirror-1","expire_seconds":0,"kind":"idle"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()["expires_at"], 0);
+}
