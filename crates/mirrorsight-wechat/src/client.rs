@@ -17,6 +17,25 @@ use crate::wxa::{WxaCode, WxaCodeRequest};
 pub(crate) const QRCODE_CREATE: &str = "cgi-bin/qrcode/create";
 pub(crate) const SHOWQRCODE: &str = "cgi-bin/showqrcode";
 pub(crate) const WXACODE_UNLIMIT: &str = "wxa/getwxacodeunlimit";
+pub(crate) const CUSTOM_SEND: &str = "cgi-bin/message/custom/send";
+
+/// The customer-service message window is over: the shopper last interacted with the account
+/// more than 48 hours ago.
+pub const ERRCODE_WINDOW_PASSED: i64 = 45015;
+/// The shopper does not follow the account (any more).
+pub const ERRCODE_UNSUBSCRIBED: i64 = 43004;
+/// Too many customer-service messages to this shopper without an answer from them.
+pub const ERRCODE_SEND_LIMIT: i64 = 45047;
+
+/// One article of a customer-service `news` message: a card that opens `url`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NewsArticle {
+    pub title: String,
+    pub description: String,
+    pub url: String,
+    /// The card's picture; may be empty.
+    pub picurl: String,
+}
 
 /// A WeChat API client. Cheap to clone; clones share the token (and its single-flight).
 #[derive(Debug, Clone)]
@@ -118,6 +137,25 @@ impl WechatClient {
         let body = request.to_json();
         self.call(WXACODE_UNLIMIT, &body, http::IMAGE_LIMIT, parse_wxacode)
             .await
+    }
+
+    /// `POST cgi-bin/message/custom/send`: one `news` message with one article to `openid`.
+    /// WeChat delivers it only within 48 h of the shopper's last interaction (`45015`
+    /// otherwise) and only to followers (`43004`); both come back as [`Error::Api`].
+    pub async fn send_custom_news(&self, openid: &str, article: &NewsArticle) -> Result<(), Error> {
+        if openid.is_empty() {
+            return Err(Error::invalid("touser", "empty"));
+        }
+        let body = serde_json::json!({
+            "touser": openid,
+            "msgtype": "news",
+            "news": {"articles": [article]},
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        self.call(CUSTOM_SEND, &body, http::JSON_LIMIT, |raw| {
+            http::parse_wechat_json::<serde_json::Value>(CUSTOM_SEND, raw).map(|_| ())
+        })
+        .await
     }
 
     /// One authorised API call: token, send, parse; retried per [`CallRetry`].

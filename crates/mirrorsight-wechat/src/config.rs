@@ -151,6 +151,9 @@ pub struct WechatConfig {
     pub api_base: String,
     /// Base URL of `showqrcode`. Default `"https://mp.weixin.qq.com"`.
     pub mp_base: String,
+    /// Base URL of the web sign-in page (`connect/oauth2/authorize`), which the hub sends
+    /// shoppers' browsers to; the mirror does not use it. Default `"https://open.weixin.qq.com"`.
+    pub oauth_base: String,
     /// The official account's or mini-program's AppID. Default empty (required by the kinds
     /// that talk to WeChat).
     pub appid: String,
@@ -176,6 +179,7 @@ impl Default for WechatConfig {
         Self {
             api_base: "https://api.weixin.qq.com".to_string(),
             mp_base: "https://mp.weixin.qq.com".to_string(),
+            oauth_base: "https://open.weixin.qq.com".to_string(),
             appid: String::new(),
             token_endpoint: TokenEndpoint::StableToken,
             timeout_s: 10.0,
@@ -401,6 +405,7 @@ impl WechatConfig {
     pub fn validate(&self, required: bool) -> Result<(), ConfigError> {
         validate_base_url("wechat.api_base", &self.api_base)?;
         validate_base_url("wechat.mp_base", &self.mp_base)?;
+        validate_base_url("wechat.oauth_base", &self.oauth_base)?;
         validate_timeout("wechat.timeout_s", self.timeout_s)?;
         if required && self.appid.trim().is_empty() {
             return Err(key_error(

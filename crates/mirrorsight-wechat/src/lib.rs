@@ -26,12 +26,13 @@ pub mod qrcode;
 pub mod relay;
 pub mod secret;
 pub mod service;
+pub mod sns;
 pub mod token;
 pub mod url;
 pub mod wxa;
 
 pub use binding::{Binding, BindingLog, BindingLogContents, BindingLogError};
-pub use client::WechatClient;
+pub use client::{NewsArticle, WechatClient};
 pub use config::{
     BackendConfig, ConfigError, QrConfig, QrKind, Settings, TokenEndpoint, WechatConfig,
 };
@@ -45,5 +46,6 @@ pub use secret::{Secret, SecretError, Secrets};
 pub use service::{
     CodeOutcome, IdGenerator, QrService, QrStatus, QrUpdate, ShutdownReport, StartError,
 };
+pub use sns::{MiniProgramIdentity, OauthIdentity, SnsClient};
 pub use url::UrlTemplate;
 pub use wxa::{EnvVersion, WxaCode, WxaCodeRequest};

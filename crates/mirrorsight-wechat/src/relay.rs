@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mirrorsight_contract::backend::{
     CreateSceneRequest, CreateSceneResponse, ErrorBody, MAX_EXPIRE_SECONDS, MAX_SCENE_LEN,
-    SCENES_PATH,
+    SCENES_PATH, SceneKind,
 };
 
 use crate::config::{BackendConfig, validate_base_url};
@@ -75,6 +75,7 @@ impl RelayClient {
         let body = CreateSceneRequest {
             scene: scene.to_string(),
             expire_seconds,
+            kind: SceneKind::Session,
         };
         let request = self
             .http
