@@ -654,6 +654,105 @@ fn racing_writers_store_everything_once(s: Arc<dyn Store>) {
     );
 }
 
+fn shoppers_bindings_outbox_and_forget(s: &dyn Store) {
+    use mirrorsight_hub::store::PushOutcome;
+    let d = device(s, "mirror-1", "shop-1");
+    for (scene, at) in [("old", T0), ("new", T0 + 10)] {
+        let Claim::Owned(_) = s.claim_scene(scene, &d, "k", at).unwrap() else {
+            panic!()
+        };
+        let p = photo(
+            scene,
+            &format!("p-{scene}"),
+            "mirror-1",
+            scene,
+            &"a".repeat(64),
+            at,
+        );
+        assert_eq!(s.insert_photo(&p, "shop-1").unwrap(), PhotoInsert::Created);
+    }
+    assert!(s.bind("old", "oA", "SCAN", T0).unwrap());
+    assert!(!s.bind("old", "oA", "signin", T0).unwrap(), "bound once");
+    assert!(s.bind("new", "oA", "signin", T0).unwrap());
+    assert!(s.bind("new", "oB", "SCAN", T0).unwrap());
+    let scenes: Vec<String> = s
+        .scenes_of_openid("oA")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.scene)
+        .collect();
+    assert_eq!(scenes, ["new", "old"], "newest first");
+    assert!(s.photo_of_openid("oA", "p-old").unwrap().is_some());
+    assert!(s.photo_of_openid("oB", "p-old").unwrap().is_none());
+
+    // The outbox: only followers within the window, one pending row per scene and openid.
+    s.note_interaction("oA", T0).unwrap();
+    s.note_interaction("oB", T0 - 3 * DAY).unwrap();
+    assert_eq!(
+        s.enqueue_pushes("new", T0 + 20, T0 - 2 * DAY, T0).unwrap(),
+        1
+    );
+    assert_eq!(
+        s.enqueue_pushes("new", T0 + 30, T0 - 2 * DAY, T0).unwrap(),
+        1
+    );
+    assert_eq!(s.pushes_of_scene("new").unwrap().len(), 1, "batched");
+    assert!(
+        s.claim_due_pushes("i1", T0 + 29, T0 + 100, 10)
+            .unwrap()
+            .is_empty(),
+        "moved to +30"
+    );
+    let due = s.claim_due_pushes("i1", T0 + 30, T0 + 100, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].openid.as_str(), due[0].attempts), ("oA", 0));
+    assert!(
+        s.claim_due_pushes("i2", T0 + 31, T0 + 100, 10)
+            .unwrap()
+            .is_empty(),
+        "claimed by i1"
+    );
+    s.finish_push(
+        &due[0],
+        &PushOutcome::Retry {
+            due_at: T0 + 40,
+            error: "45047".into(),
+        },
+        T0 + 31,
+    )
+    .unwrap();
+    let again = s.claim_due_pushes("i2", T0 + 40, T0 + 100, 10).unwrap();
+    assert_eq!(again[0].attempts, 1);
+    s.finish_push(&again[0], &PushOutcome::Sent, T0 + 41)
+        .unwrap();
+    assert_eq!(s.pushes_of_scene("new").unwrap()[0].state, "sent");
+    // After a sent one, new photos queue a new message; an unsubscribe stops it.
+    assert_eq!(
+        s.enqueue_pushes("new", T0 + 60, T0 - DAY, T0 + 50).unwrap(),
+        1
+    );
+    s.note_unsubscribe("oA", T0 + 55).unwrap();
+    let states: Vec<String> = s
+        .pushes_of_scene("new")
+        .unwrap()
+        .into_iter()
+        .map(|p| p.state)
+        .collect();
+    assert_eq!(states, ["sent", "stopped"]);
+    assert_eq!(
+        s.enqueue_pushes("new", T0 + 70, T0 - DAY, T0 + 60).unwrap(),
+        0
+    );
+
+    // Forget oA: their scenes' photos, bindings and pushes go; oB's binding stays.
+    let removed = s.forget_openid("oA").unwrap();
+    assert_eq!(removed.len(), 2);
+    assert!(s.scenes_of_openid("oA").unwrap().is_empty());
+    assert!(s.pushes_of_scene("new").unwrap().is_empty());
+    assert_eq!(s.scenes_of_openid("oB").unwrap().len(), 1);
+    assert!(s.photos_of_scene("old").unwrap().is_empty());
+}
+
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -689,6 +788,7 @@ on_every_store!(
     the_token_lease_has_one_holder_at_a_time,
     totals_are_kept_by_the_writes_they_count,
     push_nonces_are_remembered_with_their_body_until_they_expire,
+    shoppers_bindings_outbox_and_forget,
 );
 
 #[test]

@@ -180,6 +180,52 @@ pub struct Binding {
     pub bound_at: i64,
 }
 
+/// A customer-service message due, claimed by one instance until its lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePush {
+    pub id: i64,
+    pub scene: String,
+    pub openid: String,
+    /// Tries so far (before this one).
+    pub attempts: i64,
+    /// When the shopper last interacted with the account (WeChat's 48 h window).
+    pub last_interaction_at: i64,
+    /// Set when the shopper unsubscribed or WeChat said the window passed: send nothing.
+    pub stopped: bool,
+}
+
+/// How a claimed push ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    Sent,
+    /// Not sent, never to be: `reason` (`45015`, `43004`, `unsubscribed`, `window`); with
+    /// `stop_openid`, nothing more is pushed to that openid until they interact again.
+    Stopped {
+        reason: String,
+        stop_openid: bool,
+    },
+    /// Try again at `due_at` (`45047`, `-1`, WeChat unreachable).
+    Retry {
+        due_at: i64,
+        error: String,
+    },
+    /// Not sent; retrying cannot help (`error`).
+    Failed {
+        error: String,
+    },
+}
+
+/// One row of the push outbox, for tests and operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRecord {
+    pub scene: String,
+    pub openid: String,
+    /// `pending`, `sent`, `stopped` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
 /// Counts of one store, mirror and day.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StatsRow {
@@ -343,7 +389,52 @@ pub trait Store: Send + Sync + 'static {
     /// one, or the one recorded first if an identical push won a race.
     fn record_wechat_event(&self, event: &NewWechatEvent, now: i64) -> Result<String, StoreError>;
     fn bindings(&self, scene: &str) -> Result<Vec<Binding>, StoreError>;
+    /// Binds `openid` to `scene` (`how`: the event, or `signin` for "keep these in my
+    /// photos" from the gallery). `true` when the binding is new.
+    fn bind(&self, scene: &str, openid: &str, how: &str, now: i64) -> Result<bool, StoreError>;
+    /// The scenes bound to `openid`, newest first, across mirrors and stores.
+    fn scenes_of_openid(&self, openid: &str) -> Result<Vec<SceneRecord>, StoreError>;
+    /// The photo `photo` of a scene bound to `openid`, if there is one.
+    fn photo_of_openid(&self, openid: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError>;
+    /// "Forget me": removes every photo of a scene bound to `openid`, its bindings, its
+    /// recorded pushes, and the openid from the activity log's dedupe keys, in one
+    /// transaction. Returns the photos removed; the caller then removes their bytes.
+    fn forget_openid(&self, openid: &str) -> Result<Vec<PhotoMeta>, StoreError>;
     fn wechat_event_count(&self) -> Result<u64, StoreError>;
+
+    /// `openid` interacted with the account now (a scan): WeChat's 48 h window restarts and a
+    /// stop (unsubscribe, `45015`, `43004`) is lifted.
+    fn note_interaction(&self, openid: &str, now: i64) -> Result<(), StoreError>;
+    /// `openid` unfollowed: nothing more is pushed to them; pending pushes are stopped.
+    fn note_unsubscribe(&self, openid: &str, now: i64) -> Result<(), StoreError>;
+    /// New photos of `scene`: for every openid bound to it that interacted since
+    /// `window_start` and is not stopped, a pending push due at `due_at` (moved to `due_at`
+    /// if one is pending already, so a burst of photos is one message). Returns how many.
+    fn enqueue_pushes(
+        &self,
+        scene: &str,
+        due_at: i64,
+        window_start: i64,
+        now: i64,
+    ) -> Result<usize, StoreError>;
+    /// Claims up to `limit` pending pushes due by `now` for `holder` until `until` (another
+    /// instance, or this one after a restart, takes them once the claim lapses).
+    fn claim_due_pushes(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<DuePush>, StoreError>;
+    /// Records how a claimed push ended.
+    fn finish_push(
+        &self,
+        push: &DuePush,
+        outcome: &PushOutcome,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The outbox rows of `scene`, oldest first.
+    fn pushes_of_scene(&self, scene: &str) -> Result<Vec<PushRecord>, StoreError>;
 
     /// Logs an activity of `scene`'s device. With a `dedupe` key it is logged at most once;
     /// `true` when logged now.

@@ -23,9 +23,9 @@ use std::collections::HashSet;
 
 use self::driver::{Conn, Dialect, Driver, Row, args};
 use super::{
-    Activity, Binding, Claim, Device, MintOutcome, MintedScene, NewWechatEvent, NonceUse,
-    PhotoInsert, PhotoMeta, SceneRecord, SharedToken, StatsRow, Store, StoreError, Totals,
-    activity_totals, fold_stats,
+    Activity, Binding, Claim, Device, DuePush, MintOutcome, MintedScene, NewWechatEvent, NonceUse,
+    PhotoInsert, PhotoMeta, PushOutcome, PushRecord, SceneRecord, SharedToken, StatsRow, Store,
+    StoreError, Totals, activity_totals, fold_stats,
 };
 
 /// A [`Store`] on the database behind `D`.
@@ -570,6 +570,226 @@ impl<D: Driver> Store for SqlStore<D> {
                 openid: r.text(1)?,
                 event: r.text(2)?,
                 bound_at: r.int(3)?,
+            })
+        })
+    }
+
+    fn bind(&self, scene: &str, openid: &str, how: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self.driver.transaction(|c| {
+            let n = c.execute(
+                "INSERT INTO bindings (scene, openid, event, bound_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                args![scene, openid, how, now],
+            )?;
+            let mut tally = Tally::default();
+            tally.add(counter::BINDINGS, i64::try_from(n).unwrap_or(0));
+            tally.apply(c)?;
+            Ok(n)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn scenes_of_openid(&self, openid: &str) -> Result<Vec<SceneRecord>, StoreError> {
+        let order = D::DIALECT.bytewise();
+        let columns = SCENE_COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = self.driver.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT {columns} FROM scenes s JOIN bindings b ON b.scene = s.scene
+                     WHERE b.openid = $1 ORDER BY s.created_at DESC, s.scene{order}"
+                ),
+                args![openid],
+            )
+        })?;
+        all(rows, scene_from_row)
+    }
+
+    fn photo_of_openid(&self, openid: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError> {
+        let row = self.driver.run(|c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE photo = $2 AND scene IN (SELECT scene FROM bindings WHERE openid = $1) ORDER BY scene LIMIT 1"
+                ),
+                args![openid, photo],
+            )
+        })?;
+        first(row, photo_from_row)
+    }
+
+    fn forget_openid(&self, openid: &str) -> Result<Vec<PhotoMeta>, StoreError> {
+        // Activity rows of a scan carry `wechat:` + the push's dedupe key, which starts with
+        // the openid; the count stays, the openid goes.
+        let dedupe_prefix = format!("wechat:{openid}\u{1f}");
+        self.driver.transaction(|c| {
+            let photos = all(
+                c.query(
+                    &format!(
+                        "DELETE FROM photos WHERE scene IN (SELECT scene FROM bindings WHERE openid = $1) RETURNING {PHOTO_COLUMNS}"
+                    ),
+                    args![openid],
+                )?,
+                photo_from_row,
+            )?;
+            let bindings = c.execute("DELETE FROM bindings WHERE openid = $1", args![openid])?;
+            let events =
+                c.execute("DELETE FROM wechat_events WHERE openid = $1", args![openid])?;
+            c.execute("DELETE FROM push_outbox WHERE openid = $1", args![openid])?;
+            c.execute("DELETE FROM followers WHERE openid = $1", args![openid])?;
+            c.execute(
+                "UPDATE activity SET dedupe = NULL WHERE substr(dedupe, 1, length($1)) = $1",
+                args![&dedupe_prefix],
+            )?;
+            let mut tally = Tally::default();
+            for live in photos.iter().filter(|p| p.expired_at.is_none()) {
+                tally.add(counter::PHOTOS_STORED, -1);
+                tally.add(counter::PHOTO_BYTES_STORED, -live.bytes);
+            }
+            tally.add(counter::BINDINGS, -i64::try_from(bindings).unwrap_or(0));
+            tally.add(counter::WECHAT_EVENTS, -i64::try_from(events).unwrap_or(0));
+            tally.apply(c)?;
+            Ok(photos)
+        })
+    }
+
+    fn note_interaction(&self, openid: &str, now: i64) -> Result<(), StoreError> {
+        self.driver.run(|c| {
+            c.execute(
+                "INSERT INTO followers (openid, last_interaction_at) VALUES ($1, $2)
+                 ON CONFLICT (openid) DO UPDATE SET last_interaction_at = excluded.last_interaction_at, stopped_at = NULL, stop_reason = NULL",
+                args![openid, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn note_unsubscribe(&self, openid: &str, now: i64) -> Result<(), StoreError> {
+        self.driver.transaction(|c| {
+            c.execute(
+                "INSERT INTO followers (openid, last_interaction_at, stopped_at, stop_reason) VALUES ($1, $2, $2, 'unsubscribed')
+                 ON CONFLICT (openid) DO UPDATE SET stopped_at = excluded.stopped_at, stop_reason = excluded.stop_reason",
+                args![openid, now],
+            )?;
+            c.execute(
+                "UPDATE push_outbox SET state = 'stopped', finished_at = $2, last_error = 'unsubscribed' WHERE openid = $1 AND state = 'pending'",
+                args![openid, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn enqueue_pushes(
+        &self,
+        scene: &str,
+        due_at: i64,
+        window_start: i64,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let n = self.driver.run(|c| {
+            c.execute(
+                "INSERT INTO push_outbox (scene, openid, state, due_at, attempts, created_at)
+                 SELECT b.scene, b.openid, 'pending', CAST($2 AS BIGINT), 0, CAST($4 AS BIGINT) FROM bindings b JOIN followers f ON f.openid = b.openid
+                 WHERE b.scene = $1 AND f.stopped_at IS NULL AND f.last_interaction_at >= $3
+                 ON CONFLICT (scene, openid) WHERE state = 'pending' DO UPDATE SET due_at = excluded.due_at",
+                args![scene, due_at, window_start, now],
+            )
+        })?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn claim_due_pushes(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<DuePush>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.driver.transaction(|c| {
+            c.execute(
+                "UPDATE push_outbox SET claimed_by = $1, claimed_until = $3 WHERE id IN (
+                     SELECT id FROM push_outbox WHERE state = 'pending' AND due_at <= $2
+                         AND (claimed_until IS NULL OR claimed_until <= $2)
+                     ORDER BY due_at LIMIT $4)",
+                args![holder, now, until, limit],
+            )?;
+            c.query(
+                "SELECT p.id, p.scene, p.openid, p.attempts, COALESCE(f.last_interaction_at, 0), f.stopped_at
+                 FROM push_outbox p LEFT JOIN followers f ON f.openid = p.openid
+                 WHERE p.state = 'pending' AND p.claimed_by = $1 AND p.claimed_until = $2
+                 ORDER BY p.due_at, p.id",
+                args![holder, until],
+            )
+        })?;
+        all(rows, |r| {
+            Ok(DuePush {
+                id: r.int(0)?,
+                scene: r.text(1)?,
+                openid: r.text(2)?,
+                attempts: r.int(3)?,
+                last_interaction_at: r.int(4)?,
+                stopped: r.opt_int(5)?.is_some(),
+            })
+        })
+    }
+
+    fn finish_push(
+        &self,
+        push: &DuePush,
+        outcome: &PushOutcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.driver.transaction(|c| {
+            match outcome {
+                PushOutcome::Sent => c.execute(
+                    "UPDATE push_outbox SET state = 'sent', attempts = attempts + 1, finished_at = $2, claimed_by = NULL, claimed_until = NULL WHERE id = $1",
+                    args![push.id, now],
+                )?,
+                PushOutcome::Stopped { reason, stop_openid } => {
+                    if *stop_openid {
+                        c.execute(
+                            "UPDATE followers SET stopped_at = $2, stop_reason = $3 WHERE openid = $1",
+                            args![&push.openid, now, reason],
+                        )?;
+                        c.execute(
+                            "UPDATE push_outbox SET state = 'stopped', finished_at = $2, last_error = $3 WHERE openid = $1 AND state = 'pending' AND id <> $4",
+                            args![&push.openid, now, reason, push.id],
+                        )?;
+                    }
+                    c.execute(
+                        "UPDATE push_outbox SET state = 'stopped', attempts = attempts + 1, finished_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL WHERE id = $1",
+                        args![push.id, now, reason],
+                    )?
+                }
+                PushOutcome::Retry { due_at, error } => c.execute(
+                    "UPDATE push_outbox SET attempts = attempts + 1, due_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL WHERE id = $1",
+                    args![push.id, *due_at, error],
+                )?,
+                PushOutcome::Failed { error } => c.execute(
+                    "UPDATE push_outbox SET state = 'failed', attempts = attempts + 1, finished_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL WHERE id = $1",
+                    args![push.id, now, error],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    fn pushes_of_scene(&self, scene: &str) -> Result<Vec<PushRecord>, StoreError> {
+        let rows = self.driver.run(|c| {
+            c.query(
+                "SELECT scene, openid, state, attempts, last_error FROM push_outbox WHERE scene = $1 ORDER BY id",
+                args![scene],
+            )
+        })?;
+        all(rows, |r| {
+            Ok(PushRecord {
+                scene: r.text(0)?,
+                openid: r.text(1)?,
+                state: r.text(2)?,
+                attempts: r.int(3)?,
+                last_error: r.opt_text(4)?,
             })
         })
     }

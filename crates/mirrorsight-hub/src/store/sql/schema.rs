@@ -17,6 +17,8 @@ use crate::store::StoreError;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("V1__initial", V1_INITIAL),
     ("V2__counters_and_push_nonces", V2_COUNTERS_AND_PUSH_NONCES),
+    ("V3__shopper_bindings", V3_SHOPPER_BINDINGS),
+    ("V4__push_outbox", V4_PUSH_OUTBOX),
 ];
 
 const V1_INITIAL: &str = "
@@ -124,6 +126,40 @@ CREATE TABLE push_nonces (
     PRIMARY KEY (signed_at, nonce)
 );
 CREATE INDEX push_nonces_by_expiry ON push_nonces (keep_until);
+";
+
+/// `/me` lists a shopper's sessions and "forget me" deletes them: both look bindings up by
+/// openid.
+const V3_SHOPPER_BINDINGS: &str = "
+CREATE INDEX IF NOT EXISTS bindings_by_openid ON bindings (openid);
+CREATE INDEX IF NOT EXISTS wechat_events_by_openid ON wechat_events (openid);
+";
+
+/// Photos that follow the scan: who may still get customer-service messages, and the durable
+/// outbox of messages to send (one pending row per scene and openid, batched by `due_at`).
+const V4_PUSH_OUTBOX: &str = "
+CREATE TABLE IF NOT EXISTS followers (
+    openid TEXT PRIMARY KEY,
+    last_interaction_at BIGINT NOT NULL,
+    stopped_at BIGINT,
+    stop_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS push_outbox (
+    id {serial_primary_key},
+    scene TEXT NOT NULL,
+    openid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    due_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    claimed_by TEXT,
+    claimed_until BIGINT,
+    created_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    last_error TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS push_outbox_one_pending ON push_outbox (scene, openid) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS push_outbox_due ON push_outbox (due_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS push_outbox_by_openid ON push_outbox (openid);
 ";
 
 /// The table refinery records applied migrations in.
