@@ -188,8 +188,12 @@ fn default_blob_dir() -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PhotosConfig {
-    /// Photos older than this many days are deleted (the gallery then says so). Default 7.
+    /// Photos older than this many days are deleted (the gallery then says so), unless a
+    /// shopper keeps them (`keep_bound_days`). Default 7.
     pub retention_days: u32,
+    /// Photos of a session bound to a shopper's openid (by a scan or "keep these in my
+    /// photos") are kept this many days; at least `retention_days`. Default 365.
+    pub keep_bound_days: u32,
     /// Largest photo accepted, bytes. Default 10 MiB.
     pub max_bytes: u64,
     /// How often the retention sweep runs, seconds. Default 3600.
@@ -200,6 +204,7 @@ impl Default for PhotosConfig {
     fn default() -> Self {
         Self {
             retention_days: 7,
+            keep_bound_days: 365,
             max_bytes: 10 * 1024 * 1024,
             sweep_interval_s: 3600,
         }
@@ -487,6 +492,15 @@ impl HubConfig {
             return Err(invalid(
                 "photos.retention_days",
                 format!("{} is not in 1..=3650", self.photos.retention_days),
+            ));
+        }
+        if !(self.photos.retention_days..=3650).contains(&self.photos.keep_bound_days) {
+            return Err(invalid(
+                "photos.keep_bound_days",
+                format!(
+                    "{} is not in photos.retention_days ({})..=3650",
+                    self.photos.keep_bound_days, self.photos.retention_days
+                ),
             ));
         }
         if !(1024..=(256 << 20)).contains(&self.photos.max_bytes) {
@@ -944,6 +958,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.base_url().unwrap(), "https://hub.shop.example");
         assert_eq!(c.photos.retention_days, 7);
+        assert_eq!(c.photos.keep_bound_days, 365);
     }
 
     #[test]

@@ -280,7 +280,7 @@ impl Hub {
         result
     }
 
-    /// Runs [`sweep_expired`] every `photos.sweep_interval_s`, starting now.
+    /// Runs [`sweep_retention`] every `photos.sweep_interval_s`, starting now.
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
@@ -292,10 +292,10 @@ impl Hub {
                 let s = Arc::clone(&state);
                 let result = tokio::task::spawn_blocking(move || {
                     let now = http::unix_now();
-                    let expired = sweep_expired(
+                    let expired = sweep_retention(
                         s.store.as_ref(),
                         s.blobs.as_ref(),
-                        s.config.photos.retention_days,
+                        Retention::of(&s.config.photos),
                         now,
                     )?;
                     let orphans =
@@ -307,6 +307,18 @@ impl Hub {
                     Ok(Ok((expired, orphans))) => {
                         if expired.expired > 0 {
                             tracing::info!(expired = expired.expired, "expired photos removed");
+                        }
+                        let pruned = expired.pruned;
+                        if pruned != store::PruneReport::default() {
+                            tracing::info!(
+                                scenes = pruned.scenes,
+                                bindings = pruned.bindings,
+                                wechat_events = pruned.wechat_events,
+                                activity = pruned.activity,
+                                pushes = pruned.pushes,
+                                followers = pruned.followers,
+                                "rows past retention pruned"
+                            );
                         }
                         if orphans.deleted > 0 {
                             tracing::warn!(
@@ -328,21 +340,78 @@ impl Hub {
 pub struct SweepReport {
     pub expired: usize,
     pub blobs_missing: usize,
+    /// What [`sweep_retention`] pruned after expiring.
+    pub pruned: store::PruneReport,
 }
 
-/// Deletes the bytes of photos uploaded more than `retention_days` before `now` and marks
-/// them expired (the rows stay, so the gallery can say the photos expired rather than that
-/// they never existed).
+/// How long photos are kept (`[photos]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Photos no shopper is bound to (`photos.retention_days`).
+    pub days: u32,
+    /// Photos of a session bound to an openid (`photos.keep_bound_days`), at least `days`.
+    pub bound_days: u32,
+}
+
+impl Retention {
+    pub fn of(photos: &config::PhotosConfig) -> Self {
+        Self {
+            days: photos.retention_days,
+            bound_days: photos.keep_bound_days.max(photos.retention_days),
+        }
+    }
+
+    /// `(cutoff, bound_cutoff)` at `now`, unix seconds.
+    fn cutoffs(self, now: i64) -> (i64, i64) {
+        (
+            now - i64::from(self.days) * 86_400,
+            now - i64::from(self.bound_days) * 86_400,
+        )
+    }
+}
+
+/// Deletes the bytes of photos older than `retention_days` before `now`, bound or not, and
+/// marks them expired: [`sweep_retention`] with one period for all.
 pub fn sweep_expired(
     store: &dyn Store,
     blobs: &dyn BlobStore,
     retention_days: u32,
     now: i64,
 ) -> Result<SweepReport, HubError> {
-    let cutoff = now - i64::from(retention_days) * 86_400;
+    let retention = Retention {
+        days: retention_days,
+        bound_days: retention_days,
+    };
+    expire_photos(store, blobs, retention, now)
+}
+
+/// One retention sweep: deletes the bytes of photos past their retention (`days`, or
+/// `bound_days` for a session bound to a shopper) and marks them expired (the rows stay a
+/// while, so the gallery can say the photos expired rather than that they never existed),
+/// then prunes what retention made useless ([`Store::prune`]): scenes with nothing left,
+/// their bindings, old WeChat pushes, activity and outbox rows.
+pub fn sweep_retention(
+    store: &dyn Store,
+    blobs: &dyn BlobStore,
+    retention: Retention,
+    now: i64,
+) -> Result<SweepReport, HubError> {
+    let mut report = expire_photos(store, blobs, retention, now)?;
+    let (cutoff, bound_cutoff) = retention.cutoffs(now);
+    report.pruned = store.prune(cutoff, bound_cutoff)?;
+    Ok(report)
+}
+
+fn expire_photos(
+    store: &dyn Store,
+    blobs: &dyn BlobStore,
+    retention: Retention,
+    now: i64,
+) -> Result<SweepReport, HubError> {
+    let (cutoff, bound_cutoff) = retention.cutoffs(now);
     let mut report = SweepReport::default();
     loop {
-        let batch = store.photos_to_expire(cutoff, 500)?;
+        let batch = store.photos_to_expire(cutoff, bound_cutoff, 500)?;
         if batch.is_empty() {
             return Ok(report);
         }

@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use mirrorsight_hub::{
-    ConfigError, Hub, HubConfig, HubError, ORPHAN_GRACE_S, STALE_TEMP_AGE, new_device_token,
-    open_stores, sweep_expired, sweep_orphans, token_digest,
+    ConfigError, Hub, HubConfig, HubError, ORPHAN_GRACE_S, Retention, STALE_TEMP_AGE,
+    new_device_token, open_stores, sweep_orphans, sweep_retention, token_digest,
 };
 use mirrorsight_wechat::secret::SecretError;
 use std::path::PathBuf;
@@ -36,7 +36,8 @@ enum Command {
         #[command(subcommand)]
         action: DeviceAction,
     },
-    /// Remove photos past `photos.retention_days` now (serve also does this periodically).
+    /// Remove photos past `photos.retention_days` (`photos.keep_bound_days` for a session a
+    /// shopper is bound to) and prune what they leave, now (serve also does this periodically).
     Sweep,
 }
 
@@ -159,15 +160,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Sweep => {
             let (store, blobs) = open_stores(&config, &env)?;
-            let report = sweep_expired(
+            let report = sweep_retention(
                 store.as_ref(),
                 blobs.as_ref(),
-                config.photos.retention_days,
+                Retention::of(&config.photos),
                 now,
             )?;
             eprintln!(
                 "{} photos expired ({} already without bytes)",
                 report.expired, report.blobs_missing
+            );
+            let p = report.pruned;
+            eprintln!(
+                "pruned past retention: {} scenes, {} bindings, {} WeChat pushes, {} activity rows, {} outbox rows, {} followers",
+                p.scenes, p.bindings, p.wechat_events, p.activity, p.pushes, p.followers
             );
             let orphans = sweep_orphans(store.as_ref(), blobs.as_ref(), now, ORPHAN_GRACE_S)?;
             eprintln!(

@@ -434,6 +434,107 @@ fn retention_sweep_removes_old_bytes_and_keeps_rows(s: &dyn Store) {
     assert_eq!(s.totals().unwrap().photos_stored, 0);
 }
 
+fn bound_photos_are_kept_longer_and_retention_prunes_openids(s: &dyn Store) {
+    use mirrorsight_hub::store::{Activity, NewWechatEvent, PushOutcome};
+    use mirrorsight_hub::{Retention, sweep_retention};
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
+    let d = device(s, "mirror-1", "shop-1");
+    for scene in ["free", "kept"] {
+        s.claim_scene(scene, &d, "k", T0).unwrap();
+        let p = photo(
+            scene,
+            &format!("p-{scene}"),
+            "mirror-1",
+            scene,
+            &"a".repeat(64),
+            T0,
+        );
+        blobs.put(&p.blob_key, b"jpg").unwrap();
+        s.insert_photo(&p, "shop-1").unwrap();
+    }
+    let kept = s.scene("kept").unwrap().unwrap();
+    s.record_wechat_event(
+        &NewWechatEvent {
+            dedupe: "oKeeper\u{1f}1\u{1f}SCAN\u{1f}kept".into(),
+            openid: "oKeeper".into(),
+            event: "SCAN".into(),
+            event_key: "kept".into(),
+            bind_scene: Some(kept),
+            activity: Some(Activity::ScanAlreadyFollowing),
+            reply: "<xml/>".into(),
+        },
+        T0,
+    )
+    .unwrap();
+    s.note_interaction("oKeeper", T0).unwrap();
+    assert_eq!(s.enqueue_pushes("kept", T0 + 20, T0 - DAY, T0).unwrap(), 1);
+    let due = s.claim_due_pushes("i1", T0 + 20, T0 + 100, 10).unwrap();
+    s.finish_push(&due[0], &PushOutcome::Sent, T0 + 21).unwrap();
+    let retention = Retention {
+        days: 7,
+        bound_days: 365,
+    };
+
+    // Day 8: the unbound session's photo expires; the bound one is kept. The sent message and
+    // the follower are forgotten. The expired session stays one more period (the gallery says
+    // "expired"), then goes.
+    let report = sweep_retention(s, &blobs, retention, T0 + 8 * DAY).unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(
+        (
+            report.pruned.scenes,
+            report.pruned.bindings,
+            report.pruned.pushes,
+            report.pruned.followers
+        ),
+        (0, 0, 1, 1),
+        "{report:?}"
+    );
+    assert!(s.scene("free").unwrap().is_some());
+    let report = sweep_retention(s, &blobs, retention, T0 + 16 * DAY).unwrap();
+    assert_eq!((report.expired, report.pruned.scenes), (0, 1), "{report:?}");
+    assert!(s.scene("free").unwrap().is_none());
+    assert!(s.photos_of_scene("free").unwrap().is_empty());
+    let live = s.photos_of_scene("kept").unwrap();
+    assert_eq!((live.len(), live[0].expired_at), (1, None));
+    assert_eq!(s.scenes_of_openid("oKeeper").unwrap().len(), 1);
+    assert!(s.pushes_of_scene("kept").unwrap().is_empty());
+
+    // Day 366: the bound photo expires too, and the recorded scan and its activity row go;
+    // a period later the session and the binding, so the openid is in no row (the totals
+    // stay).
+    let report = sweep_retention(s, &blobs, retention, T0 + 366 * DAY).unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(
+        (report.pruned.scenes, report.pruned.wechat_events),
+        (0, 1),
+        "{report:?}"
+    );
+    assert!(report.pruned.activity >= 1);
+    let report = sweep_retention(s, &blobs, retention, T0 + 374 * DAY).unwrap();
+    assert_eq!(
+        (report.pruned.scenes, report.pruned.bindings),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(s.scenes_of_openid("oKeeper").unwrap().is_empty());
+    assert_eq!(s.wechat_event_count().unwrap(), 0);
+    let totals = s.totals().unwrap();
+    assert_eq!(
+        (totals.bindings, totals.wechat_events, totals.photos_stored),
+        (0, 0, 0)
+    );
+    assert!(
+        totals
+            .activity
+            .iter()
+            .any(|(k, n)| *k == Activity::ScanAlreadyFollowing && *n == 1),
+        "counted activity is history: {:?}",
+        totals.activity
+    );
+}
+
 fn orphaned_bytes_are_swept_after_a_grace_period(s: &dyn Store) {
     let dir = tempfile::tempdir().unwrap();
     let blobs = LocalBlobStore::open(dir.path()).unwrap();
@@ -789,6 +890,7 @@ on_every_store!(
     totals_are_kept_by_the_writes_they_count,
     push_nonces_are_remembered_with_their_body_until_they_expire,
     shoppers_bindings_outbox_and_forget,
+    bound_photos_are_kept_longer_and_retention_prunes_openids,
 );
 
 #[test]

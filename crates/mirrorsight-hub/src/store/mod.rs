@@ -194,6 +194,17 @@ pub struct DuePush {
     pub stopped: bool,
 }
 
+/// Rows [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub scenes: u64,
+    pub bindings: u64,
+    pub wechat_events: u64,
+    pub activity: u64,
+    pub pushes: u64,
+    pub followers: u64,
+}
+
 /// How a claimed push ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -379,8 +390,20 @@ pub trait Store: Send + Sync + 'static {
     fn photos_of_scene(&self, scene: &str) -> Result<Vec<PhotoMeta>, StoreError>;
     /// Removes the row; the caller then removes the bytes.
     fn delete_photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError>;
-    /// Live photos uploaded before `cutoff`, at most `limit`.
-    fn photos_to_expire(&self, cutoff: i64, limit: usize) -> Result<Vec<PhotoMeta>, StoreError>;
+    /// Live photos to expire, at most `limit`: those of a session bound to no openid uploaded
+    /// before `cutoff`, and every one uploaded before `bound_cutoff` (earlier).
+    fn photos_to_expire(
+        &self,
+        cutoff: i64,
+        bound_cutoff: i64,
+        limit: usize,
+    ) -> Result<Vec<PhotoMeta>, StoreError>;
+    /// Forgets what retention has made useless, so openids are not kept forever: scenes whose
+    /// photos all expired before `cutoff` (their sessions, photo rows and bindings), created
+    /// before `bound_cutoff`, or before `cutoff` if nobody is bound; recorded WeChat pushes and
+    /// activity rows before `bound_cutoff`; finished outbox rows and followers not heard from
+    /// before `cutoff`. The running totals stay.
+    fn prune(&self, cutoff: i64, bound_cutoff: i64) -> Result<PruneReport, StoreError>;
     fn mark_expired(&self, scene: &str, photo: &str, now: i64) -> Result<(), StoreError>;
 
     /// The reply recorded for a push with this dedupe key.

@@ -24,8 +24,8 @@ use std::collections::HashSet;
 use self::driver::{Conn, Dialect, Driver, Row, args};
 use super::{
     Activity, Binding, Claim, Device, DuePush, MintOutcome, MintedScene, NewWechatEvent, NonceUse,
-    PhotoInsert, PhotoMeta, PushOutcome, PushRecord, SceneRecord, SharedToken, StatsRow, Store,
-    StoreError, Totals, activity_totals, fold_stats,
+    PhotoInsert, PhotoMeta, PruneReport, PushOutcome, PushRecord, SceneRecord, SharedToken,
+    StatsRow, Store, StoreError, Totals, activity_totals, fold_stats,
 };
 
 /// A [`Store`] on the database behind `D`.
@@ -462,17 +462,80 @@ impl<D: Driver> Store for SqlStore<D> {
         })
     }
 
-    fn photos_to_expire(&self, cutoff: i64, limit: usize) -> Result<Vec<PhotoMeta>, StoreError> {
+    fn photos_to_expire(
+        &self,
+        cutoff: i64,
+        bound_cutoff: i64,
+        limit: usize,
+    ) -> Result<Vec<PhotoMeta>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.driver.run(|c| {
             c.query(
                 &format!(
-                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE expired_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2"
+                    "SELECT {PHOTO_COLUMNS} FROM photos p WHERE expired_at IS NULL AND created_at < $1
+                     AND (created_at < $2 OR NOT EXISTS (SELECT 1 FROM bindings b WHERE b.scene = p.scene))
+                     ORDER BY created_at LIMIT $3"
                 ),
-                args![cutoff, limit],
+                args![cutoff, bound_cutoff, limit],
             )
         })?;
         all(rows, photo_from_row)
+    }
+
+    fn prune(&self, cutoff: i64, bound_cutoff: i64) -> Result<PruneReport, StoreError> {
+        // Scenes nothing is left of: every photo expired before `cutoff` (so the gallery says
+        // "expired" for one more retention period before it says "not found"), old enough for
+        // whoever is bound. Deleting their expired photo rows and sessions first does not
+        // change which scenes these are; their bindings go last, as the bindings of scenes no
+        // longer there.
+        const DEAD: &str = "SELECT s.scene FROM scenes s WHERE s.created_at < $1
+             AND NOT EXISTS (SELECT 1 FROM photos p WHERE p.scene = s.scene AND (p.expired_at IS NULL OR p.expired_at >= $1))
+             AND (s.created_at < $2 OR NOT EXISTS (SELECT 1 FROM bindings b WHERE b.scene = s.scene))";
+        self.driver.transaction(|c| {
+            let mut report = PruneReport::default();
+            c.execute(
+                &format!("DELETE FROM photos WHERE scene IN ({DEAD})"),
+                args![cutoff, bound_cutoff],
+            )?;
+            c.execute(
+                &format!("DELETE FROM sessions WHERE scene IN ({DEAD})"),
+                args![cutoff, bound_cutoff],
+            )?;
+            report.scenes = c.execute(
+                &format!("DELETE FROM scenes WHERE scene IN ({DEAD})"),
+                args![cutoff, bound_cutoff],
+            )?;
+            report.bindings = c.execute(
+                "DELETE FROM bindings WHERE NOT EXISTS (SELECT 1 FROM scenes s WHERE s.scene = bindings.scene)",
+                args![],
+            )?;
+            report.wechat_events = c.execute(
+                "DELETE FROM wechat_events WHERE received_at < $1",
+                args![bound_cutoff],
+            )?;
+            report.activity =
+                c.execute("DELETE FROM activity WHERE at < $1", args![bound_cutoff])?;
+            report.pushes = c.execute(
+                "DELETE FROM push_outbox WHERE state <> 'pending' AND created_at < $1",
+                args![cutoff],
+            )?;
+            report.followers = c.execute(
+                "DELETE FROM followers WHERE last_interaction_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.openid = followers.openid AND p.state = 'pending')",
+                args![cutoff],
+            )?;
+            let mut tally = Tally::default();
+            tally.add(
+                counter::BINDINGS,
+                -i64::try_from(report.bindings).unwrap_or(0),
+            );
+            tally.add(
+                counter::WECHAT_EVENTS,
+                -i64::try_from(report.wechat_events).unwrap_or(0),
+            );
+            tally.apply(c)?;
+            Ok(report)
+        })
     }
 
     fn mark_expired(&self, scene: &str, photo: &str, now: i64) -> Result<(), StoreError> {
