@@ -74,10 +74,10 @@ pub struct QrConfig {
     /// Kind `url`: the code's content; `{scene}` is replaced by the scene.
     /// Default `"https://mirror.example/s/{scene}"`.
     pub url_template: String,
-    /// Kind `official_account`: `"QR_STR_SCENE"` (default; the scene is `scene_str`),
-    /// `"QR_SCENE"` (numeric scene derived from the id), `"QR_LIMIT_STR_SCENE"` or
-    /// `"QR_LIMIT_SCENE"` (permanent: WeChat allows 100,000 in an account's lifetime, so these
-    /// suit fixed codes, not one per session).
+    /// Kind `official_account`: `"QR_STR_SCENE"` (default; the scene is `scene_str`) or
+    /// `"QR_SCENE"` (numeric scene derived from the id). The permanent `"QR_LIMIT_STR_SCENE"`
+    /// and `"QR_LIMIT_SCENE"` are refused here (WeChat allows 100,000 in an account's
+    /// lifetime, and numeric ones can collide): a fixed code is `qr.idle_code`.
     pub action_name: ActionName,
     /// Lifetime of temporary codes (official account, relay), 1..=2592000 s. Default 3600.
     pub expire_seconds: u32,
@@ -313,6 +313,18 @@ impl QrConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         UrlTemplate::parse(&self.url_template)
             .map_err(|e| key_error("qr.url_template", e.to_string()))?;
+        if self.kind == QrKind::OfficialAccount && !self.action_name.is_temporary() {
+            // A permanent code per session spends the account's 100,000 for good, and
+            // QR_LIMIT_SCENE's 1..100000 forces session ids through a hash where two sessions
+            // can meet: one shopper would see another's photos.
+            return Err(key_error(
+                "qr.action_name",
+                format!(
+                    "{} is a permanent code; one per session must be temporary (QR_STR_SCENE or QR_SCENE)",
+                    self.action_name.as_str()
+                ),
+            ));
+        }
         if !(1..=crate::qrcode::MAX_EXPIRE_SECONDS).contains(&self.expire_seconds) {
             return Err(key_error(
                 "qr.expire_seconds",
@@ -600,6 +612,19 @@ mod tests {
         s.wechat.appid = "wx1234".into();
         s.wechat.mp_base = "http://mp.weixin.qq.com".into();
         assert_eq!(key_of(s.validate()), "wechat.mp_base");
+
+        // A permanent code per session is refused, whatever else is right.
+        for permanent in [ActionName::QrLimitScene, ActionName::QrLimitStrScene] {
+            let mut s = Settings::default();
+            s.qr.kind = QrKind::OfficialAccount;
+            s.wechat.appid = "wx1234".into();
+            s.qr.action_name = permanent;
+            let e = s.validate().expect_err("permanent code per session");
+            assert_eq!(e.key, "qr.action_name");
+            assert!(e.message.contains("temporary"), "{e}");
+            s.qr.action_name = ActionName::QrScene;
+            s.validate().unwrap();
+        }
 
         let mut s = Settings::default();
         s.qr.wxa_width = 279;
