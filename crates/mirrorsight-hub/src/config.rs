@@ -74,6 +74,10 @@ pub struct HubConfig {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub stats: StatsConfig,
+    #[serde(default)]
+    pub signin: SigninConfig,
+    #[serde(default)]
+    pub push: PushConfig,
     /// Metadata in PostgreSQL instead of the SQLite file `database`: what a chain running
     /// several hub instances needs. Absent by default.
     #[serde(default)]
@@ -258,6 +262,9 @@ pub struct CallbackConfig {
     pub description: String,
     /// Text reply for a scene the hub does not know or whose photos have expired.
     pub unknown_scene_text: String,
+    /// Text reply to a scan of a mirror's idle code (`qr.idle_code`, shown while nobody is at
+    /// the mirror).
+    pub idle_welcome_text: String,
     /// Signed requests whose `timestamp` is further than this from the hub's clock are refused
     /// (a captured push cannot be replayed later), seconds; 0 turns the check off. Default 300.
     /// Where plaintext pushes are accepted, a push's timestamp and nonce are remembered this
@@ -275,6 +282,9 @@ impl Default for CallbackConfig {
             description: "点击查看并保存照片 · Tap to view and save your photos".to_string(),
             unknown_scene_text:
                 "这个二维码已过期，请在试衣镜前重新扫码。This code has expired; please scan the mirror again."
+                    .to_string(),
+            idle_welcome_text:
+                "欢迎！站到试衣镜前，拍照后扫描镜子上的二维码即可获取照片。Welcome! Stand in front of the mirror, take photos, then scan the code it shows to get them."
                     .to_string(),
             max_timestamp_skew_s: 300,
             mode: CallbackMode::Safe,
@@ -427,6 +437,45 @@ impl Default for StatsConfig {
     }
 }
 
+/// `[signin]`: the shopper's WeChat sign-in (`/me`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigninConfig {
+    /// How long a sign-in lasts in the shopper's browser, days; after it `/me` signs in again
+    /// (silently, in WeChat). Default 30.
+    pub cookie_days: u32,
+}
+
+impl Default for SigninConfig {
+    fn default() -> Self {
+        Self { cookie_days: 30 }
+    }
+}
+
+/// `[push]`: photos that follow the scan, as customer-service messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Photos arriving for a scanned session are announced in one message this many seconds
+    /// after the last of them. Default 20.
+    pub batch_s: u64,
+    /// First pause before retrying a message WeChat refused for now (`45047`, `-1`), seconds;
+    /// it doubles per try, up to an hour. Default 30.
+    pub retry_s: u64,
+    /// Tries before a message is given up. Default 8.
+    pub max_attempts: u32,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            batch_s: 20,
+            retry_s: 30,
+            max_attempts: 8,
+        }
+    }
+}
+
 /// Whether the `host[:port][/path]` after `http://` names this machine.
 fn is_loopback_authority(rest: &str) -> bool {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -474,6 +523,8 @@ impl HubConfig {
             metrics: MetricsConfig::default(),
             secrets: SecretsConfig::default(),
             stats: StatsConfig::default(),
+            signin: SigninConfig::default(),
+            push: PushConfig::default(),
             postgres: None,
             s3: None,
         }
@@ -538,11 +589,39 @@ impl HubConfig {
             ));
         }
         self.validate_http()?;
+        if !(1..=3600).contains(&self.push.batch_s) {
+            return Err(invalid(
+                "push.batch_s",
+                format!("{} is not in 1..=3600", self.push.batch_s),
+            ));
+        }
+        if !(1..=3600).contains(&self.push.retry_s) {
+            return Err(invalid(
+                "push.retry_s",
+                format!("{} is not in 1..=3600", self.push.retry_s),
+            ));
+        }
+        if !(1..=100).contains(&self.push.max_attempts) {
+            return Err(invalid(
+                "push.max_attempts",
+                format!("{} is not in 1..=100", self.push.max_attempts),
+            ));
+        }
+        if !(1..=400).contains(&self.signin.cookie_days) {
+            return Err(invalid(
+                "signin.cookie_days",
+                format!("{} is not in 1..=400", self.signin.cookie_days),
+            ));
+        }
         for (key, value) in [
             ("callback.title", &self.callback.title),
             (
                 "callback.unknown_scene_text",
                 &self.callback.unknown_scene_text,
+            ),
+            (
+                "callback.idle_welcome_text",
+                &self.callback.idle_welcome_text,
             ),
         ] {
             if value.trim().is_empty() {
@@ -1023,6 +1102,9 @@ mod tests {
         assert_eq!(c.http, HttpConfig::default());
         assert_eq!(c.relay, RelayConfig::default());
         assert_eq!(c.metrics, MetricsConfig::default());
+        assert_eq!(c.signin, SigninConfig::default());
+        assert_eq!(c.push, PushConfig::default());
+        assert_eq!(c.wechat.oauth_base, WechatConfig::default().oauth_base);
     }
 
     #[test]

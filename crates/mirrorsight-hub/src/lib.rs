@@ -6,6 +6,9 @@
 //! - The WeChat callback `/wechat`: a scan of a session's code binds the scanner's openid to
 //!   the session and answers with a `news` message linking to the gallery.
 //! - The gallery `/s/{scene}?k=<key>` and scan statistics (`/v1/stats`, `/metrics`).
+//! - The shopper's own pages (`/me`, WeChat web sign-in, delete and "forget me"):
+//!   [`http::shopper`]; photos taken after a scan follow it as a customer-service message
+//!   ([`push`]).
 //!
 //! State lives in a [`store::Store`] (SQLite, or PostgreSQL for a chain) and a
 //! [`store::BlobStore`] (a directory, or an S3-compatible bucket); instances keep nothing
@@ -15,6 +18,7 @@
 pub mod config;
 pub mod http;
 pub mod lease;
+pub mod push;
 pub mod store;
 pub mod token_seal;
 pub mod wechat;
@@ -203,6 +207,9 @@ impl Hub {
         let token_lease = tokens.counters();
         let wechat =
             WechatClient::with_token_source(&config.wechat, tokens, config.wechat.token_policy())?;
+        let sns = mirrorsight_wechat::SnsClient::new(&config.wechat, secrets.appsecret.clone())?;
+        let cookie_key =
+            http::shopper::CookieKey::derived_from_appsecret(secrets.appsecret.expose());
         let crypt = secrets
             .encoding_aes_key
             .as_ref()
@@ -224,6 +231,8 @@ impl Hub {
                     burst: config.relay.mint_burst,
                     per_hour: config.relay.mints_per_hour,
                 }),
+                sns,
+                cookie_key,
                 config,
             }),
         })
@@ -275,8 +284,10 @@ impl Hub {
             });
         }
         let sweeper = self.spawn_sweeper();
+        let pusher = push::PushWorker::new(Arc::clone(&self.state)).spawn();
         let result = http::server::serve(endpoints, limits, shutdown).await;
         sweeper.abort();
+        pusher.abort();
         result
     }
 

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Counters, unix_now};
-use crate::store::{Activity, NewWechatEvent, NonceUse, PhotoMeta, SceneRecord};
+use crate::store::{Activity, NewWechatEvent, NonceUse, PhotoMeta, SceneKind, SceneRecord};
 use crate::wechat::xml::{Article, encrypted_reply, news_reply, text_reply};
 use crate::wechat::{Incoming, signature, verify_signature};
 
@@ -326,6 +326,24 @@ pub(crate) fn scene_expired(
 
 /// The plaintext reply to a push, `None` for `success`. Errors are logged here.
 async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<String>, ()> {
+    if message.msg_type() == "event" && message.event() == "unsubscribe" {
+        let openid = message.from_user().to_string();
+        if openid.is_empty() {
+            return Ok(None);
+        }
+        let now = unix_now();
+        // Nothing more is pushed to someone who unfollowed.
+        return match state
+            .blocking(move |s| s.store.note_unsubscribe(&openid, now))
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                tracing::error!(error = ?e, "recording an unsubscribe failed");
+                Err(())
+            }
+        };
+    }
     let Some((scene, activity)) = scan_of(&message) else {
         return Ok(None);
     };
@@ -356,6 +374,8 @@ async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<Strin
             };
             let retention_s = i64::from(s.config.photos.retention_days) * 86_400;
             let live = match &record {
+                // A mirror's idle code: welcomed and counted for the mirror, no photos.
+                Some(record) if record.kind == SceneKind::Idle => None,
                 Some(record) => {
                     let photos = s.store.photos_of_scene(&record.scene)?;
                     (!scene_expired(record, &photos, retention_s, now))
@@ -363,6 +383,7 @@ async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<Strin
                 }
                 None => None,
             };
+            let idle = record.filter(|r| r.kind == SceneKind::Idle);
             let (reply, bind_scene) = match live {
                 Some((record, photos)) => {
                     let pic_url = photos
@@ -385,6 +406,10 @@ async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<Strin
                     };
                     (news_reply(&openid, &account, now, &article), Some(record))
                 }
+                None if idle.is_some() => (
+                    text_reply(&openid, &account, now, &s.config.callback.idle_welcome_text),
+                    idle,
+                ),
                 None => (
                     text_reply(
                         &openid,
@@ -395,7 +420,9 @@ async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<Strin
                     None,
                 ),
             };
-            let known = bind_scene.is_some();
+            let known = bind_scene.as_ref().map(|r| r.kind);
+            // A scan is an interaction: WeChat's 48 h message window starts again.
+            s.store.note_interaction(&openid, now)?;
             let recorded = s.store.record_wechat_event(
                 &NewWechatEvent {
                     dedupe,
@@ -408,8 +435,10 @@ async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<Strin
                 },
                 now,
             )?;
-            if known {
+            if known == Some(SceneKind::Session) {
                 tracing::info!(scene = %scene, "scanner bound to session");
+            } else if known == Some(SceneKind::Idle) {
+                tracing::info!(scene = %scene, "scan of a mirror's idle code");
             } else {
                 tracing::info!(scene = %scene, "scan of an unknown or expired scene");
             }

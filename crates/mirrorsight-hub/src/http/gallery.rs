@@ -13,7 +13,7 @@ use super::{AppState, constant_time_eq, unix_now};
 use crate::http::callback::scene_expired;
 use crate::store::{Activity, PhotoMeta, SceneRecord};
 
-fn html_escape(s: &str) -> String {
+pub(super) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -30,7 +30,7 @@ fn html_escape(s: &str) -> String {
 
 /// Headers every gallery answer carries: the key is in the URL, so no referrer may leak it,
 /// and nothing here belongs in a shared cache.
-fn private(mut response: Response, content_type: &'static str) -> Response {
+pub(super) fn private(mut response: Response, content_type: &'static str) -> Response {
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
@@ -54,16 +54,16 @@ fn private(mut response: Response, content_type: &'static str) -> Response {
     response
 }
 
-const STYLE: &str = "body{margin:0;font-family:-apple-system,'PingFang SC','Microsoft YaHei',sans-serif;background:#f6f6f6;color:#222}header{padding:16px;background:#fff;border-bottom:1px solid #e5e5e5}h1{font-size:20px;margin:0}p.sub{margin:4px 0 0;color:#777;font-size:14px}main{padding:12px}figure{margin:0 0 16px;background:#fff;border-radius:8px;overflow:hidden}img{display:block;width:100%;height:auto}figcaption{padding:8px 12px;font-size:14px}a.dl{color:#07c160;text-decoration:none}.notice{background:#fff;border-radius:8px;padding:24px 16px;text-align:center;color:#555}";
+const STYLE: &str = "body{margin:0;font-family:-apple-system,'PingFang SC','Microsoft YaHei',sans-serif;background:#f6f6f6;color:#222}header{padding:16px;background:#fff;border-bottom:1px solid #e5e5e5}h1{font-size:20px;margin:0}p.sub{margin:4px 0 0;color:#777;font-size:14px}main{padding:12px}figure{margin:0 0 16px;background:#fff;border-radius:8px;overflow:hidden}img{display:block;width:100%;height:auto}figcaption{padding:8px 12px;font-size:14px}a.dl{color:#07c160;text-decoration:none}.notice{background:#fff;border-radius:8px;padding:24px 16px;text-align:center;color:#555}h2{font-size:16px;margin:8px 4px 12px;color:#555}form{display:inline;margin-left:12px}button{font:inherit;background:none;border:1px solid #07c160;color:#07c160;border-radius:6px;padding:6px 12px}button.del{border-color:#d33;color:#d33}footer{padding:24px 12px;text-align:center}.keep{margin:0 0 16px;text-align:center}";
 
-fn page_html(title: &str, body: &str) -> String {
+pub(super) fn page_html(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
         html_escape(title)
     )
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     let body = "<main><div class=\"notice\"><p>找不到这些照片。请检查链接是否完整。</p><p>These photos cannot be found. Please check that the link is complete.</p></div></main>";
     private(
         (StatusCode::NOT_FOUND, page_html("未找到 · Not found", body)).into_response(),
@@ -71,7 +71,13 @@ fn not_found() -> Response {
     )
 }
 
-fn gallery_html(state: &AppState, scene: &SceneRecord, photos: &[PhotoMeta], now: i64) -> String {
+fn gallery_html(
+    state: &AppState,
+    scene: &SceneRecord,
+    photos: &[PhotoMeta],
+    now: i64,
+    csrf: &str,
+) -> String {
     let live: Vec<&PhotoMeta> = photos.iter().filter(|p| p.expired_at.is_none()).collect();
     let retention_s = i64::from(state.config.photos.retention_days) * 86_400;
     let mut body = String::from(
@@ -87,6 +93,15 @@ fn gallery_html(state: &AppState, scene: &SceneRecord, photos: &[PhotoMeta], now
             body.push_str("<div class=\"notice\" id=\"empty\"><p>还没有照片。在试衣镜前拍照后刷新本页。</p><p>No photos yet. Take a photo at the mirror, then reload this page.</p></div>");
         }
     }
+    if !live.is_empty() {
+        // "Keep these in my photos": binds the session to the shopper's WeChat sign-in.
+        body.push_str(&format!(
+            "<div class=\"keep\"><form method=\"post\" action=\"/s/{}/keep\"><input type=\"hidden\" name=\"k\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\" id=\"keep\">保存到我的照片 · Keep these in my photos</button></form></div>",
+            super::encode_segment(&scene.scene),
+            html_escape(&scene.gallery_key),
+            html_escape(csrf),
+        ));
+    }
     for (i, photo) in live.iter().enumerate() {
         let url = html_escape(&state.photo_url(&scene.scene, &photo.photo, &scene.gallery_key));
         let n = i + 1;
@@ -100,7 +115,7 @@ fn gallery_html(state: &AppState, scene: &SceneRecord, photos: &[PhotoMeta], now
 
 /// The scene if `key` is its gallery key; `None` both when the scene is unknown and when the
 /// key is wrong, so the two cannot be told apart.
-fn authorised(scene: Option<SceneRecord>, key: Option<&String>) -> Option<SceneRecord> {
+pub(super) fn authorised(scene: Option<SceneRecord>, key: Option<&String>) -> Option<SceneRecord> {
     let scene = scene?;
     let key = key?;
     constant_time_eq(key, &scene.gallery_key).then_some(scene)
@@ -111,10 +126,16 @@ pub(super) async fn page(
     State(state): State<Arc<AppState>>,
     Path(scene): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if !super::valid_scene(&scene) {
         return not_found();
     }
+    let (csrf, new_csrf) = match super::shopper::csrf_token(&headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let page_csrf = csrf.clone();
     let now = unix_now();
     let key = q.get("k").cloned();
     let result = state
@@ -129,13 +150,17 @@ pub(super) async fn page(
                 Some(&format!("gallery:{}", record.scene)),
                 now,
             )?;
-            Ok(Some(gallery_html(s, &record, &photos, now)))
+            Ok(Some(gallery_html(s, &record, &photos, now, &page_csrf)))
         })
         .await;
     match result {
-        Ok(Some(html)) => private(
-            (StatusCode::OK, html).into_response(),
-            "text/html; charset=utf-8",
+        Ok(Some(html)) => super::shopper::with_csrf(
+            private(
+                (StatusCode::OK, html).into_response(),
+                "text/html; charset=utf-8",
+            ),
+            &csrf,
+            new_csrf,
         ),
         Ok(None) => not_found(),
         Err(e) => e.into_response(),
@@ -220,6 +245,7 @@ mod tests {
             code: None,
             gallery_key: "k123".into(),
             created_at: 0,
+            kind: crate::store::SceneKind::Session,
         };
         assert!(authorised(Some(scene.clone()), Some(&"k123".to_string())).is_some());
         assert!(authorised(Some(scene.clone()), Some(&"k124".to_string())).is_none());

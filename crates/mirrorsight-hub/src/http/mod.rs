@@ -8,6 +8,7 @@ pub mod limit;
 mod ops;
 mod relay;
 pub mod server;
+pub mod shopper;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -15,9 +16,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use mirrorsight_contract::backend::{self, ErrorBody, error_code};
-use mirrorsight_wechat::{Secret, WechatClient};
+use mirrorsight_wechat::{Secret, SnsClient, WechatClient};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -42,6 +43,10 @@ pub struct AppState {
     pub token_lease: Arc<crate::lease::LeaseCounters>,
     /// Per-device allowance of fresh scene codes (`[relay]`).
     pub mint_limiter: limit::MintLimiter,
+    /// The shopper's web sign-in (`/me`).
+    pub sns: SnsClient,
+    /// Signs the shopper's cookies.
+    pub cookie_key: shopper::CookieKey,
 }
 
 /// In-process counters for `/metrics` (what the database does not record).
@@ -85,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let deadline = state.config.http.request_timeout();
     Router::new()
         .route("/v1/scenes", post(relay::create_scene))
+        .route("/v1/scenes/{scene}", put(relay::register_scene))
         .route("/v1/sessions/{scene}/photos", post(relay::upload_photo))
         .route(
             "/v1/sessions/{scene}/photos/{photo}",
@@ -93,7 +99,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/wechat", get(callback::handshake).post(callback::push))
         .route("/s/{scene}", get(gallery::page))
         .route("/s/{scene}/photos/{file}", get(gallery::photo))
+        .route("/s/{scene}/keep", post(shopper::keep))
+        .route("/me", get(shopper::me))
+        .route("/me/photos/{photo}/delete", post(shopper::delete_photo))
+        .route("/me/forget", post(shopper::forget))
+        .route("/oauth/callback", get(shopper::callback))
         .route("/v1/stats", get(ops::stats))
+        .route("/v1/stats/scenes", get(ops::scene_stats))
         .route("/metrics", get(ops::metrics_with_admin_token))
         .route("/healthz", get(ops::healthz))
         .with_state(Arc::clone(&state))

@@ -13,7 +13,7 @@ use mirrorsight_contract::backend::error_code;
 use serde::Serialize;
 
 use super::{ApiError, AppState, bearer, constant_time_eq};
-use crate::store::StatsRow;
+use crate::store::{SceneScans, StatsRow};
 
 #[derive(Debug, Serialize)]
 struct StatsAnswer {
@@ -48,13 +48,8 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     ))
 }
 
-/// `GET /v1/stats?from=YYYY-MM-DD&to=YYYY-MM-DD`: counts per store, mirror and day.
-pub(super) async fn stats(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+/// The `from` and `to` days of a stats query, checked.
+fn day_range(q: &HashMap<String, String>) -> Result<(Option<String>, Option<String>), ApiError> {
     let from = q.get("from").cloned();
     let to = q.get("to").cloned();
     for (name, day) in [("from", &from), ("to", &to)] {
@@ -64,6 +59,50 @@ pub(super) async fn stats(
             return Err(ApiError::bad_request(format!("{name} must be YYYY-MM-DD")));
         }
     }
+    Ok((from, to))
+}
+
+#[derive(Debug, Serialize)]
+struct SceneStatsAnswer {
+    /// Days are counted in this offset from UTC.
+    utc_offset_minutes: i32,
+    rows: Vec<SceneScans>,
+}
+
+/// `GET /v1/stats/scenes?from=YYYY-MM-DD&to=YYYY-MM-DD`: scans per scene and source
+/// (`session`, or `idle` for a mirror's permanent code).
+pub(super) async fn scene_stats(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let (from, to) = day_range(&q)?;
+    let offset_minutes = state.config.stats.utc_offset_minutes;
+    let rows = state
+        .blocking(move |s| {
+            s.store.scene_scans(
+                i64::from(offset_minutes) * 60,
+                from.as_deref(),
+                to.as_deref(),
+            )
+        })
+        .await?;
+    Ok(axum::Json(SceneStatsAnswer {
+        utc_offset_minutes: offset_minutes,
+        rows,
+    })
+    .into_response())
+}
+
+/// `GET /v1/stats?from=YYYY-MM-DD&to=YYYY-MM-DD`: counts per store, mirror and day.
+pub(super) async fn stats(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let (from, to) = day_range(&q)?;
     let offset_minutes = state.config.stats.utc_offset_minutes;
     let rows = state
         .blocking(move |s| {

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mirrorsight_contract::backend::{
     CreateSceneRequest, CreateSceneResponse, MAX_EXPIRE_SECONDS, PhotoUploadResponse,
-    UploadHeaders, error_code, is_photo_content_type,
+    RegisterSceneRequest, SceneKind, UploadHeaders, error_code, is_photo_content_type,
 };
 use mirrorsight_wechat::error::QUOTA_ERRCODES;
 use mirrorsight_wechat::{ActionName, Minter};
@@ -194,12 +194,14 @@ pub(super) async fn create_scene(
         )
         .with_retry_after(seconds));
     }
-    let minter = Minter::official_account(
-        state.wechat.clone(),
-        ActionName::QrStrScene,
-        request.expire_seconds,
-        false,
-    );
+    // A mirror's idle code is permanent (one of the account's 100,000 in its lifetime), so it
+    // is minted once per scene and kept; a session's is temporary.
+    let action = match request.kind {
+        SceneKind::Session => ActionName::QrStrScene,
+        SceneKind::Idle => ActionName::QrLimitStrScene,
+    };
+    let minter =
+        Minter::official_account(state.wechat.clone(), action, request.expire_seconds, false);
     let minted = minter.mint(&request.scene).await.map_err(|e| {
         Counters::bump(&state.counters.mint_failures);
         if e.errcode().is_some_and(|c| QUOTA_ERRCODES.contains(&c)) {
@@ -225,19 +227,29 @@ pub(super) async fn create_scene(
     let code = MintedScene {
         url: minted.url.unwrap_or_default(),
         ticket: minted.ticket,
-        expires_at: minted
-            .expires_at
-            .and_then(|t| i64::try_from(t).ok())
-            .unwrap_or(now + i64::from(request.expire_seconds)),
+        expires_at: match request.kind {
+            SceneKind::Idle => 0,
+            SceneKind::Session => minted
+                .expires_at
+                .and_then(|t| i64::try_from(t).ok())
+                .unwrap_or(now + i64::from(request.expire_seconds)),
+        },
         minted_at: now,
     };
     let gallery_key = random_key()?;
     let scene = request.scene.clone();
     let device_id = device.id.clone();
+    let kind = request.kind;
     let outcome = state
-        .blocking(move |s| {
-            s.store
-                .record_minted_scene(&scene, &device, &code, &gallery_key, now)
+        .blocking(move |s| match kind {
+            SceneKind::Session => {
+                s.store
+                    .record_minted_scene(&scene, &device, &code, &gallery_key, now)
+            }
+            SceneKind::Idle => {
+                s.store
+                    .register_scene(&scene, &device, &code, kind, &gallery_key, now)
+            }
         })
         .await?;
     let (status, record) = match outcome {
@@ -246,6 +258,82 @@ pub(super) async fn create_scene(
         MintOutcome::Forbidden => return Err(forbidden(&state)),
     };
     tracing::info!(device = %device_id, scene = %record.scene, "scene minted");
+    let answer =
+        response_of(&record).ok_or_else(|| ApiError::unavailable("scene recorded without code"))?;
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+/// The longest QR content or ticket a mirror may register (WeChat's are under 200 bytes).
+const MAX_CODE_FIELD: usize = 1024;
+
+/// `PUT /v1/scenes/{scene}`: a code the mirror minted itself (`qr.kind = "official_account"`),
+/// so a scan of it finds the session.
+pub(super) async fn register_scene(
+    State(state): State<Arc<AppState>>,
+    Path(scene): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &headers).await?;
+    let body = read_body(&state, &headers, body, SCENE_BODY_LIMIT).await?;
+    if !valid_scene(&scene) {
+        return Err(ApiError::bad_request(
+            "scene must be 1..=64 characters without whitespace or control characters",
+        ));
+    }
+    let request: RegisterSceneRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    if request.url.is_empty() || request.url.len() > MAX_CODE_FIELD {
+        return Err(ApiError::bad_request(format!(
+            "url must be 1..={MAX_CODE_FIELD} bytes"
+        )));
+    }
+    if request
+        .ticket
+        .as_ref()
+        .is_some_and(|t| t.len() > MAX_CODE_FIELD)
+    {
+        return Err(ApiError::bad_request(format!(
+            "ticket must be at most {MAX_CODE_FIELD} bytes"
+        )));
+    }
+    let now = unix_now();
+    let expires_at = match (request.kind, request.expires_at) {
+        (SceneKind::Idle, _) => 0,
+        (SceneKind::Session, Some(t)) => i64::try_from(t)
+            .ok()
+            .filter(|t| *t <= now + i64::from(MAX_EXPIRE_SECONDS) + 86_400)
+            .ok_or_else(|| {
+                ApiError::bad_request("expires_at is further away than a temporary code lives")
+            })?,
+        // One code per session must expire: a permanent one is for the idle code only.
+        (SceneKind::Session, None) => {
+            return Err(ApiError::bad_request(
+                "a session's code must have expires_at (permanent codes are for kind idle)",
+            ));
+        }
+    };
+    let code = MintedScene {
+        url: request.url,
+        ticket: request.ticket,
+        expires_at,
+        minted_at: now,
+    };
+    let gallery_key = random_key()?;
+    let kind = request.kind;
+    let device_id = device.id.clone();
+    let outcome = state
+        .blocking(move |s| {
+            s.store
+                .register_scene(&scene, &device, &code, kind, &gallery_key, now)
+        })
+        .await?;
+    let (status, record) = match outcome {
+        MintOutcome::Created(record) => (StatusCode::CREATED, record),
+        MintOutcome::Existing(record) => (StatusCode::OK, record),
+        MintOutcome::Forbidden => return Err(forbidden(&state)),
+    };
+    tracing::info!(device = %device_id, scene = %record.scene, kind = kind.as_str(), "scene registered");
     let answer =
         response_of(&record).ok_or_else(|| ApiError::unavailable("scene recorded without code"))?;
     Ok((status, axum::Json(answer)).into_response())
@@ -368,6 +456,11 @@ async fn ingest(
             if inserted != PhotoInsert::Created {
                 // A racing upload of this id won (same bytes or not); ours are nobody's.
                 let _ = s.blobs.delete(&key);
+            } else {
+                // A shopper who scanned already gets these photos in a message, batched.
+                let due_at = now.saturating_add_unsigned(s.config.push.batch_s);
+                s.store
+                    .enqueue_pushes(&scene, due_at, now - crate::push::WINDOW_S, now)?;
             }
             Ok(inserted)
         })

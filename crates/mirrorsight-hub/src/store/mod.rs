@@ -23,6 +23,7 @@ pub use sqlite::SqliteStore;
 
 use std::collections::HashSet;
 
+pub use mirrorsight_contract::backend::SceneKind;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -57,6 +58,8 @@ pub struct SceneRecord {
     /// every retry must be answered with the same link; compared in constant time.
     pub gallery_key: String,
     pub created_at: i64,
+    /// A session's code, or a mirror's permanent idle code (welcomed, counted, binds nothing).
+    pub kind: SceneKind,
 }
 
 /// What WeChat answered when the scene was minted.
@@ -192,6 +195,21 @@ pub struct DuePush {
     pub last_interaction_at: i64,
     /// Set when the shopper unsubscribed or WeChat said the window passed: send nothing.
     pub stopped: bool,
+}
+
+/// Scans of one scene in a period (`/v1/stats/scenes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SceneScans {
+    pub scene: String,
+    pub store: String,
+    /// The mirror whose code it is.
+    pub device: String,
+    /// `session` (a shopper session's code) or `idle` (the mirror's permanent code).
+    pub source: String,
+    /// Scans by people already following the account.
+    pub scans_following: u64,
+    /// Scans that made the scanner follow the account.
+    pub scans_new_follower: u64,
 }
 
 /// Rows [`Store::prune`] removed.
@@ -363,6 +381,25 @@ pub trait Store: Send + Sync + 'static {
     fn device_by_token(&self, token_sha256: &str) -> Result<Option<Device>, StoreError>;
 
     fn scene(&self, scene: &str) -> Result<Option<SceneRecord>, StoreError>;
+    /// Records a code `device` minted itself (`PUT /v1/scenes/{scene}`), or a permanent idle
+    /// code, with its `kind`: new (`Created`, a `CodeMinted` activity), or this device's scene
+    /// updated to `code` and `kind` (`Existing`), or `Forbidden` (another device's).
+    fn register_scene(
+        &self,
+        scene: &str,
+        device: &Device,
+        code: &MintedScene,
+        kind: SceneKind,
+        gallery_key: &str,
+        now: i64,
+    ) -> Result<MintOutcome, StoreError>;
+    /// Scans per scene and source, for days `from..=to` (`YYYY-MM-DD`, inclusive).
+    fn scene_scans(
+        &self,
+        utc_offset_s: i64,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<SceneScans>, StoreError>;
     /// Records a code minted for `scene` by `device` (and a `CodeMinted` activity), unless the
     /// scene is already minted or owned by someone else. `gallery_key` is used only when the
     /// scene is new.

@@ -50,6 +50,7 @@ pub fn fake_wechat_config(base: &str, fake_url: &str) -> HubConfig {
     config.callback.mode = CallbackMode::Plaintext;
     config.wechat.api_base = fake_url.to_string();
     config.wechat.mp_base = fake_url.to_string();
+    config.wechat.oauth_base = fake_url.to_string();
     config.wechat.appid = FAKE_APPID.into();
     config
 }
@@ -115,6 +116,8 @@ pub struct LocalHub {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<LocalBlobStore>,
     pub fake: FakeHandle,
+    /// The fake WeChat's base URL.
+    pub fake_url: String,
     pub dir: tempfile::TempDir,
     pub running: Running,
 }
@@ -136,7 +139,7 @@ impl LocalHub {
             store.add_device(id, shop, &token_digest(token), 0).unwrap();
         }
         let running = start(
-            &fake_url,
+            &fake_url.clone(),
             secrets,
             Arc::clone(&store),
             blobs.clone(),
@@ -154,6 +157,7 @@ impl LocalHub {
             store,
             blobs,
             fake,
+            fake_url,
             dir,
             running,
         }

@@ -24,8 +24,8 @@ use std::collections::HashSet;
 use self::driver::{Conn, Dialect, Driver, Row, args};
 use super::{
     Activity, Binding, Claim, Device, DuePush, MintOutcome, MintedScene, NewWechatEvent, NonceUse,
-    PhotoInsert, PhotoMeta, PruneReport, PushOutcome, PushRecord, SceneRecord, SharedToken,
-    StatsRow, Store, StoreError, Totals, activity_totals, fold_stats,
+    PhotoInsert, PhotoMeta, PruneReport, PushOutcome, PushRecord, SceneKind, SceneRecord,
+    SceneScans, SharedToken, StatsRow, Store, StoreError, Totals, activity_totals, fold_stats,
 };
 
 /// A [`Store`] on the database behind `D`.
@@ -57,7 +57,7 @@ fn device_from_row(r: &Row) -> Result<Device, StoreError> {
 }
 
 const SCENE_COLUMNS: &str =
-    "scene, device, store, url, ticket, expires_at, minted_at, gallery_key, created_at";
+    "scene, device, store, url, ticket, expires_at, minted_at, gallery_key, created_at, kind";
 
 fn scene_from_row(r: &Row) -> Result<SceneRecord, StoreError> {
     let code = match (r.opt_text(3)?, r.opt_int(5)?, r.opt_int(6)?) {
@@ -76,6 +76,10 @@ fn scene_from_row(r: &Row) -> Result<SceneRecord, StoreError> {
         code,
         gallery_key: r.text(7)?,
         created_at: r.int(8)?,
+        kind: match r.text(9)?.as_str() {
+            "idle" => SceneKind::Idle,
+            _ => SceneKind::Session,
+        },
     })
 }
 
@@ -283,7 +287,7 @@ impl<D: Driver> Store for SqlStore<D> {
         self.driver.transaction(|c| {
             let inserted = c.execute(
                 &format!(
-                    "INSERT INTO scenes ({SCENE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (scene) DO NOTHING"
+                    "INSERT INTO scenes ({SCENE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'session') ON CONFLICT (scene) DO NOTHING"
                 ),
                 args![
                     scene,
@@ -338,6 +342,119 @@ impl<D: Driver> Store for SqlStore<D> {
             let record = get_scene(c, D::DIALECT, scene, false)?
                 .ok_or_else(|| StoreError::Db("scene vanished inside its transaction".into()))?;
             Ok(MintOutcome::Created(record))
+        })
+    }
+
+    fn register_scene(
+        &self,
+        scene: &str,
+        device: &Device,
+        code: &MintedScene,
+        kind: SceneKind,
+        gallery_key: &str,
+        now: i64,
+    ) -> Result<MintOutcome, StoreError> {
+        self.driver.transaction(|c| {
+            let inserted = c.execute(
+                &format!(
+                    "INSERT INTO scenes ({SCENE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (scene) DO NOTHING"
+                ),
+                args![
+                    scene,
+                    &device.id,
+                    &device.store,
+                    &code.url,
+                    code.ticket.as_deref(),
+                    code.expires_at,
+                    code.minted_at,
+                    gallery_key,
+                    now,
+                    kind.as_str(),
+                ],
+            )? == 1;
+            if !inserted {
+                match get_scene(c, D::DIALECT, scene, true)? {
+                    Some(existing) if existing.device != device.id => {
+                        return Ok(MintOutcome::Forbidden);
+                    }
+                    Some(_) => {
+                        // The mirror minted it again (or registers it again after a restart):
+                        // what WeChat answered last is what the code is.
+                        c.execute(
+                            "UPDATE scenes SET url = $2, ticket = $3, expires_at = $4, minted_at = $5, kind = $6 WHERE scene = $1",
+                            args![
+                                scene,
+                                &code.url,
+                                code.ticket.as_deref(),
+                                code.expires_at,
+                                code.minted_at,
+                                kind.as_str(),
+                            ],
+                        )?;
+                        let record = get_scene(c, D::DIALECT, scene, false)?.ok_or_else(|| {
+                            StoreError::Db("scene vanished inside its transaction".into())
+                        })?;
+                        return Ok(MintOutcome::Existing(record));
+                    }
+                    None => return Err(StoreError::Db("scene vanished while registering".into())),
+                }
+            }
+            let mut tally = Tally::default();
+            log_activity(
+                c,
+                &mut tally,
+                &ActivityEntry {
+                    kind: Activity::CodeMinted,
+                    store: &device.store,
+                    device: &device.id,
+                    scene: Some(scene),
+                    dedupe: None,
+                    at: now,
+                },
+            )?;
+            tally.apply(c)?;
+            let record = get_scene(c, D::DIALECT, scene, false)?
+                .ok_or_else(|| StoreError::Db("scene vanished inside its transaction".into()))?;
+            Ok(MintOutcome::Created(record))
+        })
+    }
+
+    fn scene_scans(
+        &self,
+        utc_offset_s: i64,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<SceneScans>, StoreError> {
+        let day = D::DIALECT.utc_day("a.at + CAST($1 AS BIGINT)");
+        let order = D::DIALECT.bytewise();
+        let rows = self.driver.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT scene, store, device, source,
+                        SUM(CASE WHEN kind = 'scan_already_following' THEN 1 ELSE 0 END),
+                        SUM(CASE WHEN kind = 'scan_new_follower' THEN 1 ELSE 0 END)
+                     FROM (
+                        SELECT a.scene AS scene, a.store AS store, a.device AS device, a.kind AS kind,
+                            COALESCE(s.kind, 'session') AS source, {day} AS day
+                        FROM activity a LEFT JOIN scenes s ON s.scene = a.scene
+                        WHERE a.scene IS NOT NULL AND a.kind IN ('scan_already_following', 'scan_new_follower')
+                     ) AS t
+                     WHERE (CAST($2 AS TEXT) IS NULL OR day >= $2) AND (CAST($3 AS TEXT) IS NULL OR day <= $3)
+                     GROUP BY scene, store, device, source
+                     ORDER BY store{order}, device{order}, scene{order}"
+                ),
+                args![utc_offset_s, from, to],
+            )
+        })?;
+        all(rows, |r| {
+            Ok(SceneScans {
+                scene: r.text(0)?,
+                store: r.text(1)?,
+                device: r.text(2)?,
+                source: r.text(3)?,
+                scans_following: r.count(4)?,
+                scans_new_follower: r.count(5)?,
+            })
         })
     }
 
@@ -592,11 +709,14 @@ impl<D: Driver> Store for SqlStore<D> {
             let mut tally = Tally::default();
             tally.add(counter::WECHAT_EVENTS, 1);
             if let Some(scene) = &event.bind_scene {
-                let bound = c.execute(
-                    "INSERT INTO bindings (scene, openid, event, bound_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    args![&scene.scene, &event.openid, &event.event, now],
-                )?;
-                tally.add(counter::BINDINGS, i64::try_from(bound).unwrap_or(0));
+                // A mirror's idle code is counted for the mirror but leads to no photos.
+                if scene.kind == SceneKind::Session {
+                    let bound = c.execute(
+                        "INSERT INTO bindings (scene, openid, event, bound_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        args![&scene.scene, &event.openid, &event.event, now],
+                    )?;
+                    tally.add(counter::BINDINGS, i64::try_from(bound).unwrap_or(0));
+                }
                 if let Some(kind) = event.activity {
                     log_activity(
                         c,

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("V2__counters_and_push_nonces", V2_COUNTERS_AND_PUSH_NONCES),
     ("V3__shopper_bindings", V3_SHOPPER_BINDINGS),
     ("V4__push_outbox", V4_PUSH_OUTBOX),
+    ("V5__scene_kind", V5_SCENE_KIND),
 ];
 
 const V1_INITIAL: &str = "
@@ -160,6 +161,12 @@ CREATE TABLE IF NOT EXISTS push_outbox (
 CREATE UNIQUE INDEX IF NOT EXISTS push_outbox_one_pending ON push_outbox (scene, openid) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS push_outbox_due ON push_outbox (due_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS push_outbox_by_openid ON push_outbox (openid);
+";
+
+/// What a scene's code is for (`mirrorsight_contract::backend::SceneKind`): `session`, or
+/// `idle` for a mirror's permanent code, whose scans are welcomed and counted but bind nothing.
+const V5_SCENE_KIND: &str = "
+ALTER TABLE scenes ADD COLUMN kind TEXT NOT NULL DEFAULT 'session';
 ";
 
 /// The table refinery records applied migrations in.
