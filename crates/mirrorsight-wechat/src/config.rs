@@ -196,7 +196,8 @@ impl Default for WechatConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
-    /// Base URL, e.g. `"https://hub.shop.example"`. Default unset (required by kind `relay`).
+    /// Base URL, e.g. `"https://hub.shop.example"`. Default unset (required by kind `relay`;
+    /// with kind `official_account` each code minted is registered there, `PUT /v1/scenes/{scene}`).
     pub url: Option<String>,
     /// File holding this mirror's device token. Default unset: then
     /// `$CREDENTIALS_DIRECTORY/<device_token_credential>`, then `$MIRRORSIGHT_DEVICE_TOKEN`.
@@ -536,7 +537,9 @@ impl Settings {
             tracing::info!(%source, "WeChat appsecret loaded");
             secrets.appsecret = Some(secret);
         }
-        if self.qr.kind == QrKind::Relay {
+        // An official-account mirror with a hub registers its codes there, as a device.
+        let registers = self.qr.kind == QrKind::OfficialAccount && self.backend.url.is_some();
+        if self.qr.kind == QrKind::Relay || registers {
             let spec = SecretSpec {
                 what: "device token",
                 file_key: "backend.device_token_file",

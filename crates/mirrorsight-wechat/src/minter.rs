@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mirrorsight_contract::backend::{RegisterSceneRequest, SceneKind};
+
 use crate::client::WechatClient;
 use crate::config::{QrKind, Settings};
 use crate::error::Error;
@@ -59,6 +61,9 @@ enum Kind {
         action: ActionName,
         expire_seconds: u32,
         fetch_image: bool,
+        /// With `backend.url`: the store's hub, told each code minted (`PUT /v1/scenes/{scene}`)
+        /// so a scan of it binds before any photo has arrived.
+        register: Option<RelayClient>,
     },
     MiniProgram {
         client: WechatClient,
@@ -102,6 +107,17 @@ impl Minter {
                 action: qr.action_name,
                 expire_seconds: qr.expire_seconds,
                 fetch_image: qr.fetch_image,
+                register: match (&settings.backend.url, &secrets.device_token) {
+                    (Some(_), Some(token)) => {
+                        Some(RelayClient::new(&settings.backend, token.clone())?)
+                    }
+                    (Some(_), None) => {
+                        return Err(Error::Client(
+                            "qr.kind = \"official_account\" with backend.url needs the device token (codes are registered with the hub)".into(),
+                        ));
+                    }
+                    (None, _) => None,
+                },
             },
             QrKind::MiniProgram => Kind::MiniProgram {
                 client: WechatClient::new(&settings.wechat, appsecret()?)?,
@@ -141,6 +157,7 @@ impl Minter {
                 action,
                 expire_seconds,
                 fetch_image,
+                register: None,
             },
         }
     }
@@ -200,6 +217,7 @@ impl Minter {
                 action,
                 expire_seconds,
                 fetch_image,
+                register,
             } => {
                 let temporary = action.is_temporary();
                 let request = QrCodeRequest::from_scene(
@@ -222,14 +240,29 @@ impl Minter {
                 } else {
                     None
                 };
-                Ok(MintedCode {
+                let code = MintedCode {
                     scene: request.scene_text(),
                     url: Some(ticket.url),
                     ticket: Some(ticket.ticket),
                     image,
                     expires_at: lifetime.map(|s| unix_now() + u64::from(s)),
                     expire_seconds: lifetime,
-                })
+                };
+                if let Some(hub) = register {
+                    // A code the hub does not know answers a scan with "expired": better
+                    // not shown at all. The caller retries the mint with backoff.
+                    hub.register_scene(
+                        &code.scene,
+                        &RegisterSceneRequest {
+                            url: code.url.clone().unwrap_or_default(),
+                            ticket: code.ticket.clone(),
+                            expires_at: code.expires_at,
+                            kind: SceneKind::Session,
+                        },
+                    )
+                    .await?;
+                }
+                Ok(code)
             }
             Kind::MiniProgram {
                 client,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mirrorsight_contract::backend::{
     CreateSceneRequest, CreateSceneResponse, ErrorBody, MAX_EXPIRE_SECONDS, MAX_SCENE_LEN,
-    SCENES_PATH, SceneKind,
+    RegisterSceneRequest, SCENES_PATH, SceneKind, scene_path,
 };
 
 use crate::config::{BackendConfig, validate_base_url};
@@ -16,6 +16,7 @@ use crate::http::{self, RawResponse};
 use crate::secret::Secret;
 
 pub(crate) const SCENES_ENDPOINT: &str = "POST /v1/scenes";
+pub(crate) const REGISTER_ENDPOINT: &str = "PUT /v1/scenes/{scene}";
 
 /// Client of `POST {backend}/v1/scenes`.
 #[derive(Debug, Clone)]
@@ -47,25 +48,30 @@ impl RelayClient {
         &self.base
     }
 
+    /// Tells the backend about a code this mirror minted at WeChat itself
+    /// (`PUT /v1/scenes/{scene}`), so a scan of it finds the session before any photo has.
+    pub async fn register_scene(
+        &self,
+        scene: &str,
+        code: &RegisterSceneRequest,
+    ) -> Result<CreateSceneResponse, Error> {
+        check_scene(scene)?;
+        let request = self
+            .http
+            .put(format!("{}{}", self.base, scene_path(scene)))
+            .bearer_auth(self.device_token.expose())
+            .json(code);
+        let raw = http::send(REGISTER_ENDPOINT, request, self.timeout, http::JSON_LIMIT).await?;
+        parse_scene_answer(REGISTER_ENDPOINT, scene, &raw)
+    }
+
     /// Asks the backend to mint a temporary code for `scene`.
     pub async fn create_scene(
         &self,
         scene: &str,
         expire_seconds: u32,
     ) -> Result<CreateSceneResponse, Error> {
-        let len = scene.chars().count();
-        if !(1..=MAX_SCENE_LEN).contains(&len) {
-            return Err(Error::invalid(
-                "scene",
-                format!("{len} characters, must be 1..={MAX_SCENE_LEN}"),
-            ));
-        }
-        if scene.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Error::invalid(
-                "scene",
-                "contains whitespace or control characters",
-            ));
-        }
+        check_scene(scene)?;
         if !(1..=MAX_EXPIRE_SECONDS).contains(&expire_seconds) {
             return Err(Error::invalid(
                 "expire_seconds",
@@ -83,13 +89,35 @@ impl RelayClient {
             .bearer_auth(self.device_token.expose())
             .json(&body);
         let raw = http::send(SCENES_ENDPOINT, request, self.timeout, http::JSON_LIMIT).await?;
-        parse_scene_answer(scene, &raw)
+        parse_scene_answer(SCENES_ENDPOINT, scene, &raw)
     }
 }
 
-fn parse_scene_answer(scene: &str, raw: &RawResponse) -> Result<CreateSceneResponse, Error> {
+/// A scene the contract allows: 1..=64 characters, no whitespace or control characters.
+fn check_scene(scene: &str) -> Result<(), Error> {
+    let len = scene.chars().count();
+    if !(1..=MAX_SCENE_LEN).contains(&len) {
+        return Err(Error::invalid(
+            "scene",
+            format!("{len} characters, must be 1..={MAX_SCENE_LEN}"),
+        ));
+    }
+    if scene.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid(
+            "scene",
+            "contains whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_scene_answer(
+    endpoint: &'static str,
+    scene: &str,
+    raw: &RawResponse,
+) -> Result<CreateSceneResponse, Error> {
     let malformed = |detail: String| Error::MalformedResponse {
-        endpoint: SCENES_ENDPOINT,
+        endpoint,
         status: raw.status,
         detail,
     };
@@ -98,7 +126,7 @@ fn parse_scene_answer(scene: &str, raw: &RawResponse) -> Result<CreateSceneRespo
             if raw.looks_like_json() || raw.body.first() == Some(&b'{') {
                 malformed(format!("{e}: {}", http::snippet(&raw.body)))
             } else {
-                http::unexpected_body(SCENES_ENDPOINT, raw, "JSON")
+                http::unexpected_body(endpoint, raw, "JSON")
             }
         })?;
         if answer.scene != scene {
@@ -120,12 +148,12 @@ fn parse_scene_answer(scene: &str, raw: &RawResponse) -> Result<CreateSceneRespo
     }
     match serde_json::from_slice::<ErrorBody>(&raw.body) {
         Ok(body) => Err(Error::Backend {
-            endpoint: SCENES_ENDPOINT,
+            endpoint,
             status: raw.status,
             code: body.error,
             message: http::snippet(body.message.as_bytes()),
             retry_after: raw.retry_after,
         }),
-        _ => Err(http::unexpected_body(SCENES_ENDPOINT, raw, "JSON")),
+        _ => Err(http::unexpected_body(endpoint, raw, "JSON")),
     }
 }

@@ -325,6 +325,57 @@ fn without_a_pool_sessions_are_minted_live_through_wechat() {
     assert!(svc.shutdown(Duration::from_secs(2)).clean);
 }
 
+/// A mirror minting its own codes tells its hub each one, so a scan finds the session before
+/// any photo has; a code the hub refused is not shown (the scan would be answered "expired").
+#[test]
+fn official_account_codes_are_registered_with_the_hub() {
+    let env = env();
+    let mut s = settings(&env, QrKind::OfficialAccount);
+    s.qr.pool_size = 0;
+    s.qr.pool_low_water = 0;
+    let svc = start(&env, &s, counting_ids().0);
+    assert_eq!(svc.code_for_session("sessR"), CodeOutcome::Pending);
+    let QrUpdate::Minted { code, .. } = svc.updates().recv_timeout(Duration::from_secs(5)).unwrap()
+    else {
+        panic!("minted")
+    };
+    let registered = env.fake.scene("sessR").expect("registered with the hub");
+    assert_eq!(registered.device, "mirror-1", "{registered:?}");
+    assert_eq!(Some(registered.response.url.clone()), code.url);
+    assert_eq!(registered.response.ticket, code.ticket);
+    assert_eq!(Some(registered.response.expires_at), code.expires_at);
+    let put = &env.fake.requests_to(Route::RegisterScene)[0];
+    assert!(
+        !put.body_str().contains("\"kind\""),
+        "a session code: {}",
+        put.body_str()
+    );
+
+    // The hub refuses (another mirror's scene, say): the code is not handed out.
+    env.fake
+        .inject(Route::RegisterScene, Fault::Status(403), 100);
+    assert_eq!(svc.code_for_session("sessX"), CodeOutcome::Pending);
+    let update = svc.updates().recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(update, QrUpdate::Failed { ref session, .. } if session == "sessX"),
+        "{update:?}"
+    );
+    assert!(env.fake.scene("sessX").is_none());
+    assert!(svc.shutdown(Duration::from_secs(2)).clean);
+
+    // Without backend.url nothing is registered (and no device token is needed).
+    let env = crate::env();
+    let mut s = settings(&env, QrKind::OfficialAccount);
+    s.qr.pool_size = 0;
+    s.qr.pool_low_water = 0;
+    s.backend.url = None;
+    let svc = start(&env, &s, counting_ids().0);
+    svc.code_for_session("sessN");
+    svc.updates().recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(env.fake.count(Route::RegisterScene), 0);
+    assert!(svc.shutdown(Duration::from_secs(2)).clean);
+}
+
 #[test]
 fn official_account_pool_fills_with_one_token_fetch() {
     let env = env();
