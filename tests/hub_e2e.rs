@@ -52,6 +52,7 @@ async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
         encoding_aes_key: None,
         admin_token: None,
         token_key: None,
+        mp_appsecret: None,
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).unwrap());
     store

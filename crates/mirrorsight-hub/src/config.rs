@@ -17,6 +17,7 @@ pub const CALLBACK_TOKEN_ENV: &str = "MIRRORSIGHT_HUB_CALLBACK_TOKEN";
 pub const ENCODING_AES_KEY_ENV: &str = "MIRRORSIGHT_HUB_ENCODING_AES_KEY";
 pub const ADMIN_TOKEN_ENV: &str = "MIRRORSIGHT_HUB_ADMIN_TOKEN";
 pub const TOKEN_KEY_ENV: &str = "MIRRORSIGHT_HUB_TOKEN_KEY";
+pub const MP_APPSECRET_ENV: &str = "MIRRORSIGHT_HUB_MP_APPSECRET";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -78,6 +79,8 @@ pub struct HubConfig {
     pub signin: SigninConfig,
     #[serde(default)]
     pub push: PushConfig,
+    #[serde(default)]
+    pub mini_program: MiniProgramConfig,
     /// Metadata in PostgreSQL instead of the SQLite file `database`: what a chain running
     /// several hub instances needs. Absent by default.
     #[serde(default)]
@@ -476,6 +479,41 @@ impl Default for PushConfig {
     }
 }
 
+/// `[mini_program]`: the store's mini-program, which lists a shopper's photos through
+/// `POST /v1/mp/login` and `GET /v1/mp/photos`. Off while `appid` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MiniProgramConfig {
+    /// The mini-program's AppID (not the official account's). Default empty: the `/v1/mp`
+    /// endpoints answer `404`.
+    pub appid: String,
+    /// File holding the mini-program's appsecret. Default unset: then
+    /// `$CREDENTIALS_DIRECTORY/<appsecret_credential>`, then `$MIRRORSIGHT_HUB_MP_APPSECRET`.
+    pub appsecret_file: Option<PathBuf>,
+    /// systemd credential name of the mini-program's appsecret. Default
+    /// `"wechat-mp-appsecret"`.
+    pub appsecret_credential: String,
+    /// How long the token `POST /v1/mp/login` hands out lasts, days. Default 7.
+    pub token_days: u32,
+}
+
+impl Default for MiniProgramConfig {
+    fn default() -> Self {
+        Self {
+            appid: String::new(),
+            appsecret_file: None,
+            appsecret_credential: "wechat-mp-appsecret".to_string(),
+            token_days: 7,
+        }
+    }
+}
+
+impl MiniProgramConfig {
+    pub fn enabled(&self) -> bool {
+        !self.appid.trim().is_empty()
+    }
+}
+
 /// Whether the `host[:port][/path]` after `http://` names this machine.
 fn is_loopback_authority(rest: &str) -> bool {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -525,6 +563,7 @@ impl HubConfig {
             stats: StatsConfig::default(),
             signin: SigninConfig::default(),
             push: PushConfig::default(),
+            mini_program: MiniProgramConfig::default(),
             postgres: None,
             s3: None,
         }
@@ -605,6 +644,24 @@ impl HubConfig {
             return Err(invalid(
                 "push.max_attempts",
                 format!("{} is not in 1..=100", self.push.max_attempts),
+            ));
+        }
+        if !(1..=90).contains(&self.mini_program.token_days) {
+            return Err(invalid(
+                "mini_program.token_days",
+                format!("{} is not in 1..=90", self.mini_program.token_days),
+            ));
+        }
+        if self.mini_program.enabled()
+            && !self
+                .mini_program
+                .appid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(invalid(
+                "mini_program.appid",
+                "letters and digits only (wx followed by 16 hex digits)",
             ));
         }
         if !(1..=400).contains(&self.signin.cookie_days) {
@@ -957,12 +1014,29 @@ impl HubConfig {
             tracing::info!(%source, "token key loaded; the shared access token is sealed with it");
             secret
         });
+        let mp_appsecret = if self.mini_program.enabled() {
+            let (secret, source) = require_secret(
+                &SecretSpec {
+                    what: "mini-program appsecret",
+                    file_key: "mini_program.appsecret_file",
+                    file: self.mini_program.appsecret_file.as_deref(),
+                    credential: &self.mini_program.appsecret_credential,
+                    env: MP_APPSECRET_ENV,
+                },
+                env,
+            )?;
+            tracing::info!(%source, "mini-program appsecret loaded");
+            Some(secret)
+        } else {
+            None
+        };
         Ok(HubSecrets {
             appsecret,
             callback_token,
             encoding_aes_key,
             admin_token,
             token_key,
+            mp_appsecret,
         })
     }
 }
@@ -1012,6 +1086,8 @@ pub struct HubSecrets {
     /// Seals the shared access token in the database; `None`: a key derived from the
     /// appsecret.
     pub token_key: Option<Secret>,
+    /// The mini-program's appsecret, when `[mini_program]` is on.
+    pub mp_appsecret: Option<Secret>,
 }
 
 #[cfg(test)]
@@ -1205,6 +1281,7 @@ mod tests {
                 .then(|| Secret::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")),
             admin_token: None,
             token_key: None,
+            mp_appsecret: None,
         };
         const STRONG: &str = "Kq7vN2xR8mT4pL9w";
         let mut c = valid();

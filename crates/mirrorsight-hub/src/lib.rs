@@ -210,6 +210,20 @@ impl Hub {
         let sns = mirrorsight_wechat::SnsClient::new(&config.wechat, secrets.appsecret.clone())?;
         let cookie_key =
             http::shopper::CookieKey::derived_from_appsecret(secrets.appsecret.expose());
+        let mp = match (config.mini_program.enabled(), &secrets.mp_appsecret) {
+            (true, Some(secret)) => Some(mirrorsight_wechat::SnsClient::for_app(
+                &config.wechat,
+                &config.mini_program.appid,
+                secret.clone(),
+            )?),
+            (true, None) => {
+                return Err(HubError::Config(ConfigError::Invalid {
+                    key: "mini_program.appid".into(),
+                    message: "set, but the mini-program appsecret was not loaded".into(),
+                }));
+            }
+            (false, _) => None,
+        };
         let crypt = secrets
             .encoding_aes_key
             .as_ref()
@@ -233,6 +247,7 @@ impl Hub {
                 }),
                 sns,
                 cookie_key,
+                mp,
                 config,
             }),
         })

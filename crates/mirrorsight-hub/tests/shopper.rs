@@ -875,3 +875,115 @@ async fn kiosk_minted_codes_bind_and_idle_codes_are_welcomed_and_counted() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+async fn mp_login(hub: &LocalHub, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let r = hub
+        .http
+        .post(format!("{}/v1/mp/login", hub.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn mp_photos(hub: &LocalHub, token: &str) -> (StatusCode, serde_json::Value) {
+    let r = hub
+        .http
+        .get(format!("{}/v1/mp/photos", hub.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn a_mini_program_logs_in_binds_the_scanned_scene_and_lists_the_photos() {
+    use mirrorsight_fake_backend::{FAKE_MP_APPID, FAKE_MP_APPSECRET};
+    // Without [mini_program] the endpoints are not there.
+    let plain = start().await;
+    let (status, _) = mp_login(&plain, serde_json::json!({"code": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(plain);
+
+    let mut secrets = hub::fake_wechat_secrets(CALLBACK_TOKEN);
+    secrets.mp_appsecret = Some(mirrorsight_wechat::Secret::new(FAKE_MP_APPSECRET));
+    let hub = LocalHub::start(secrets, &[("mirror-1", "shop-a", MIRROR_1)], |config| {
+        config.mini_program.appid = FAKE_MP_APPID.into();
+    })
+    .await;
+    let (p1, p2) = (jpeg(51), jpeg(52));
+    upload(&hub, MIRROR_1, "mpScene", "mpPhoto1", &p1).await;
+    upload(&hub, MIRROR_1, "mpScene", "mpPhoto2", &p2).await;
+
+    // The mini-program opened with the scene its code carried, and logs in.
+    let code = hub.fake.mini_program_code("oMiniShopper");
+    let (status, login) =
+        mp_login(&hub, serde_json::json!({"code": code, "scene": "mpScene"})).await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    assert_eq!(login["bound"], true);
+    let token = login["token"].as_str().unwrap().to_string();
+    let (status, listed) = mp_photos(&hub, &token).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["scene"], "mpScene");
+    let mut got = Vec::new();
+    for photo in sessions[0]["photos"].as_array().unwrap() {
+        let url = photo["url"].as_str().unwrap();
+        got.push(
+            hub.http
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec(),
+        );
+    }
+    got.sort();
+    let mut want = vec![p1, p2];
+    want.sort();
+    assert_eq!(got, want, "full size, byte for byte");
+
+    // The code is single use (40163), an unknown one is 40029, WeChat busy is 503.
+    let (status, body) = mp_login(&hub, serde_json::json!({"code": code})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"].as_str().unwrap().contains("40163"),
+        "{body}"
+    );
+    let (status, body) = mp_login(&hub, serde_json::json!({"code": "never-issued"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"].as_str().unwrap().contains("40029"),
+        "{body}"
+    );
+    hub.fake
+        .inject(Route::Jscode2session, Fault::Errcode(-1), 100);
+    let code = hub.fake.mini_program_code("oMiniShopper");
+    let (status, _) = mp_login(&hub, serde_json::json!({"code": code})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Another shopper's token sees nothing; a forged or a sign-in cookie's value is refused.
+    hub.fake.clear_faults();
+    let other = hub.fake.mini_program_code("oSomeoneElse");
+    let (_, login) = mp_login(&hub, serde_json::json!({"code": other})).await;
+    let (status, listed) = mp_photos(&hub, login["token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["sessions"], serde_json::json!([]));
+    let forged = token.replacen("oMiniShopper", "oMiniShoppes", 1);
+    assert_eq!(mp_photos(&hub, &forged).await.0, StatusCode::UNAUTHORIZED);
+    let r = hub
+        .http
+        .get(format!("{}/v1/mp/photos", hub.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

@@ -5,6 +5,7 @@
 mod callback;
 mod gallery;
 pub mod limit;
+mod mp;
 mod ops;
 mod relay;
 pub mod server;
@@ -45,8 +46,10 @@ pub struct AppState {
     pub mint_limiter: limit::MintLimiter,
     /// The shopper's web sign-in (`/me`).
     pub sns: SnsClient,
-    /// Signs the shopper's cookies.
+    /// Signs the shopper's cookies and mini-program tokens.
     pub cookie_key: shopper::CookieKey,
+    /// The mini-program's logins (`[mini_program]`), when one is configured.
+    pub mp: Option<SnsClient>,
 }
 
 /// In-process counters for `/metrics` (what the database does not record).
@@ -106,6 +109,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/oauth/callback", get(shopper::callback))
         .route("/v1/stats", get(ops::stats))
         .route("/v1/stats/scenes", get(ops::scene_stats))
+        .route("/v1/mp/login", post(mp::login))
+        .route("/v1/mp/photos", get(mp::photos))
         .route("/metrics", get(ops::metrics_with_admin_token))
         .route("/healthz", get(ops::healthz))
         .with_state(Arc::clone(&state))

@@ -96,7 +96,22 @@ impl CookieKey {
 
     /// The openid a sign-in cookie value stands for, if it is genuine and not expired.
     pub fn signed_in(&self, value: &str, now: i64) -> Option<String> {
-        let payload = self.verify("signin", value)?;
+        self.openid_of("signin", value, now)
+    }
+
+    /// A mini-program bearer token for `openid` (the mini-program's) until `expires`. Signed
+    /// for another purpose than the sign-in cookie, so neither passes for the other.
+    pub fn mp_token(&self, openid: &str, expires: i64) -> String {
+        self.sign("mp", &format!("{openid}.{expires}"))
+    }
+
+    /// The openid a mini-program token stands for, if it is genuine and not expired.
+    pub fn mp_openid(&self, token: &str, now: i64) -> Option<String> {
+        self.openid_of("mp", token, now)
+    }
+
+    fn openid_of(&self, what: &str, value: &str, now: i64) -> Option<String> {
+        let payload = self.verify(what, value)?;
         let (openid, expires) = payload.rsplit_once('.')?;
         let expires: i64 = expires.parse().ok()?;
         (expires > now && valid_openid(openid)).then(|| openid.to_string())
@@ -104,7 +119,7 @@ impl CookieKey {
 }
 
 /// What WeChat's openids look like (28 characters of base64url in practice).
-fn valid_openid(openid: &str) -> bool {
+pub(crate) fn valid_openid(openid: &str) -> bool {
     (1..=128).contains(&openid.len())
         && openid
             .bytes()
@@ -636,6 +651,12 @@ mod tests {
         // A value signed for one purpose is not good for another.
         let oauth = key.sign("oauth", "oAbc.2000");
         assert_eq!(key.signed_in(&oauth, 0), None);
+        // A mini-program token is not a sign-in cookie, nor the other way round.
+        let mp = key.mp_token("oMp_1", 1_000);
+        assert_eq!(key.mp_openid(&mp, 999).as_deref(), Some("oMp_1"));
+        assert_eq!(key.mp_openid(&mp, 1_000), None, "expired");
+        assert_eq!(key.signed_in(&mp, 0), None);
+        assert_eq!(key.mp_openid(&value, 0), None);
     }
 
     #[test]

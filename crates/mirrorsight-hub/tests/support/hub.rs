@@ -64,6 +64,7 @@ pub fn fake_wechat_secrets(callback_token: &str) -> HubSecrets {
         encoding_aes_key: None,
         admin_token: None,
         token_key: None,
+        mp_appsecret: None,
     }
 }
 
