@@ -63,6 +63,9 @@ pub enum HubError {
     Io(#[from] std::io::Error),
 }
 
+/// How long a stopping hub waits for the customer-service message in hand.
+const PUSH_STOP_WAIT: Duration = Duration::from_secs(30);
+
 /// A lease outlasts one token fetch with all its retries, so a live holder keeps it.
 fn lease_policy(config: &HubConfig) -> LeasePolicy {
     let per_try = config.wechat.timeout() + Duration::from_millis(config.wechat.busy_backoff_ms);
@@ -299,10 +302,18 @@ impl Hub {
             });
         }
         let sweeper = self.spawn_sweeper();
-        let pusher = push::PushWorker::new(Arc::clone(&self.state)).spawn();
+        let (stop_pushing, stop) = tokio::sync::watch::channel(false);
+        let pusher = push::PushWorker::new(Arc::clone(&self.state)).spawn(stop);
         let result = http::server::serve(endpoints, limits, shutdown).await;
         sweeper.abort();
-        pusher.abort();
+        // The message in hand is finished and recorded (a WeChat call is bounded by
+        // wechat.timeout_s and its retries); the rest wait in the outbox for the next start.
+        let _ = stop_pushing.send(true);
+        let mut pusher = pusher;
+        if tokio::time::timeout(PUSH_STOP_WAIT, &mut pusher).await.is_err() {
+            tracing::warn!("the push worker did not stop in time; its claimed rows wait for their lease to lapse");
+            pusher.abort();
+        }
         result
     }
 

@@ -92,21 +92,39 @@ impl PushWorker {
         }
     }
 
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+    /// Runs until `stop` turns true: then it finishes the message in hand (its outcome is
+    /// recorded, so a restart neither repeats nor loses it), gives back the rows it claimed
+    /// but did not start, and ends.
+    pub fn spawn(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                if let Err(e) = self.run_once().await {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    changed = stop.changed() => {
+                        // The hub that spawned this is gone without a word: so is this.
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                }
+                if *stop.borrow() {
+                    break;
+                }
+                if let Err(e) = self.run_once(Some(&stop)).await {
                     tracing::error!(error = %e, "push outbox round failed");
                 }
             }
         })
     }
 
-    /// Claims what is due and sends it; the number of rows finished.
-    pub async fn run_once(&self) -> Result<usize, StoreError> {
+    /// Claims what is due and sends it, one row after the other; the number of rows finished.
+    /// Once `stop` is true the rows not started are given back for whoever runs next.
+    pub async fn run_once(
+        &self,
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<usize, StoreError> {
         let now = unix_now();
         let state = Arc::clone(&self.state);
         let holder = self.holder.clone();
@@ -119,6 +137,13 @@ impl PushWorker {
         .map_err(|e| StoreError::Db(format!("push claim task: {e}")))??;
         let mut finished = 0;
         for push in due {
+            if stop.is_some_and(|s| *s.borrow()) {
+                let state = Arc::clone(&self.state);
+                tokio::task::spawn_blocking(move || state.store.release_push(&push))
+                    .await
+                    .map_err(|e| StoreError::Db(format!("push release task: {e}")))??;
+                continue;
+            }
             let outcome = self.deliver(&push).await?;
             match &outcome {
                 PushOutcome::Sent => {

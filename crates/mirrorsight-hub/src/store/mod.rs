@@ -486,6 +486,8 @@ pub trait Store: Send + Sync + 'static {
         until: i64,
         limit: usize,
     ) -> Result<Vec<DuePush>, StoreError>;
+    /// Gives a claimed push back unsent (the instance is stopping), due as it was.
+    fn release_push(&self, push: &DuePush) -> Result<(), StoreError>;
     /// Records how a claimed push ended.
     fn finish_push(
         &self,

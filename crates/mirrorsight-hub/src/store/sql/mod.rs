@@ -918,6 +918,16 @@ impl<D: Driver> Store for SqlStore<D> {
         })
     }
 
+    fn release_push(&self, push: &DuePush) -> Result<(), StoreError> {
+        self.driver.run(|c| {
+            c.execute(
+                "UPDATE push_outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND state = 'pending'",
+                args![push.id],
+            )
+        })?;
+        Ok(())
+    }
+
     fn finish_push(
         &self,
         push: &DuePush,
