@@ -31,6 +31,8 @@ pub struct QrAction {
     service: QrService,
     /// Media time of the latest frame, for results that arrive in the background.
     now: f64,
+    /// `qr_idle` went out (once per start).
+    idle_sent: bool,
 }
 
 impl QrAction {
@@ -54,7 +56,19 @@ impl QrAction {
         if fill_first && !service.wait_filled(POOL_FILL_WAIT) {
             warn!("QR pool not full after {POOL_FILL_WAIT:?}; sessions may wait for a live mint");
         }
-        Ok(Self { service, now: 0.0 })
+        // A replay shows the idle code from its first frame, as a mirror that has been
+        // running does.
+        if fill_first
+            && settings.qr.idle_code.is_some()
+            && service.wait_idle_code(POOL_FILL_WAIT).is_none()
+        {
+            warn!("idle code not ready after {POOL_FILL_WAIT:?}; it shows once minted");
+        }
+        Ok(Self {
+            service,
+            now: 0.0,
+            idle_sent: false,
+        })
     }
 
     fn minted(t: f64, session: &str, code: MintedCode, source: QrSource) -> Event {
@@ -68,6 +82,22 @@ impl QrAction {
                 source,
             },
         )
+    }
+
+    fn idle_code(&mut self, emit: &mut Vec<Event>) {
+        if self.idle_sent {
+            return;
+        }
+        if let Some(code) = self.service.idle_code() {
+            self.idle_sent = true;
+            emit.push(Event::new(
+                self.now,
+                EventKind::QrIdle {
+                    scene: code.scene,
+                    url: code.url.unwrap_or_default(),
+                },
+            ));
+        }
     }
 
     fn drain_updates(&mut self, emit: &mut Vec<Event>) {
@@ -104,6 +134,7 @@ impl Action for QrAction {
 
     fn poll(&mut self, t: f64, emit: &mut Vec<Event>) {
         self.now = self.now.max(t);
+        self.idle_code(emit);
         self.drain_updates(emit);
     }
 

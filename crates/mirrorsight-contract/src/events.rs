@@ -54,7 +54,7 @@ impl Event {
             | ClipRefused { session, .. }
             | ClipUploaded { session, .. }
             | ClipUploadFailed { session, .. } => Some(session),
-            SourceEnded { .. } => None,
+            SourceEnded { .. } | QrIdle { .. } => None,
         }
     }
 
@@ -139,6 +139,9 @@ pub enum EventKind {
     },
     /// No QR code could be had for the session (yet); minting keeps retrying.
     QrFailed { session: String, reason: String },
+    /// The mirror's permanent idle code (`qr.idle_code`), to show while nobody is at the
+    /// mirror; `url` is empty for a mini-program code (an image).
+    QrIdle { scene: String, url: String },
     /// A photo is durably in the spool.
     PhotoSaved {
         session: String,
@@ -265,6 +268,7 @@ impl EventKind {
             ClipUploaded { .. } => "clip_uploaded",
             ClipUploadFailed { .. } => "clip_upload_failed",
             SourceEnded { .. } => "source_ended",
+            QrIdle { .. } => "qr_idle",
         }
     }
 }

@@ -133,6 +133,8 @@ pub struct OverlayModel {
     /// A code minted (or failed) before its `session_started` arrived; the pool may answer
     /// within the same millisecond, so the order on the wire is not guaranteed.
     early_qr: Option<(String, QrState)>,
+    /// The mirror's idle code (`qr_idle`), shown while nobody is in front of it.
+    idle_qr: Option<Arc<str>>,
 }
 
 impl OverlayModel {
@@ -150,6 +152,7 @@ impl OverlayModel {
             now: 0.0,
             session: None,
             early_qr: None,
+            idle_qr: None,
         }
     }
 
@@ -452,6 +455,10 @@ impl OverlayModel {
                     s.recording = None;
                 }
             }
+            EventKind::QrIdle { url, .. } => {
+                // A mini-program idle code has no url to draw: nothing shows while idle.
+                self.idle_qr = (!url.is_empty()).then(|| Arc::from(url.as_str()));
+            }
             EventKind::Gesture { .. }
             | EventKind::PersonLeft { .. }
             | EventKind::PersonReturned { .. }
@@ -466,7 +473,13 @@ impl OverlayModel {
     /// The picture at the current media time.
     pub fn scene(&self) -> Scene {
         let Some(s) = &self.session else {
-            return Scene::default();
+            return Scene {
+                qr: match &self.idle_qr {
+                    Some(url) => QrView::Code(url.clone()),
+                    None => QrView::Hidden,
+                },
+                ..Scene::default()
+            };
         };
         let mut countdown = None;
         let mut flash = false;
@@ -597,6 +610,41 @@ mod tests {
         ));
         assert!(m.scene().is_blank());
         assert_eq!(m.next_change(), None);
+    }
+
+    #[test]
+    fn the_idle_code_shows_while_nobody_is_there() {
+        let mut m = model();
+        m.apply(&ev(
+            0.0,
+            EventKind::QrIdle {
+                scene: "idle-1".into(),
+                url: "https://x/idle".into(),
+            },
+        ));
+        assert_eq!(m.scene().qr, QrView::Code("https://x/idle".into()));
+        m.apply(&started(1.0));
+        assert_eq!(m.scene().qr, QrView::Hidden, "a session shows its own code");
+        m.apply(&minted(1.001, "https://x/1"));
+        assert_eq!(m.scene().qr, QrView::Code("https://x/1".into()));
+        m.apply(&ev(
+            5.0,
+            EventKind::SessionEnded {
+                session: "s1".into(),
+                reason: EndReason::Absent,
+                duration_s: 4.0,
+            },
+        ));
+        assert_eq!(m.scene().qr, QrView::Code("https://x/idle".into()));
+        // A mini-program idle code has no url: nothing to draw.
+        m.apply(&ev(
+            6.0,
+            EventKind::QrIdle {
+                scene: "idle-1".into(),
+                url: String::new(),
+            },
+        ));
+        assert!(m.scene().is_blank());
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub struct QrConfig {
     pub wxa_env_version: EnvVersion,
     /// Kind `mini_program`: ask WeChat to check that `wxa_page` is published. Default true.
     pub wxa_check_path: bool,
+    /// The scene of this mirror's permanent idle code, shown while nobody is at the mirror
+    /// (e.g. `"idle-mirror-7"`, unique per mirror): minted once (`QR_LIMIT_STR_SCENE`, or
+    /// through the hub with `relay`) and kept in the state directory. The hub welcomes its
+    /// scans and counts them for this mirror. Default unset: nothing is shown while idle.
+    pub idle_code: Option<String>,
 }
 
 impl Default for QrConfig {
@@ -128,6 +133,7 @@ impl Default for QrConfig {
             wxa_width: 430,
             wxa_env_version: EnvVersion::Release,
             wxa_check_path: true,
+            idle_code: None,
         }
     }
 }
@@ -378,6 +384,17 @@ impl QrConfig {
                 format!("{} is not in 1..=3600", self.retry_max_s),
             ));
         }
+        if let Some(scene) = &self.idle_code {
+            let len = scene.chars().count();
+            if !(1..=mirrorsight_contract::backend::MAX_SCENE_LEN).contains(&len)
+                || scene.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(key_error(
+                    "qr.idle_code",
+                    "must be 1..=64 characters without whitespace or control characters",
+                ));
+            }
+        }
         if let Some(page) = &self.wxa_page {
             crate::wxa::validate_page(page).map_err(|e| key_error("qr.wxa_page", e.to_string()))?;
         }
@@ -615,6 +632,14 @@ mod tests {
         s.wechat.appid = "wx1234".into();
         s.wechat.mp_base = "http://mp.weixin.qq.com".into();
         assert_eq!(key_of(s.validate()), "wechat.mp_base");
+
+        let mut s = Settings::default();
+        s.qr.idle_code = Some("idle mirror".into());
+        assert_eq!(key_of(s.validate()), "qr.idle_code");
+        s.qr.idle_code = Some("i".repeat(65));
+        assert_eq!(key_of(s.validate()), "qr.idle_code");
+        s.qr.idle_code = Some("idle-mirror-7".into());
+        s.validate().unwrap();
 
         // A permanent code per session is refused, whatever else is right.
         for permanent in [ActionName::QrLimitScene, ActionName::QrLimitStrScene] {

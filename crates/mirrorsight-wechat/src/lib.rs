@@ -19,6 +19,7 @@ pub mod binding;
 pub mod client;
 pub mod config;
 pub mod error;
+mod idle;
 mod http;
 pub mod minter;
 pub mod pool;

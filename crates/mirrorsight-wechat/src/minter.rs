@@ -307,6 +307,53 @@ impl Minter {
         }
     }
 
+    /// This mirror's permanent idle code for `scene` (`qr.idle_code`): a `QR_LIMIT_STR_SCENE`
+    /// (registered with the hub as `idle` when there is one), the hub's idle code in relay
+    /// mode, a mini-program code (those never expire), or the rendered URL.
+    pub async fn mint_idle(&self, scene: &str) -> Result<MintedCode, Error> {
+        match &self.kind {
+            Kind::Url { .. } | Kind::MiniProgram { .. } => self.mint(scene).await,
+            Kind::OfficialAccount {
+                client, register, ..
+            } => {
+                let request = QrCodeRequest::from_scene(ActionName::QrLimitStrScene, scene, None)?;
+                let ticket = client.create_qrcode(&request).await?;
+                let code = MintedCode {
+                    scene: request.scene_text(),
+                    url: Some(ticket.url),
+                    ticket: Some(ticket.ticket),
+                    image: None,
+                    expires_at: None,
+                    expire_seconds: None,
+                };
+                if let Some(hub) = register {
+                    hub.register_scene(
+                        &code.scene,
+                        &RegisterSceneRequest {
+                            url: code.url.clone().unwrap_or_default(),
+                            ticket: code.ticket.clone(),
+                            expires_at: None,
+                            kind: SceneKind::Idle,
+                        },
+                    )
+                    .await?;
+                }
+                Ok(code)
+            }
+            Kind::Relay { client, .. } => {
+                let answer = client.create_idle_scene(scene).await?;
+                Ok(MintedCode {
+                    scene: answer.scene,
+                    url: Some(answer.url),
+                    ticket: answer.ticket,
+                    image: None,
+                    expires_at: None,
+                    expire_seconds: None,
+                })
+            }
+        }
+    }
+
     /// For the `url` kind: the code, without any I/O. `None` for the other kinds.
     pub fn render_offline(&self, scene: &str) -> Option<MintedCode> {
         match &self.kind {

@@ -71,6 +71,22 @@ impl RelayClient {
         scene: &str,
         expire_seconds: u32,
     ) -> Result<CreateSceneResponse, Error> {
+        self.create_scene_of_kind(scene, expire_seconds, SceneKind::Session)
+            .await
+    }
+
+    /// Asks the backend for this mirror's permanent idle code (minted once per scene there).
+    pub async fn create_idle_scene(&self, scene: &str) -> Result<CreateSceneResponse, Error> {
+        self.create_scene_of_kind(scene, MAX_EXPIRE_SECONDS, SceneKind::Idle)
+            .await
+    }
+
+    async fn create_scene_of_kind(
+        &self,
+        scene: &str,
+        expire_seconds: u32,
+        kind: SceneKind,
+    ) -> Result<CreateSceneResponse, Error> {
         check_scene(scene)?;
         if !(1..=MAX_EXPIRE_SECONDS).contains(&expire_seconds) {
             return Err(Error::invalid(
@@ -81,7 +97,7 @@ impl RelayClient {
         let body = CreateSceneRequest {
             scene: scene.to_string(),
             expire_seconds,
-            kind: SceneKind::Session,
+            kind,
         };
         let request = self
             .http

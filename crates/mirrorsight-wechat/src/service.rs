@@ -113,6 +113,8 @@ struct State {
     minting: usize,
     last_error: Option<String>,
     binding_failures: u64,
+    /// This mirror's idle code (`qr.idle_code`), once minted or read back.
+    idle: Option<MintedCode>,
 }
 
 impl State {
@@ -198,6 +200,8 @@ pub struct QrService {
     updates: Receiver<QrUpdate>,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
     done: Receiver<()>,
+    /// Mints (or reads back) the idle code, retrying until it has one.
+    idle_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for QrService {
@@ -223,13 +227,17 @@ impl QrService {
             let _inside = runtime.enter();
             Minter::from_settings(settings, secrets)?
         };
-        Self::with_minter(
+        let service = Self::with_minter(
             minter,
             PoolSettings::from_config(&settings.qr),
             id_gen,
             binding_log,
-            runtime,
-        )
+            runtime.clone(),
+        )?;
+        if let Some(scene) = &settings.qr.idle_code {
+            service.start_idle_code(scene, &binding_log.with_file_name("idle_code.json"), &runtime);
+        }
+        Ok(service)
     }
 
     /// Like [`Self::start`] with a ready-made minter and pool settings.
@@ -258,6 +266,7 @@ impl QrService {
                 minting: 0,
                 last_error: None,
                 binding_failures: 0,
+                idle: None,
             }),
             changed: Condvar::new(),
             wake: Notify::new(),
@@ -273,7 +282,76 @@ impl QrService {
             updates: updates_rx,
             worker: Mutex::new(Some(worker)),
             done: done_rx,
+            idle_task: Mutex::new(None),
         })
+    }
+
+    /// Gets this mirror's idle code for `scene` in the background: read back from `cache`
+    /// (written when it was first minted, so a permanent code is minted once in the mirror's
+    /// life), else minted with backoff until it succeeds. [`Self::idle_code`] has it then.
+    pub fn start_idle_code(&self, scene: &str, cache: &Path, runtime: &Handle) {
+        let shared = Arc::clone(&self.shared);
+        let (scene, cache) = (scene.to_string(), cache.to_path_buf());
+        let task = runtime.spawn(async move {
+            let kind = shared.minter.kind();
+            if let Some(code) = crate::idle::read_cache(&cache, &scene, kind) {
+                tracing::info!(scene = %code.scene, "idle code read back");
+                shared.lock().idle = Some(code);
+                shared.changed.notify_all();
+                return;
+            }
+            let mut backoff = Backoff::new(shared.retry_initial, shared.retry_max);
+            loop {
+                if shared.lock().shutting_down {
+                    return;
+                }
+                match shared.minter.mint_idle(&scene).await {
+                    Ok(code) => {
+                        if let Err(e) = crate::idle::write_cache(&cache, kind, &code) {
+                            // Shown anyway; the next start mints (or the hub answers) again.
+                            tracing::warn!(error = %e, path = %cache.display(), "cannot keep the idle code");
+                        }
+                        tracing::info!(scene = %code.scene, "idle code minted");
+                        shared.lock().idle = Some(code);
+                        shared.changed.notify_all();
+                        return;
+                    }
+                    Err(e) => {
+                        let pause = backoff.on_failure(Instant::now());
+                        tracing::warn!(error = %e, ?pause, "minting the idle code failed; retrying");
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        });
+        *relock(&self.idle_task) = Some(task);
+    }
+
+    /// This mirror's idle code, once it is ready.
+    pub fn idle_code(&self) -> Option<MintedCode> {
+        self.shared.lock().idle.clone()
+    }
+
+    /// Blocks the calling (non-async) thread until the idle code is ready or `timeout`
+    /// passes.
+    pub fn wait_idle_code(&self, timeout: Duration) -> Option<MintedCode> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if state.idle.is_some() {
+                return state.idle.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     pub fn minter(&self) -> &Minter {
@@ -391,6 +469,10 @@ impl QrService {
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         self.shared.lock().shutting_down = true;
         self.shared.wake.notify_one();
+        // An idle code not minted yet is minted at the next start.
+        if let Some(task) = relock(&self.idle_task).take() {
+            task.abort();
+        }
         let Some(worker) = relock(&self.worker).take() else {
             return ShutdownReport {
                 clean: true,

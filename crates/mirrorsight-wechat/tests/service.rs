@@ -376,6 +376,61 @@ fn official_account_codes_are_registered_with_the_hub() {
     assert!(svc.shutdown(Duration::from_secs(2)).clean);
 }
 
+/// The mirror's idle code is minted once in its life: through the hub in relay mode, as a
+/// permanent code registered with the hub otherwise; later starts read it back.
+#[test]
+fn the_idle_code_is_minted_once_and_kept() {
+    let env = env();
+    let mut s = settings(&env, QrKind::Relay);
+    s.qr.idle_code = Some("idle-mirror-1".into());
+    let svc = start(&env, &s, counting_ids().0);
+    let code = svc.wait_idle_code(Duration::from_secs(5)).expect("idle code");
+    assert_eq!(code.scene, "idle-mirror-1");
+    assert_eq!(code.expires_at, None, "permanent");
+    let asked = env
+        .fake
+        .requests_to(Route::Scenes)
+        .into_iter()
+        .filter(|r| r.body_str().contains("\"kind\":\"idle\""))
+        .count();
+    assert_eq!(asked, 1);
+    assert!(svc.shutdown(Duration::from_secs(2)).clean);
+    // Restarted: read back, not minted again.
+    let svc = start(&env, &s, counting_ids().0);
+    assert_eq!(svc.wait_idle_code(Duration::from_secs(5)), Some(code));
+    let asked_again = env
+        .fake
+        .requests_to(Route::Scenes)
+        .into_iter()
+        .filter(|r| r.body_str().contains("\"kind\":\"idle\""))
+        .count();
+    assert_eq!(asked_again, 1, "minted once in the mirror's life");
+    assert!(svc.shutdown(Duration::from_secs(2)).clean);
+
+    // Minting itself: a QR_LIMIT_STR_SCENE, registered with the hub as idle.
+    let env = crate::env();
+    let mut s = settings(&env, QrKind::OfficialAccount);
+    s.qr.pool_size = 0;
+    s.qr.pool_low_water = 0;
+    s.qr.idle_code = Some("idle-mirror-1".into());
+    let svc = start(&env, &s, counting_ids().0);
+    let code = svc.wait_idle_code(Duration::from_secs(5)).expect("idle code");
+    let create = env.fake.requests_to(Route::QrcodeCreate)[0].body_str();
+    assert_eq!(
+        create,
+        r#"{"action_name":"QR_LIMIT_STR_SCENE","action_info":{"scene":{"scene_str":"idle-mirror-1"}}}"#
+    );
+    let registered = env.fake.scene("idle-mirror-1").expect("registered");
+    assert_eq!(Some(registered.response.url), code.url);
+    assert_eq!(registered.response.expires_at, 0, "permanent");
+    assert!(
+        env.fake.requests_to(Route::RegisterScene)[0]
+            .body_str()
+            .contains("\"kind\":\"idle\"")
+    );
+    assert!(svc.shutdown(Duration::from_secs(2)).clean);
+}
+
 #[test]
 fn official_account_pool_fills_with_one_token_fetch() {
     let env = env();
