@@ -7,108 +7,18 @@
 
 mod support {
     pub mod hub;
+    pub mod shopper;
 }
-
-use std::collections::HashMap;
 
 use mirrorsight_fake_backend::{FAKE_APPID, Fault, Route};
 use mirrorsight_hub::store::BlobStore;
 use reqwest::StatusCode;
-use support::hub::{self, LocalHub, Upload, tags};
+use support::hub::{self, LocalHub, tags};
+use support::shopper::{Browser, location, rows_mentioning, urlencode};
 
 const CALLBACK_TOKEN: &str = "callbackTokenAAAAA1234";
 const MIRROR_1: &str = "device-token-mirror-1-xxxxxxxxxxxx";
 const MIRROR_2: &str = "device-token-mirror-2-xxxxxxxxxxxx";
-
-/// A browser: no automatic redirects, cookies kept per name (attributes checked by tests).
-struct Browser {
-    http: reqwest::Client,
-    cookies: HashMap<String, String>,
-    /// Every `Set-Cookie` seen, verbatim.
-    set_cookies: Vec<String>,
-}
-
-impl Browser {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: HashMap::new(),
-            set_cookies: Vec::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn absorb(&mut self, response: &reqwest::Response) {
-        for value in response.headers().get_all("set-cookie") {
-            let value = value.to_str().unwrap().to_string();
-            let (pair, _) = value.split_once(';').unwrap_or((&value, ""));
-            let (name, v) = pair.split_once('=').unwrap();
-            if value.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_string(), v.to_string());
-            }
-            self.set_cookies.push(value);
-        }
-    }
-
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        // The fragment is the browser's, never sent.
-        let url = url.split('#').next().unwrap();
-        let response = self
-            .http
-            .get(url)
-            .header("Cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.absorb(&response);
-        response
-    }
-
-    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let response = self
-            .http
-            .post(url)
-            .header("Cookie", self.cookie_header())
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(
-                form.iter()
-                    .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-                    .collect::<Vec<_>>()
-                    .join("&"),
-            )
-            .send()
-            .await
-            .unwrap();
-        self.absorb(&response);
-        response
-    }
-
-    fn csrf(&self) -> String {
-        self.cookies.get("ms_csrf").cloned().unwrap_or_default()
-    }
-}
-
-fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("location")
-        .unwrap_or_else(|| panic!("no Location on {}", response.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
 
 /// `/me` → WeChat's authorize page → `/oauth/callback` → `/me`, signed in as `openid`.
 async fn sign_in(hub: &LocalHub, browser: &mut Browser, openid: &str) -> String {
@@ -134,27 +44,6 @@ fn jpeg(n: u8) -> Vec<u8> {
     bytes.extend(std::iter::repeat_n(n, 2000 + usize::from(n)));
     bytes.extend([0xFF, 0xD9]);
     bytes
-}
-
-async fn upload(hub: &LocalHub, token: &str, scene: &str, photo: &str, bytes: &[u8]) {
-    let digest = hub::sha256_hex(bytes);
-    let r = Upload {
-        token,
-        scene,
-        session: scene,
-        photo,
-        digest: &digest,
-    }
-    .request(&hub.http, &hub.base, 1_700_000_000_000, bytes.to_vec())
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
 }
 
 async fn scan(hub: &LocalHub, openid: &str, scene: &str, create_time: i64) -> String {
@@ -192,9 +81,9 @@ async fn me_signs_in_through_wechat_and_shows_every_bound_session() {
     let hub = start().await;
     // The hub's sign-in goes to the fake's authorize page.
     let (p1, p2, p3) = (jpeg(1), jpeg(2), jpeg(3));
-    upload(&hub, MIRROR_1, "sceneA1", "photoA1", &p1).await;
-    upload(&hub, MIRROR_1, "sceneA2", "photoA2", &p2).await;
-    upload(&hub, MIRROR_2, "sceneB1", "photoB1", &p3).await;
+    hub::upload_photo(&hub, MIRROR_1, "sceneA1", "photoA1", &p1).await;
+    hub::upload_photo(&hub, MIRROR_1, "sceneA2", "photoA2", &p2).await;
+    hub::upload_photo(&hub, MIRROR_2, "sceneB1", "photoB1", &p3).await;
     let now = mirrorsight_hub::http::unix_now();
     for (i, scene) in ["sceneA1", "sceneA2", "sceneB1"].iter().enumerate() {
         scan(&hub, "oAlice", scene, now + i as i64).await;
@@ -266,17 +155,6 @@ async fn me_signs_in_through_wechat_and_shows_every_bound_session() {
     );
     let r = mallory.get(&format!("{}/me", hub.base)).await;
     assert_eq!(r.status(), StatusCode::FOUND);
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -359,9 +237,9 @@ async fn sign_in_errors_are_friendly_pages() {
 async fn keep_delete_and_forget() {
     let hub = start().await;
     let (p1, p2, p3) = (jpeg(11), jpeg(12), jpeg(13));
-    upload(&hub, MIRROR_1, "sceneK1", "photoK1", &p1).await;
-    upload(&hub, MIRROR_1, "sceneK1", "photoK2", &p2).await;
-    upload(&hub, MIRROR_2, "sceneK2", "photoK3", &p3).await;
+    hub::upload_photo(&hub, MIRROR_1, "sceneK1", "photoK1", &p1).await;
+    hub::upload_photo(&hub, MIRROR_1, "sceneK1", "photoK2", &p2).await;
+    hub::upload_photo(&hub, MIRROR_2, "sceneK2", "photoK3", &p3).await;
     let now = mirrorsight_hub::http::unix_now();
     let reply = scan(&hub, "oDora", "sceneK1", now).await;
     // Someone else scanned the same session: their rows must survive Dora's "forget me".
@@ -473,45 +351,14 @@ async fn keep_delete_and_forget() {
     for key in &blob_keys {
         assert!(hub.blobs.get(key).unwrap().is_none(), "{key} still stored");
     }
-    assert_eq!(rows_mentioning(&hub, "oDora"), Vec::<String>::new());
+    assert_eq!(
+        rows_mentioning(&hub.dir.path().join("hub.sqlite3"), "oDora"),
+        Vec::<String>::new()
+    );
     assert!(
-        !rows_mentioning(&hub, "oEve").is_empty(),
+        !rows_mentioning(&hub.dir.path().join("hub.sqlite3"), "oEve").is_empty(),
         "the check sees other shoppers' rows"
     );
-}
-
-/// `table: row` for every row of every table with a text column containing `needle`.
-fn rows_mentioning(hub: &LocalHub, needle: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(hub.dir.path().join("hub.sqlite3")).unwrap();
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut found = Vec::new();
-    for table in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-        let columns = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                let mut cells = Vec::new();
-                for i in 0..columns {
-                    let cell: rusqlite::types::Value = r.get(i)?;
-                    cells.push(format!("{cell:?}"));
-                }
-                Ok(cells.join(" | "))
-            })
-            .unwrap();
-        for row in rows {
-            let row = row.unwrap();
-            if row.contains(needle) {
-                found.push(format!("{table}: {row}"));
-            }
-        }
-    }
-    found
 }
 
 /// Waits up to `within` for the fake to have delivered `n` customer-service messages.
@@ -544,7 +391,7 @@ async fn start_pushing() -> LocalHub {
 async fn photos_after_the_scan_follow_it_once_even_across_a_restart() {
     let hub = start_pushing().await;
     let within = std::time::Duration::from_secs(BATCH_S + 5);
-    upload(&hub, MIRROR_1, "scenePush", "before", &jpeg(21)).await;
+    hub::upload_photo(&hub, MIRROR_1, "scenePush", "before", &jpeg(21)).await;
     let now = mirrorsight_hub::http::unix_now();
     let reply = scan(&hub, "oPia", "scenePush", now).await;
     let gallery = hub::news_article(&reply).url;
@@ -553,8 +400,8 @@ async fn photos_after_the_scan_follow_it_once_even_across_a_restart() {
     assert_eq!(hub.fake.custom_messages().len(), 0);
 
     // Two photos after the scan, in one burst: one message.
-    upload(&hub, MIRROR_1, "scenePush", "after1", &jpeg(22)).await;
-    upload(&hub, MIRROR_1, "scenePush", "after2", &jpeg(23)).await;
+    hub::upload_photo(&hub, MIRROR_1, "scenePush", "after1", &jpeg(22)).await;
+    hub::upload_photo(&hub, MIRROR_1, "scenePush", "after2", &jpeg(23)).await;
     assert_eq!(wait_for_messages(&hub, 1, within).await, 1);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let messages = hub.fake.custom_messages();
@@ -567,7 +414,7 @@ async fn photos_after_the_scan_follow_it_once_even_across_a_restart() {
 
     // A photo, then the hub stops before the batch is due: after a restart on the same
     // database it is sent, once.
-    upload(&hub, MIRROR_1, "scenePush", "after3", &jpeg(24)).await;
+    hub::upload_photo(&hub, MIRROR_1, "scenePush", "after3", &jpeg(24)).await;
     let LocalHub {
         running,
         store,
@@ -622,7 +469,7 @@ async fn push_error_codes_stop_or_retry() {
     let within = std::time::Duration::from_secs(BATCH_S + 5);
     let now = mirrorsight_hub::http::unix_now();
     for scene in ["sLate", "sGone", "sBusy", "sUnfollow"] {
-        upload(&hub, MIRROR_1, scene, &format!("{scene}0"), &jpeg(30)).await;
+        hub::upload_photo(&hub, MIRROR_1, scene, &format!("{scene}0"), &jpeg(30)).await;
     }
     // 45015: the window passed; the row and the openid are stopped.
     hub.fake
@@ -645,7 +492,7 @@ async fn push_error_codes_stop_or_retry() {
     assert_eq!(r.status(), StatusCode::OK);
 
     for scene in ["sLate", "sGone", "sBusy", "sUnfollow"] {
-        upload(&hub, MIRROR_1, scene, &format!("{scene}1"), &jpeg(31)).await;
+        hub::upload_photo(&hub, MIRROR_1, scene, &format!("{scene}1"), &jpeg(31)).await;
     }
     assert_eq!(
         wait_for_messages(&hub, 1, within + std::time::Duration::from_secs(3)).await,
@@ -691,7 +538,7 @@ async fn push_error_codes_stop_or_retry() {
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].touser, "oBusy");
     // A stopped openid gets nothing queued for later photos either.
-    upload(&hub, MIRROR_1, "sLate", "sLate2", &jpeg(32)).await;
+    hub::upload_photo(&hub, MIRROR_1, "sLate", "sLate2", &jpeg(32)).await;
     assert_eq!(state("sLate").len(), 1);
 }
 
@@ -783,7 +630,7 @@ async fn kiosk_minted_codes_bind_and_idle_codes_are_welcomed_and_counted() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Its scan binds and is answered with the gallery link (not "this code has expired").
-    upload(&hub, MIRROR_1, "kiosk1", "kioskPhoto", &jpeg(41)).await;
+    hub::upload_photo(&hub, MIRROR_1, "kiosk1", "kioskPhoto", &jpeg(41)).await;
     let reply = scan(&hub, "oKiosk", "kiosk1", now).await;
     let article = hub::news_article(&reply);
     let record = hub.store.scene("kiosk1").unwrap().unwrap();
@@ -916,8 +763,8 @@ async fn a_mini_program_logs_in_binds_the_scanned_scene_and_lists_the_photos() {
     })
     .await;
     let (p1, p2) = (jpeg(51), jpeg(52));
-    upload(&hub, MIRROR_1, "mpScene", "mpPhoto1", &p1).await;
-    upload(&hub, MIRROR_1, "mpScene", "mpPhoto2", &p2).await;
+    hub::upload_photo(&hub, MIRROR_1, "mpScene", "mpPhoto1", &p1).await;
+    hub::upload_photo(&hub, MIRROR_1, "mpScene", "mpPhoto2", &p2).await;
 
     // The mini-program opened with the scene its code carried, and logs in.
     let code = hub.fake.mini_program_code("oMiniShopper");

@@ -373,3 +373,26 @@ pub async fn page(http: &reqwest::Client, url: &str) -> String {
 pub async fn gallery_photos(http: &reqwest::Client, base: &str, url: &str) -> Vec<String> {
     photo_urls(&page(http, url).await, base)
 }
+
+/// Uploads `bytes` as photo `photo` of `scene` (session id = scene), as the mirror with
+/// `token` does; asserts `201`.
+pub async fn upload_photo(hub: &LocalHub, token: &str, scene: &str, photo: &str, bytes: &[u8]) {
+    let digest = sha256_hex(bytes);
+    let r = Upload {
+        token,
+        scene,
+        session: scene,
+        photo,
+        digest: &digest,
+    }
+    .request(&hub.http, &hub.base, 1_700_000_000_000, bytes.to_vec())
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+}
