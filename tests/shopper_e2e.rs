@@ -70,7 +70,8 @@ fn two_visits(clip: &Path, out: &Path) -> PathBuf {
     let mut writer = videoio::VideoWriter::new(&path, fourcc, fps, size, true).unwrap();
     assert!(writer.is_opened().unwrap(), "MJPEG writer");
     let black =
-        Mat::new_size_with_default(size, opencv::core::CV_8UC3, opencv::core::Scalar::all(0.0)).expect("black frame");
+        Mat::new_size_with_default(size, opencv::core::CV_8UC3, opencv::core::Scalar::all(0.0))
+            .expect("black frame");
     let gap = (fps * 5.0) as usize;
     for f in frames
         .iter()

@@ -310,8 +310,13 @@ impl Hub {
         // wechat.timeout_s and its retries); the rest wait in the outbox for the next start.
         let _ = stop_pushing.send(true);
         let mut pusher = pusher;
-        if tokio::time::timeout(PUSH_STOP_WAIT, &mut pusher).await.is_err() {
-            tracing::warn!("the push worker did not stop in time; its claimed rows wait for their lease to lapse");
+        if tokio::time::timeout(PUSH_STOP_WAIT, &mut pusher)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the push worker did not stop in time; its claimed rows wait for their lease to lapse"
+            );
             pusher.abort();
         }
         result

@@ -95,7 +95,10 @@ impl PushWorker {
     /// Runs until `stop` turns true: then it finishes the message in hand (its outcome is
     /// recorded, so a restart neither repeats nor loses it), gives back the rows it claimed
     /// but did not start, and ends.
-    pub fn spawn(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(
+        self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

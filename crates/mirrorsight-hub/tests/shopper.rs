@@ -46,9 +46,19 @@ fn jpeg(n: u8) -> Vec<u8> {
     bytes
 }
 
+/// A fresh nonce per push, as WeChat's: the hub refuses a timestamp and nonce it has seen
+/// with another body.
+fn nonce() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "n{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 async fn scan(hub: &LocalHub, openid: &str, scene: &str, create_time: i64) -> String {
     let xml = hub::scan_xml("gh_fake", openid, create_time, "SCAN", scene);
-    let r = hub::push(&hub.http, &hub.base, CALLBACK_TOKEN, "n1", &xml).await;
+    let r = hub::push(&hub.http, &hub.base, CALLBACK_TOKEN, &nonce(), &xml).await;
     assert_eq!(r.status(), StatusCode::OK);
     r.text().await.unwrap()
 }
@@ -488,7 +498,7 @@ async fn push_error_codes_stop_or_retry() {
         "<xml><ToUserName>gh_fake</ToUserName><FromUserName>oUnfollow</FromUserName><CreateTime>{}</CreateTime><MsgType>event</MsgType><Event>unsubscribe</Event><EventKey></EventKey></xml>",
         now + 4
     );
-    let r = hub::push(&hub.http, &hub.base, CALLBACK_TOKEN, "n2", &unsubscribe).await;
+    let r = hub::push(&hub.http, &hub.base, CALLBACK_TOKEN, &nonce(), &unsubscribe).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     for scene in ["sLate", "sGone", "sBusy", "sUnfollow"] {
@@ -670,7 +680,7 @@ async fn kiosk_minted_codes_bind_and_idle_codes_are_welcomed_and_counted() {
         "subscribe",
         "qrscene_idle-mirror-2",
     );
-    let r = hub::push(&hub.http, &hub.base, CALLBACK_TOKEN, "n9", &xml).await;
+    let r = hub::push(&hub.http, &hub.base, CALLBACK_TOKEN, &nonce(), &xml).await;
     assert!(r.text().await.unwrap().contains("Welcome"));
     assert!(hub.store.bindings("idle-mirror-2").unwrap().is_empty());
 

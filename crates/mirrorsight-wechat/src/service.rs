@@ -235,7 +235,11 @@ impl QrService {
             runtime.clone(),
         )?;
         if let Some(scene) = &settings.qr.idle_code {
-            service.start_idle_code(scene, &binding_log.with_file_name("idle_code.json"), &runtime);
+            service.start_idle_code(
+                scene,
+                &binding_log.with_file_name("idle_code.json"),
+                &runtime,
+            );
         }
         Ok(service)
     }

@@ -384,7 +384,9 @@ fn the_idle_code_is_minted_once_and_kept() {
     let mut s = settings(&env, QrKind::Relay);
     s.qr.idle_code = Some("idle-mirror-1".into());
     let svc = start(&env, &s, counting_ids().0);
-    let code = svc.wait_idle_code(Duration::from_secs(5)).expect("idle code");
+    let code = svc
+        .wait_idle_code(Duration::from_secs(5))
+        .expect("idle code");
     assert_eq!(code.scene, "idle-mirror-1");
     assert_eq!(code.expires_at, None, "permanent");
     let asked = env
@@ -414,7 +416,9 @@ fn the_idle_code_is_minted_once_and_kept() {
     s.qr.pool_low_water = 0;
     s.qr.idle_code = Some("idle-mirror-1".into());
     let svc = start(&env, &s, counting_ids().0);
-    let code = svc.wait_idle_code(Duration::from_secs(5)).expect("idle code");
+    let code = svc
+        .wait_idle_code(Duration::from_secs(5))
+        .expect("idle code");
     let create = env.fake.requests_to(Route::QrcodeCreate)[0].body_str();
     assert_eq!(
         create,
