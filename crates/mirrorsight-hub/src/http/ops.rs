@@ -13,7 +13,7 @@ use mirrorsight_contract::backend::error_code;
 use serde::Serialize;
 
 use super::{ApiError, AppState, bearer, constant_time_eq};
-use crate::store::{SceneScans, StatsRow};
+use crate::store::{SceneScans, StatsRow, StoreError};
 
 #[derive(Debug, Serialize)]
 struct StatsAnswer {
@@ -69,6 +69,33 @@ struct SceneStatsAnswer {
     rows: Vec<SceneScans>,
 }
 
+/// What both statistics pages share: the admin token, the `from`/`to` days, and one store
+/// query over them (off the async threads) with the configured offset from UTC in seconds.
+/// Returns the offset in minutes with the rows.
+async fn admin_day_query<T: Send + 'static>(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    query: impl FnOnce(&AppState, i64, Option<&str>, Option<&str>) -> Result<T, StoreError>
+    + Send
+    + 'static,
+) -> Result<(i32, T), ApiError> {
+    require_admin(state, headers)?;
+    let (from, to) = day_range(q)?;
+    let offset_minutes = state.config.stats.utc_offset_minutes;
+    let rows = state
+        .blocking(move |s| {
+            query(
+                s,
+                i64::from(offset_minutes) * 60,
+                from.as_deref(),
+                to.as_deref(),
+            )
+        })
+        .await?;
+    Ok((offset_minutes, rows))
+}
+
 /// `GET /v1/stats/scenes?from=YYYY-MM-DD&to=YYYY-MM-DD`: scans per scene and source
 /// (`session`, or `idle` for a mirror's permanent code).
 pub(super) async fn scene_stats(
@@ -76,18 +103,10 @@ pub(super) async fn scene_stats(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let (from, to) = day_range(&q)?;
-    let offset_minutes = state.config.stats.utc_offset_minutes;
-    let rows = state
-        .blocking(move |s| {
-            s.store.scene_scans(
-                i64::from(offset_minutes) * 60,
-                from.as_deref(),
-                to.as_deref(),
-            )
-        })
-        .await?;
+    let (offset_minutes, rows) = admin_day_query(&state, &headers, &q, |s, offset_s, from, to| {
+        s.store.scene_scans(offset_s, from, to)
+    })
+    .await?;
     Ok(axum::Json(SceneStatsAnswer {
         utc_offset_minutes: offset_minutes,
         rows,
@@ -101,18 +120,10 @@ pub(super) async fn stats(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let (from, to) = day_range(&q)?;
-    let offset_minutes = state.config.stats.utc_offset_minutes;
-    let rows = state
-        .blocking(move |s| {
-            s.store.stats(
-                i64::from(offset_minutes) * 60,
-                from.as_deref(),
-                to.as_deref(),
-            )
-        })
-        .await?;
+    let (offset_minutes, rows) = admin_day_query(&state, &headers, &q, |s, offset_s, from, to| {
+        s.store.stats(offset_s, from, to)
+    })
+    .await?;
     Ok(axum::Json(StatsAnswer {
         utc_offset_minutes: offset_minutes,
         rows,
