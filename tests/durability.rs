@@ -246,11 +246,12 @@ fn every_photo_and_binding_record_is_on_disk_before_it_is_announced() {
         created_dirs,
         [
             "/state",
+            "/state/clips",
             "/state/spool",
             "/state/spool/quarantine",
             "/state/spool/sessions"
         ],
-        "the state directory, the spool, sessions/ and quarantine/, each created once"
+        "the state directory, the clip spool, the photo spool, sessions/ and quarantine/, each created once"
     );
 
     // Every photo announced: both its files went through the sequence above, the jpg before the

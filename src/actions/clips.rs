@@ -366,7 +366,10 @@ impl Action for ClipAction {
 
 /// Creates the spool directory and deletes what a crash left half-written.
 fn open_spool(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("clips.spool_dir {}: {e}", dir.display()))?;
+    // Made durable in its parent like the photo spool: a clip's fsync keeps nothing if the
+    // directory's own entry is lost in a power cut.
+    mirrorsight_wechat::binding::create_dir_all_durable(dir)
+        .map_err(|e| format!("clips.spool_dir {}: {e}", dir.display()))?;
     // Clips show shoppers: only the service user may read them, like the photo spool.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("clips.spool_dir {}: {e}", dir.display()))?;
