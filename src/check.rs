@@ -111,6 +111,11 @@ pub fn run(cfg: &Config, config_path: Option<&Path>) -> Result<(), NotReady> {
     qr_and_backend(cfg, &mut report);
     credentials(cfg, &|k| std::env::var(k).ok(), &mut report);
     screen(cfg, &mut report);
+    clips(
+        cfg,
+        &std::env::var_os("PATH").unwrap_or_default(),
+        &mut report,
+    );
     if report.missing.is_empty() && report.failed.is_empty() {
         println!("ready: systemctl enable --now mirrorsight");
         Ok(())
@@ -362,6 +367,71 @@ fn screen(cfg: &Config, report: &mut Report) {
     report.line("display", verdict);
 }
 
+/// The encoder turn-around clips need (`clips.ffmpeg`, H.264 through libx264), when clips are
+/// enabled. Without it every palm hold would end in a refused clip, found only in the journal.
+fn clips(cfg: &Config, path_var: &std::ffi::OsStr, report: &mut Report) {
+    if !cfg.clips.enabled {
+        return;
+    }
+    let program = &cfg.clips.ffmpeg;
+    let verdict = match find_program(program, path_var) {
+        None => Verdict::Failed(format!(
+            "clips.ffmpeg = {:?} {}: install ffmpeg (apt install ffmpeg), set clips.ffmpeg, \
+             or set clips.enabled = false",
+            program.display().to_string(),
+            if program.components().count() > 1 {
+                "is not an executable file"
+            } else {
+                "is not on $PATH"
+            }
+        )),
+        Some(found) => match has_encoder(&found, CLIP_ENCODER) {
+            Ok(true) => Verdict::Ok(found.display().to_string()),
+            Ok(false) => Verdict::Failed(format!(
+                "{} has no {CLIP_ENCODER} encoder (clips are H.264): install a full ffmpeg \
+                 (apt install ffmpeg) or set clips.enabled = false",
+                found.display()
+            )),
+            Err(e) => Verdict::Failed(format!("{}: {e}", found.display())),
+        },
+    };
+    report.line("ffmpeg", verdict);
+}
+
+/// The encoder `actions::clips` asks ffmpeg for.
+const CLIP_ENCODER: &str = "libx264";
+
+/// `program` itself when it names a path, else the first executable of that name on `path_var`.
+fn find_program(program: &Path, path_var: &std::ffi::OsStr) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 {
+        return executable(program).then(|| program.to_path_buf());
+    }
+    std::env::split_paths(path_var)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
+/// Whether `ffmpeg -encoders` lists `encoder`.
+fn has_encoder(ffmpeg: &Path, encoder: &str) -> Result<bool, String> {
+    let out = std::process::Command::new(ffmpeg)
+        .args(["-hide_banner", "-nostdin", "-encoders"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run it ({e})"))?;
+    if !out.status.success() {
+        return Err(format!("`-encoders` failed ({})", out.status));
+    }
+    // Lines look like ` V....D libx264              libx264 H.264 / AVC ...`.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(encoder)))
+}
+
 /// `/tmp/.X11-unix/X<n>` for a local display `:n` or `:n.screen`; `None` for a remote one.
 fn x_socket(display: &str) -> Option<PathBuf> {
     let number = display.strip_prefix(':')?;
@@ -440,6 +510,42 @@ mod tests {
         assert_eq!(x_socket(":0"), Some(PathBuf::from("/tmp/.X11-unix/X0")));
         assert_eq!(x_socket(":1.0"), Some(PathBuf::from("/tmp/.X11-unix/X1")));
         assert_eq!(x_socket("kiosk:0"), None);
+    }
+
+    #[test]
+    fn ffmpeg_is_looked_up_on_path_or_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("ffmpeg");
+        std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+        let path_var = std::ffi::OsString::from(format!("/nonexistent:{}", dir.path().display()));
+        assert_eq!(find_program(Path::new("ffmpeg"), &path_var), None);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            find_program(Path::new("ffmpeg"), &path_var),
+            Some(fake.clone())
+        );
+        assert_eq!(find_program(&fake, "".as_ref()), Some(fake.clone()));
+        assert_eq!(
+            find_program(Path::new("/nonexistent/ffmpeg"), &path_var),
+            None
+        );
+        // An ffmpeg without libx264 cannot make the clips.
+        std::fs::write(&fake, "#!/bin/sh\necho ' V....D libopenh264 OpenH264'\n").unwrap();
+        assert_eq!(has_encoder(&fake, "libx264"), Ok(false));
+        assert_eq!(has_encoder(&fake, "libopenh264"), Ok(true));
+    }
+
+    #[test]
+    fn clips_need_ffmpeg_only_when_enabled() {
+        let mut cfg = Config::default();
+        let mut report = Report::default();
+        clips(&cfg, "/nonexistent".as_ref(), &mut report);
+        assert_eq!(report.failed, ["ffmpeg"]);
+        cfg.clips.enabled = false;
+        let mut report = Report::default();
+        clips(&cfg, "/nonexistent".as_ref(), &mut report);
+        assert!(report.failed.is_empty() && report.missing.is_empty());
     }
 
     #[test]

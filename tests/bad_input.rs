@@ -178,6 +178,44 @@ fn missing_models_or_runtime_are_explained() {
 }
 
 #[test]
+fn check_names_a_missing_ffmpeg_when_clips_are_enabled() {
+    // The default ffmpeg (scripts/setup.sh installs it) can encode the clips.
+    let out = bin().arg("check").current_dir(repo()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("ffmpeg: ok (")),
+        "{stdout}"
+    );
+    // A mirror whose $PATH has no ffmpeg: one line naming the key and the way out, exit 1.
+    let empty = tempfile::tempdir().unwrap();
+    let out = bin()
+        .arg("check")
+        .current_dir(repo())
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("ffmpeg")).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(
+        lines[0].starts_with("ffmpeg: FAILED: clips.ffmpeg = \"ffmpeg\" is not on $PATH")
+            && lines[0].contains("clips.enabled = false"),
+        "{stdout}"
+    );
+    // With clips turned off, ffmpeg is not needed.
+    let out = bin()
+        .args(["check", "--set", "clips.enabled=false"])
+        .current_dir(repo())
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{stdout}");
+    assert!(!stdout.contains("ffmpeg"), "{stdout}");
+}
+
+#[test]
 fn check_reports_every_model_and_fails_on_a_bad_one() {
     // The built-in defaults name no camera, hub or screen that exists here: not ready (78), but
     // the install itself is checked and reported.
