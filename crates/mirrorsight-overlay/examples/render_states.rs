@@ -5,14 +5,17 @@
 //!     [--rotation 0] [--position bottom_right] [--url https://shop.example/s/abc]
 //! ```
 //!
-//! Writes `idle.png`, `qr.png`, `countdown.png`, `thumbnails.png`, `compare.png`, `offline.png`. The scenes
+//! Writes `idle.png`, `qr.png`, `countdown.png`, `thumbnails.png`, `compare.png`, `recording.png`,
+//! `offline.png`. The README's screenshots: `--width 960 --height 540` for the first four, the
+//! defaults for `compare.png` and `recording.png`, `--width 1080 --height 1920` for
+//! `compare-portrait.png`. The scenes
 //! come from a scripted event stream through the real model, so they are what a replay shows.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mirrorsight_contract::events::{
-    Event, EventKind, GestureKind, OutfitDirection, QrSource, Side, SwipeMotion,
+    CompareCloseReason, Event, EventKind, GestureKind, OutfitDirection, QrSource, Side, SwipeMotion,
 };
 use mirrorsight_overlay::{Dim, Font, OverlayConfig, OverlayModel, Renderer};
 
@@ -155,14 +158,41 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     ));
     shoot("compare", &model)?;
 
+    // A turn-around clip two seconds into its six: the red dot, REC and the seconds left.
     model.apply(&Event::new(
-        30.0,
+        29.0,
+        EventKind::CompareClosed {
+            session: s(),
+            reason: CompareCloseReason::Idle,
+        },
+    ));
+    model.apply(&Event::new(
+        29.0,
+        EventKind::ClipRequested {
+            session: s(),
+            trigger: "open_palm_hold".into(),
+            record_at_ms: 32_000,
+        },
+    ));
+    model.apply(&Event::new(
+        32.0,
+        EventKind::ClipStarted {
+            session: s(),
+            clip: "c0".into(),
+            duration_s: 6.0,
+        },
+    ));
+    model.advance(34.0);
+    shoot("recording", &model)?;
+
+    model.apply(&Event::new(
+        40.0,
         EventKind::SessionStarted {
             session: "offline".into(),
         },
     ));
     model.apply(&Event::new(
-        30.01,
+        40.01,
         EventKind::QrFailed {
             session: "offline".into(),
             reason: "network unreachable".into(),
