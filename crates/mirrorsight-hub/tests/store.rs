@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use mirrorsight_hub::store::{
     Activity, BlobStore, Claim, Device, LocalBlobStore, MintOutcome, MintedScene, NewWechatEvent,
-    NonceUse, PhotoInsert, PhotoMeta, PostgresSettings, PostgresStore, SharedToken, SqliteStore,
-    Store, StoreError, Totals,
+    NonceUse, PhotoInsert, PhotoMeta, PostgresSettings, PostgresStore, SceneKind, SharedToken,
+    SqliteStore, Store, StoreError, Totals,
 };
 use mirrorsight_hub::{ORPHAN_GRACE_S, OrphanReport, sweep_expired, sweep_orphans};
 
@@ -123,6 +123,78 @@ fn scenes_belong_to_their_minter_or_first_uploader(s: &dyn Store) {
         panic!("created expected")
     };
     assert_eq!(minted.gallery_key, "key-c", "the gallery key never changes");
+}
+
+fn registered_codes_follow_what_the_mirror_minted_last(s: &dyn Store) {
+    let d1 = device(s, "mirror-1", "shop-1");
+    let d2 = device(s, "mirror-2", "shop-1");
+    let minted_codes = |s: &dyn Store| {
+        s.totals()
+            .unwrap()
+            .activity
+            .into_iter()
+            .find(|(kind, _)| *kind == Activity::CodeMinted)
+            .map(|(_, n)| n)
+    };
+    let MintOutcome::Created(idle) = s
+        .register_scene("idle-1", &d1, &code("u1"), SceneKind::Idle, "key1", T0)
+        .unwrap()
+    else {
+        panic!("created expected")
+    };
+    assert_eq!(
+        (idle.kind, idle.gallery_key.as_str()),
+        (SceneKind::Idle, "key1")
+    );
+    assert_eq!(minted_codes(s), Some(1));
+    // Registered again (a restart, a new ticket): the new code replaces the old one, the
+    // gallery key stays, and it is not counted as another code.
+    let MintOutcome::Existing(again) = s
+        .register_scene("idle-1", &d1, &code("u2"), SceneKind::Idle, "key2", T0 + 5)
+        .unwrap()
+    else {
+        panic!("existing expected")
+    };
+    assert_eq!(again.code.as_ref().map(|c| c.url.as_str()), Some("u2"));
+    assert_eq!(again.gallery_key, "key1");
+    assert_eq!(s.scene("idle-1").unwrap(), Some(again));
+    assert_eq!(minted_codes(s), Some(1));
+    assert_eq!(
+        s.register_scene("idle-1", &d2, &code("u3"), SceneKind::Session, "k", T0)
+            .unwrap(),
+        MintOutcome::Forbidden
+    );
+    // A session scene its uploads claimed first takes the code the mirror registers.
+    s.claim_scene("sc", &d2, "key-c", T0).unwrap();
+    let MintOutcome::Existing(claimed) = s
+        .register_scene("sc", &d2, &code("u4"), SceneKind::Session, "ignored", T0)
+        .unwrap()
+    else {
+        panic!("existing expected")
+    };
+    assert_eq!(claimed.code.as_ref().map(|c| c.url.as_str()), Some("u4"));
+    assert_eq!(
+        (claimed.kind, claimed.gallery_key.as_str()),
+        (SceneKind::Session, "key-c")
+    );
+    // A code the hub minted is not replaced by minting again, but a registration replaces it.
+    s.record_minted_scene("hub-sc", &d1, &code("u5"), "key5", T0)
+        .unwrap();
+    let MintOutcome::Existing(kept) = s
+        .record_minted_scene("hub-sc", &d1, &code("u6"), "key6", T0)
+        .unwrap()
+    else {
+        panic!("existing expected")
+    };
+    assert_eq!(kept.code.as_ref().map(|c| c.url.as_str()), Some("u5"));
+    let MintOutcome::Existing(replaced) = s
+        .register_scene("hub-sc", &d1, &code("u7"), SceneKind::Session, "key7", T0)
+        .unwrap()
+    else {
+        panic!("existing expected")
+    };
+    assert_eq!(replaced.code.as_ref().map(|c| c.url.as_str()), Some("u7"));
+    assert_eq!(minted_codes(s), Some(2));
 }
 
 fn photos_are_idempotent_by_id(s: &dyn Store) {
@@ -881,6 +953,7 @@ macro_rules! on_every_store {
 on_every_store!(
     devices_are_hashed_revocable_and_unique,
     scenes_belong_to_their_minter_or_first_uploader,
+    registered_codes_follow_what_the_mirror_minted_last,
     photos_are_idempotent_by_id,
     wechat_events_are_recorded_once_and_bind,
     stats_group_by_store_mirror_and_local_day,

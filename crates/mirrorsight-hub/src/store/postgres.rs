@@ -230,15 +230,7 @@ fn migrate_holding_lock(conn: &mut postgres::Client) -> Result<(), StoreError> {
     } else {
         None
     };
-    schema::check_not_newer(newest)?;
-    if newest == Some(schema::latest_version()) {
-        return Ok(());
-    }
-    refinery::Runner::new(&schema::migrations(Dialect::Postgres)?)
-        .set_grouped(true)
-        .run(conn)
-        .map_err(schema::migration_error)?;
-    Ok(())
+    schema::bring_up_to_date(conn, Dialect::Postgres, newest)
 }
 
 impl Driver for Postgres {

@@ -81,15 +81,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     } else {
         None
     };
-    schema::check_not_newer(newest)?;
-    if newest == Some(schema::latest_version()) {
-        return Ok(());
-    }
-    refinery::Runner::new(&schema::migrations(Dialect::Sqlite)?)
-        .set_grouped(true)
-        .run(conn)
-        .map_err(schema::migration_error)?;
-    Ok(())
+    schema::bring_up_to_date(conn, Dialect::Sqlite, newest)
 }
 
 impl Sqlite {

@@ -21,7 +21,7 @@ pub(crate) mod schema;
 
 use std::collections::HashSet;
 
-use self::driver::{Conn, Dialect, Driver, Row, args};
+use self::driver::{Conn, Dialect, Driver, Row, Value, args};
 use super::{
     Activity, Binding, Claim, Device, DuePush, MintOutcome, MintedScene, NewWechatEvent, NonceUse,
     PhotoInsert, PhotoMeta, PruneReport, PushOutcome, PushRecord, SceneKind, SceneRecord,
@@ -42,6 +42,26 @@ impl<D: Driver> std::fmt::Debug for SqlStore<D> {
 impl<D: Driver> SqlStore<D> {
     pub(crate) fn new(driver: D) -> Self {
         Self { driver }
+    }
+
+    /// Every row one statement answers (outside a transaction), each read by `read`.
+    fn select<T>(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        read: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        all(self.driver.run(|c| c.query(sql, args))?, read)
+    }
+
+    /// The first row one statement answers, if any, read by `read`.
+    fn select_first<T>(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        read: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        first(self.driver.run(|c| c.query_opt(sql, args))?, read)
     }
 }
 
@@ -154,6 +174,17 @@ impl Tally {
         }
     }
 
+    /// `n` rows more of what `name` counts (`per_row` 1), or fewer (`per_row` -1).
+    fn rows(&mut self, name: &str, n: u64, per_row: i64) {
+        self.add(name, i64::try_from(n).unwrap_or(i64::MAX) * per_row);
+    }
+
+    /// A live photo of `bytes` no longer stored (deleted, expired, forgotten).
+    fn photo_gone(&mut self, bytes: i64) {
+        self.add(counter::PHOTOS_STORED, -1);
+        self.add(counter::PHOTO_BYTES_STORED, -bytes);
+    }
+
     fn activity(&mut self, kind: Activity) {
         self.add(&format!("{}{}", counter::ACTIVITY_PREFIX, kind.as_str()), 1);
     }
@@ -169,6 +200,22 @@ impl Tally {
         }
         Ok(())
     }
+}
+
+/// Runs a statement and counts the rows it changed in the running total `name` (`per_row`
+/// 1 for rows added, -1 for rows removed), in the caller's transaction; the rows changed.
+fn execute_counted(
+    conn: &mut dyn Conn,
+    sql: &str,
+    args: &[Value<'_>],
+    name: &str,
+    per_row: i64,
+) -> Result<u64, StoreError> {
+    let n = conn.execute(sql, args)?;
+    let mut tally = Tally::default();
+    tally.rows(name, n, per_row);
+    tally.apply(conn)?;
+    Ok(n)
 }
 
 /// One row of the activity log.
@@ -206,6 +253,113 @@ fn log_activity(
     Ok(n == 1)
 }
 
+/// A QR code a device minted for a scene (through the hub, or itself and registered).
+struct NewCode<'a> {
+    scene: &'a str,
+    device: &'a Device,
+    code: &'a MintedScene,
+    kind: SceneKind,
+    /// Used only when the scene is new.
+    gallery_key: &'a str,
+    now: i64,
+}
+
+/// What becomes of a code the device already has for the scene.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnCode {
+    /// The hub minted it: the stored code stands (`Existing`, unchanged).
+    KeepMinted,
+    /// The mirror minted it again, or registers it again after a restart: what WeChat
+    /// answered last is what the code is (`Existing`, updated).
+    Replace,
+}
+
+/// Records `new` in one transaction: a new scene (`Created`, with a `CodeMinted` activity),
+/// a scene this device claimed by uploading before it minted (its code recorded, `Created`
+/// too), this device's coded scene (per `own`), or `Forbidden` (another device's).
+fn record_code(
+    conn: &mut dyn Conn,
+    dialect: Dialect,
+    new: &NewCode<'_>,
+    own: OwnCode,
+) -> Result<MintOutcome, StoreError> {
+    let NewCode {
+        scene,
+        device,
+        code,
+        kind,
+        gallery_key,
+        now,
+    } = *new;
+    let inserted = conn.execute(
+        &format!(
+            "INSERT INTO scenes ({SCENE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (scene) DO NOTHING"
+        ),
+        args![
+            scene,
+            &device.id,
+            &device.store,
+            &code.url,
+            code.ticket.as_deref(),
+            code.expires_at,
+            code.minted_at,
+            gallery_key,
+            now,
+            kind.as_str(),
+        ],
+    )? == 1;
+    if !inserted {
+        let existing = get_scene(conn, dialect, scene, true)?
+            .ok_or_else(|| StoreError::Db("scene vanished while recording its code".into()))?;
+        if existing.device != device.id {
+            return Ok(MintOutcome::Forbidden);
+        }
+        let coded = existing.code.is_some();
+        if coded && own == OwnCode::KeepMinted {
+            return Ok(MintOutcome::Existing(existing));
+        }
+        conn.execute(
+            "UPDATE scenes SET url = $2, ticket = $3, expires_at = $4, minted_at = $5, kind = $6 WHERE scene = $1",
+            args![
+                scene,
+                &code.url,
+                code.ticket.as_deref(),
+                code.expires_at,
+                code.minted_at,
+                kind.as_str(),
+            ],
+        )?;
+        if own == OwnCode::Replace {
+            return Ok(MintOutcome::Existing(reread_scene(conn, dialect, scene)?));
+        }
+    }
+    let mut tally = Tally::default();
+    log_activity(
+        conn,
+        &mut tally,
+        &ActivityEntry {
+            kind: Activity::CodeMinted,
+            store: &device.store,
+            device: &device.id,
+            scene: Some(scene),
+            dedupe: None,
+            at: now,
+        },
+    )?;
+    tally.apply(conn)?;
+    Ok(MintOutcome::Created(reread_scene(conn, dialect, scene)?))
+}
+
+/// The scene row a transaction has just written.
+fn reread_scene(
+    conn: &mut dyn Conn,
+    dialect: Dialect,
+    scene: &str,
+) -> Result<SceneRecord, StoreError> {
+    get_scene(conn, dialect, scene, false)?
+        .ok_or_else(|| StoreError::Db("scene vanished inside its transaction".into()))
+}
+
 impl<D: Driver> Store for SqlStore<D> {
     fn ping(&self) -> Result<(), StoreError> {
         self.driver
@@ -220,14 +374,13 @@ impl<D: Driver> Store for SqlStore<D> {
         now: i64,
     ) -> Result<(), StoreError> {
         let n = self.driver.transaction(|c| {
-            let n = c.execute(
+            execute_counted(
+                c,
                 "INSERT INTO devices (id, store, token_sha256, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
                 args![id, store, token_sha256, now],
-            )?;
-            let mut tally = Tally::default();
-            tally.add(counter::DEVICES_ACTIVE, i64::try_from(n).unwrap_or(0));
-            tally.apply(c)?;
-            Ok(n)
+                counter::DEVICES_ACTIVE,
+                1,
+            )
         })?;
         if n == 0 {
             return Err(StoreError::Exists(format!("device {id}")));
@@ -237,39 +390,34 @@ impl<D: Driver> Store for SqlStore<D> {
 
     fn revoke_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let n = self.driver.transaction(|c| {
-            let n = c.execute(
+            execute_counted(
+                c,
                 "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
                 args![id, now],
-            )?;
-            let mut tally = Tally::default();
-            tally.add(counter::DEVICES_ACTIVE, -i64::try_from(n).unwrap_or(0));
-            tally.apply(c)?;
-            Ok(n)
+                counter::DEVICES_ACTIVE,
+                -1,
+            )
         })?;
         Ok(n == 1)
     }
 
     fn list_devices(&self) -> Result<Vec<Device>, StoreError> {
         let order = D::DIALECT.bytewise();
-        let rows = self.driver.run(|c| {
-            c.query(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id{order}"),
-                args![],
-            )
-        })?;
-        all(rows, device_from_row)
+        self.select(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id{order}"),
+            args![],
+            device_from_row,
+        )
     }
 
     fn device_by_token(&self, token_sha256: &str) -> Result<Option<Device>, StoreError> {
-        let row = self.driver.run(|c| {
-            c.query_opt(
-                &format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE token_sha256 = $1 AND revoked_at IS NULL"
-                ),
-                args![token_sha256],
-            )
-        })?;
-        first(row, device_from_row)
+        self.select_first(
+            &format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE token_sha256 = $1 AND revoked_at IS NULL"
+            ),
+            args![token_sha256],
+            device_from_row,
+        )
     }
 
     fn scene(&self, scene: &str) -> Result<Option<SceneRecord>, StoreError> {
@@ -284,65 +432,16 @@ impl<D: Driver> Store for SqlStore<D> {
         gallery_key: &str,
         now: i64,
     ) -> Result<MintOutcome, StoreError> {
-        self.driver.transaction(|c| {
-            let inserted = c.execute(
-                &format!(
-                    "INSERT INTO scenes ({SCENE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'session') ON CONFLICT (scene) DO NOTHING"
-                ),
-                args![
-                    scene,
-                    &device.id,
-                    &device.store,
-                    &code.url,
-                    code.ticket.as_deref(),
-                    code.expires_at,
-                    code.minted_at,
-                    gallery_key,
-                    now,
-                ],
-            )? == 1;
-            if !inserted {
-                match get_scene(c, D::DIALECT, scene, true)? {
-                    Some(existing) if existing.device != device.id => {
-                        return Ok(MintOutcome::Forbidden);
-                    }
-                    Some(existing) if existing.code.is_some() => {
-                        return Ok(MintOutcome::Existing(existing));
-                    }
-                    // Claimed by this device's upload before it minted: record the code.
-                    Some(_) => {
-                        c.execute(
-                            "UPDATE scenes SET url = $2, ticket = $3, expires_at = $4, minted_at = $5 WHERE scene = $1",
-                            args![
-                                scene,
-                                &code.url,
-                                code.ticket.as_deref(),
-                                code.expires_at,
-                                code.minted_at,
-                            ],
-                        )?;
-                    }
-                    None => return Err(StoreError::Db("scene vanished while minting".into())),
-                }
-            }
-            let mut tally = Tally::default();
-            log_activity(
-                c,
-                &mut tally,
-                &ActivityEntry {
-                    kind: Activity::CodeMinted,
-                    store: &device.store,
-                    device: &device.id,
-                    scene: Some(scene),
-                    dedupe: None,
-                    at: now,
-                },
-            )?;
-            tally.apply(c)?;
-            let record = get_scene(c, D::DIALECT, scene, false)?
-                .ok_or_else(|| StoreError::Db("scene vanished inside its transaction".into()))?;
-            Ok(MintOutcome::Created(record))
-        })
+        let minted = NewCode {
+            scene,
+            device,
+            code,
+            kind: SceneKind::Session,
+            gallery_key,
+            now,
+        };
+        self.driver
+            .transaction(|c| record_code(c, D::DIALECT, &minted, OwnCode::KeepMinted))
     }
 
     fn register_scene(
@@ -354,69 +453,16 @@ impl<D: Driver> Store for SqlStore<D> {
         gallery_key: &str,
         now: i64,
     ) -> Result<MintOutcome, StoreError> {
-        self.driver.transaction(|c| {
-            let inserted = c.execute(
-                &format!(
-                    "INSERT INTO scenes ({SCENE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (scene) DO NOTHING"
-                ),
-                args![
-                    scene,
-                    &device.id,
-                    &device.store,
-                    &code.url,
-                    code.ticket.as_deref(),
-                    code.expires_at,
-                    code.minted_at,
-                    gallery_key,
-                    now,
-                    kind.as_str(),
-                ],
-            )? == 1;
-            if !inserted {
-                match get_scene(c, D::DIALECT, scene, true)? {
-                    Some(existing) if existing.device != device.id => {
-                        return Ok(MintOutcome::Forbidden);
-                    }
-                    Some(_) => {
-                        // The mirror minted it again (or registers it again after a restart):
-                        // what WeChat answered last is what the code is.
-                        c.execute(
-                            "UPDATE scenes SET url = $2, ticket = $3, expires_at = $4, minted_at = $5, kind = $6 WHERE scene = $1",
-                            args![
-                                scene,
-                                &code.url,
-                                code.ticket.as_deref(),
-                                code.expires_at,
-                                code.minted_at,
-                                kind.as_str(),
-                            ],
-                        )?;
-                        let record = get_scene(c, D::DIALECT, scene, false)?.ok_or_else(|| {
-                            StoreError::Db("scene vanished inside its transaction".into())
-                        })?;
-                        return Ok(MintOutcome::Existing(record));
-                    }
-                    None => return Err(StoreError::Db("scene vanished while registering".into())),
-                }
-            }
-            let mut tally = Tally::default();
-            log_activity(
-                c,
-                &mut tally,
-                &ActivityEntry {
-                    kind: Activity::CodeMinted,
-                    store: &device.store,
-                    device: &device.id,
-                    scene: Some(scene),
-                    dedupe: None,
-                    at: now,
-                },
-            )?;
-            tally.apply(c)?;
-            let record = get_scene(c, D::DIALECT, scene, false)?
-                .ok_or_else(|| StoreError::Db("scene vanished inside its transaction".into()))?;
-            Ok(MintOutcome::Created(record))
-        })
+        let registered = NewCode {
+            scene,
+            device,
+            code,
+            kind,
+            gallery_key,
+            now,
+        };
+        self.driver
+            .transaction(|c| record_code(c, D::DIALECT, &registered, OwnCode::Replace))
     }
 
     fn scene_scans(
@@ -427,35 +473,33 @@ impl<D: Driver> Store for SqlStore<D> {
     ) -> Result<Vec<SceneScans>, StoreError> {
         let day = D::DIALECT.utc_day("a.at + CAST($1 AS BIGINT)");
         let order = D::DIALECT.bytewise();
-        let rows = self.driver.run(|c| {
-            c.query(
-                &format!(
-                    "SELECT scene, store, device, source,
-                        SUM(CASE WHEN kind = 'scan_already_following' THEN 1 ELSE 0 END),
-                        SUM(CASE WHEN kind = 'scan_new_follower' THEN 1 ELSE 0 END)
-                     FROM (
-                        SELECT a.scene AS scene, a.store AS store, a.device AS device, a.kind AS kind,
-                            COALESCE(s.kind, 'session') AS source, {day} AS day
-                        FROM activity a LEFT JOIN scenes s ON s.scene = a.scene
-                        WHERE a.scene IS NOT NULL AND a.kind IN ('scan_already_following', 'scan_new_follower')
-                     ) AS t
-                     WHERE (CAST($2 AS TEXT) IS NULL OR day >= $2) AND (CAST($3 AS TEXT) IS NULL OR day <= $3)
-                     GROUP BY scene, store, device, source
-                     ORDER BY store{order}, device{order}, scene{order}"
-                ),
-                args![utc_offset_s, from, to],
-            )
-        })?;
-        all(rows, |r| {
-            Ok(SceneScans {
-                scene: r.text(0)?,
-                store: r.text(1)?,
-                device: r.text(2)?,
-                source: r.text(3)?,
-                scans_following: r.count(4)?,
-                scans_new_follower: r.count(5)?,
-            })
-        })
+        self.select(
+            &format!(
+                "SELECT scene, store, device, source,
+                    SUM(CASE WHEN kind = 'scan_already_following' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN kind = 'scan_new_follower' THEN 1 ELSE 0 END)
+                 FROM (
+                    SELECT a.scene AS scene, a.store AS store, a.device AS device, a.kind AS kind,
+                        COALESCE(s.kind, 'session') AS source, {day} AS day
+                    FROM activity a LEFT JOIN scenes s ON s.scene = a.scene
+                    WHERE a.scene IS NOT NULL AND a.kind IN ('scan_already_following', 'scan_new_follower')
+                 ) AS t
+                 WHERE (CAST($2 AS TEXT) IS NULL OR day >= $2) AND (CAST($3 AS TEXT) IS NULL OR day <= $3)
+                 GROUP BY scene, store, device, source
+                 ORDER BY store{order}, device{order}, scene{order}"
+            ),
+            args![utc_offset_s, from, to],
+            |r| {
+                Ok(SceneScans {
+                    scene: r.text(0)?,
+                    store: r.text(1)?,
+                    device: r.text(2)?,
+                    source: r.text(3)?,
+                    scans_following: r.count(4)?,
+                    scans_new_follower: r.count(5)?,
+                })
+            },
+        )
     }
 
     fn claim_scene(
@@ -538,26 +582,22 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError> {
-        let row = self.driver.run(|c| {
-            c.query_opt(
-                &format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 AND photo = $2"),
-                args![scene, photo],
-            )
-        })?;
-        first(row, photo_from_row)
+        self.select_first(
+            &format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 AND photo = $2"),
+            args![scene, photo],
+            photo_from_row,
+        )
     }
 
     fn photos_of_scene(&self, scene: &str) -> Result<Vec<PhotoMeta>, StoreError> {
         let order = D::DIALECT.bytewise();
-        let rows = self.driver.run(|c| {
-            c.query(
-                &format!(
-                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 ORDER BY taken_at_ms, photo{order}"
-                ),
-                args![scene],
-            )
-        })?;
-        all(rows, photo_from_row)
+        self.select(
+            &format!(
+                "SELECT {PHOTO_COLUMNS} FROM photos WHERE scene = $1 ORDER BY taken_at_ms, photo{order}"
+            ),
+            args![scene],
+            photo_from_row,
+        )
     }
 
     fn delete_photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError> {
@@ -571,8 +611,7 @@ impl<D: Driver> Store for SqlStore<D> {
             let deleted = first(row, photo_from_row)?;
             if let Some(live) = deleted.as_ref().filter(|p| p.expired_at.is_none()) {
                 let mut tally = Tally::default();
-                tally.add(counter::PHOTOS_STORED, -1);
-                tally.add(counter::PHOTO_BYTES_STORED, -live.bytes);
+                tally.photo_gone(live.bytes);
                 tally.apply(c)?;
             }
             Ok(deleted)
@@ -586,17 +625,15 @@ impl<D: Driver> Store for SqlStore<D> {
         limit: usize,
     ) -> Result<Vec<PhotoMeta>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.driver.run(|c| {
-            c.query(
-                &format!(
-                    "SELECT {PHOTO_COLUMNS} FROM photos p WHERE expired_at IS NULL AND created_at < $1
-                     AND (created_at < $2 OR NOT EXISTS (SELECT 1 FROM bindings b WHERE b.scene = p.scene))
-                     ORDER BY created_at LIMIT $3"
-                ),
-                args![cutoff, bound_cutoff, limit],
-            )
-        })?;
-        all(rows, photo_from_row)
+        self.select(
+            &format!(
+                "SELECT {PHOTO_COLUMNS} FROM photos p WHERE expired_at IS NULL AND created_at < $1
+                 AND (created_at < $2 OR NOT EXISTS (SELECT 1 FROM bindings b WHERE b.scene = p.scene))
+                 ORDER BY created_at LIMIT $3"
+            ),
+            args![cutoff, bound_cutoff, limit],
+            photo_from_row,
+        )
     }
 
     fn prune(&self, cutoff: i64, bound_cutoff: i64) -> Result<PruneReport, StoreError> {
@@ -642,14 +679,8 @@ impl<D: Driver> Store for SqlStore<D> {
                 args![cutoff],
             )?;
             let mut tally = Tally::default();
-            tally.add(
-                counter::BINDINGS,
-                -i64::try_from(report.bindings).unwrap_or(0),
-            );
-            tally.add(
-                counter::WECHAT_EVENTS,
-                -i64::try_from(report.wechat_events).unwrap_or(0),
-            );
+            tally.rows(counter::BINDINGS, report.bindings, -1);
+            tally.rows(counter::WECHAT_EVENTS, report.wechat_events, -1);
             tally.apply(c)?;
             Ok(report)
         })
@@ -663,8 +694,7 @@ impl<D: Driver> Store for SqlStore<D> {
             )?;
             if let Some(row) = expired {
                 let mut tally = Tally::default();
-                tally.add(counter::PHOTOS_STORED, -1);
-                tally.add(counter::PHOTO_BYTES_STORED, -row.int(0)?);
+                tally.photo_gone(row.int(0)?);
                 tally.apply(c)?;
             }
             Ok(())
@@ -672,13 +702,11 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn wechat_reply(&self, dedupe: &str) -> Result<Option<String>, StoreError> {
-        let row = self.driver.run(|c| {
-            c.query_opt(
-                "SELECT reply FROM wechat_events WHERE dedupe = $1",
-                args![dedupe],
-            )
-        })?;
-        row.map(|r| r.text(0)).transpose()
+        self.select_first(
+            "SELECT reply FROM wechat_events WHERE dedupe = $1",
+            args![dedupe],
+            |r| r.text(0),
+        )
     }
 
     fn record_wechat_event(&self, event: &NewWechatEvent, now: i64) -> Result<String, StoreError> {
@@ -715,7 +743,7 @@ impl<D: Driver> Store for SqlStore<D> {
                         "INSERT INTO bindings (scene, openid, event, bound_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                         args![&scene.scene, &event.openid, &event.event, now],
                     )?;
-                    tally.add(counter::BINDINGS, i64::try_from(bound).unwrap_or(0));
+                    tally.rows(counter::BINDINGS, bound, 1);
                 }
                 if let Some(kind) = event.activity {
                     log_activity(
@@ -739,34 +767,31 @@ impl<D: Driver> Store for SqlStore<D> {
 
     fn bindings(&self, scene: &str) -> Result<Vec<Binding>, StoreError> {
         let order = D::DIALECT.bytewise();
-        let rows = self.driver.run(|c| {
-            c.query(
-                &format!(
-                    "SELECT scene, openid, event, bound_at FROM bindings WHERE scene = $1 ORDER BY bound_at, openid{order}"
-                ),
-                args![scene],
-            )
-        })?;
-        all(rows, |r| {
-            Ok(Binding {
-                scene: r.text(0)?,
-                openid: r.text(1)?,
-                event: r.text(2)?,
-                bound_at: r.int(3)?,
-            })
-        })
+        self.select(
+            &format!(
+                "SELECT scene, openid, event, bound_at FROM bindings WHERE scene = $1 ORDER BY bound_at, openid{order}"
+            ),
+            args![scene],
+            |r| {
+                Ok(Binding {
+                    scene: r.text(0)?,
+                    openid: r.text(1)?,
+                    event: r.text(2)?,
+                    bound_at: r.int(3)?,
+                })
+            },
+        )
     }
 
     fn bind(&self, scene: &str, openid: &str, how: &str, now: i64) -> Result<bool, StoreError> {
         let n = self.driver.transaction(|c| {
-            let n = c.execute(
+            execute_counted(
+                c,
                 "INSERT INTO bindings (scene, openid, event, bound_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 args![scene, openid, how, now],
-            )?;
-            let mut tally = Tally::default();
-            tally.add(counter::BINDINGS, i64::try_from(n).unwrap_or(0));
-            tally.apply(c)?;
-            Ok(n)
+                counter::BINDINGS,
+                1,
+            )
         })?;
         Ok(n == 1)
     }
@@ -778,28 +803,24 @@ impl<D: Driver> Store for SqlStore<D> {
             .map(|c| format!("s.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let rows = self.driver.run(|c| {
-            c.query(
-                &format!(
-                    "SELECT {columns} FROM scenes s JOIN bindings b ON b.scene = s.scene
-                     WHERE b.openid = $1 ORDER BY s.created_at DESC, s.scene{order}"
-                ),
-                args![openid],
-            )
-        })?;
-        all(rows, scene_from_row)
+        self.select(
+            &format!(
+                "SELECT {columns} FROM scenes s JOIN bindings b ON b.scene = s.scene
+                 WHERE b.openid = $1 ORDER BY s.created_at DESC, s.scene{order}"
+            ),
+            args![openid],
+            scene_from_row,
+        )
     }
 
     fn photo_of_openid(&self, openid: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError> {
-        let row = self.driver.run(|c| {
-            c.query_opt(
-                &format!(
-                    "SELECT {PHOTO_COLUMNS} FROM photos WHERE photo = $2 AND scene IN (SELECT scene FROM bindings WHERE openid = $1) ORDER BY scene LIMIT 1"
-                ),
-                args![openid, photo],
-            )
-        })?;
-        first(row, photo_from_row)
+        self.select_first(
+            &format!(
+                "SELECT {PHOTO_COLUMNS} FROM photos WHERE photo = $2 AND scene IN (SELECT scene FROM bindings WHERE openid = $1) ORDER BY scene LIMIT 1"
+            ),
+            args![openid, photo],
+            photo_from_row,
+        )
     }
 
     fn forget_openid(&self, openid: &str) -> Result<Vec<PhotoMeta>, StoreError> {
@@ -827,11 +848,10 @@ impl<D: Driver> Store for SqlStore<D> {
             )?;
             let mut tally = Tally::default();
             for live in photos.iter().filter(|p| p.expired_at.is_none()) {
-                tally.add(counter::PHOTOS_STORED, -1);
-                tally.add(counter::PHOTO_BYTES_STORED, -live.bytes);
+                tally.photo_gone(live.bytes);
             }
-            tally.add(counter::BINDINGS, -i64::try_from(bindings).unwrap_or(0));
-            tally.add(counter::WECHAT_EVENTS, -i64::try_from(events).unwrap_or(0));
+            tally.rows(counter::BINDINGS, bindings, -1);
+            tally.rows(counter::WECHAT_EVENTS, events, -1);
             tally.apply(c)?;
             Ok(photos)
         })
@@ -970,21 +990,19 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn pushes_of_scene(&self, scene: &str) -> Result<Vec<PushRecord>, StoreError> {
-        let rows = self.driver.run(|c| {
-            c.query(
-                "SELECT scene, openid, state, attempts, last_error FROM push_outbox WHERE scene = $1 ORDER BY id",
-                args![scene],
-            )
-        })?;
-        all(rows, |r| {
-            Ok(PushRecord {
-                scene: r.text(0)?,
-                openid: r.text(1)?,
-                state: r.text(2)?,
-                attempts: r.int(3)?,
-                last_error: r.opt_text(4)?,
-            })
-        })
+        self.select(
+            "SELECT scene, openid, state, attempts, last_error FROM push_outbox WHERE scene = $1 ORDER BY id",
+            args![scene],
+            |r| {
+                Ok(PushRecord {
+                    scene: r.text(0)?,
+                    openid: r.text(1)?,
+                    state: r.text(2)?,
+                    attempts: r.int(3)?,
+                    last_error: r.opt_text(4)?,
+                })
+            },
+        )
     }
 
     fn wechat_event_count(&self) -> Result<u64, StoreError> {
@@ -1027,23 +1045,18 @@ impl<D: Driver> Store for SqlStore<D> {
     ) -> Result<Vec<StatsRow>, StoreError> {
         let day = D::DIALECT.utc_day("at + CAST($1 AS BIGINT)");
         let order = D::DIALECT.bytewise();
-        let rows = self.driver.run(|c| {
-            c.query(
-                &format!(
-                    "SELECT store, device, day, kind, COUNT(*) FROM (
-                        SELECT store, device, kind, {day} AS day FROM activity
-                     ) AS a
-                     WHERE (CAST($2 AS TEXT) IS NULL OR day >= $2) AND (CAST($3 AS TEXT) IS NULL OR day <= $3)
-                     GROUP BY store, device, day, kind
-                     ORDER BY day{order}, store{order}, device{order}"
-                ),
-                args![utc_offset_s, from, to],
-            )
-        })?;
-        let rows = rows
-            .iter()
-            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.text(3)?, r.int(4)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = self.select(
+            &format!(
+                "SELECT store, device, day, kind, COUNT(*) FROM (
+                    SELECT store, device, kind, {day} AS day FROM activity
+                 ) AS a
+                 WHERE (CAST($2 AS TEXT) IS NULL OR day >= $2) AND (CAST($3 AS TEXT) IS NULL OR day <= $3)
+                 GROUP BY store, device, day, kind
+                 ORDER BY day{order}, store{order}, device{order}"
+            ),
+            args![utc_offset_s, from, to],
+            |r| Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.text(3)?, r.int(4)?)),
+        )?;
         Ok(fold_stats(rows))
     }
 
@@ -1131,20 +1144,18 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn shared_token(&self, name: &str) -> Result<Option<SharedToken>, StoreError> {
-        let row = self.driver.run(|c| {
-            c.query_opt(
-                "SELECT token, expires_at, fetched_at, fetched_by FROM access_tokens WHERE name = $1 AND token IS NOT NULL",
-                args![name],
-            )
-        })?;
-        first(row, |r| {
-            Ok(SharedToken {
-                token: r.text(0)?,
-                expires_at: r.int(1)?,
-                fetched_at: r.int(2)?,
-                holder: r.text(3)?,
-            })
-        })
+        self.select_first(
+            "SELECT token, expires_at, fetched_at, fetched_by FROM access_tokens WHERE name = $1 AND token IS NOT NULL",
+            args![name],
+            |r| {
+                Ok(SharedToken {
+                    token: r.text(0)?,
+                    expires_at: r.int(1)?,
+                    fetched_at: r.int(2)?,
+                    holder: r.text(3)?,
+                })
+            },
+        )
     }
 
     fn acquire_token_lease(

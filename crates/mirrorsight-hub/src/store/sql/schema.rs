@@ -197,9 +197,29 @@ pub fn migrations(dialect: Dialect) -> Result<Vec<refinery::Migration>, StoreErr
         .collect()
 }
 
+/// Brings a database whose newest recorded migration is `newest_applied` (`None`: no history
+/// table yet) to this hub's version, in `dialect`'s SQL. A database already there gets no DDL
+/// at all (the hub's role may be one that can only read and write rows); one a newer hub
+/// migrated is refused. The caller reads `newest_applied`, the one query that differs.
+pub fn bring_up_to_date<C: refinery::Migrate>(
+    conn: &mut C,
+    dialect: Dialect,
+    newest_applied: Option<i64>,
+) -> Result<(), StoreError> {
+    check_not_newer(newest_applied)?;
+    if newest_applied == Some(latest_version()) {
+        return Ok(());
+    }
+    refinery::Runner::new(&migrations(dialect)?)
+        .set_grouped(true)
+        .run(conn)
+        .map_err(|e| StoreError::Db(format!("migrating the schema: {e}")))?;
+    Ok(())
+}
+
 /// Refuses a database ahead of this hub (a newer hub migrated it): `newest_applied` is the
 /// newest migration it records.
-pub fn check_not_newer(newest_applied: Option<i64>) -> Result<(), StoreError> {
+fn check_not_newer(newest_applied: Option<i64>) -> Result<(), StoreError> {
     let latest = latest_version();
     match newest_applied {
         Some(v) if v > latest => Err(StoreError::Db(format!(
@@ -207,11 +227,6 @@ pub fn check_not_newer(newest_applied: Option<i64>) -> Result<(), StoreError> {
         ))),
         _ => Ok(()),
     }
-}
-
-/// One line for a refinery failure.
-pub fn migration_error(e: refinery::Error) -> StoreError {
-    StoreError::Db(format!("migrating the schema: {e}"))
 }
 
 #[cfg(test)]
