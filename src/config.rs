@@ -379,6 +379,21 @@ impl Config {
 }
 
 impl Config {
+    /// Spool directories left at their defaults (under /var/lib/mirrorsight) move under
+    /// `state_dir`, so a mirror whose `storage.dir` says otherwise keeps its photos and clips
+    /// there too and never writes into a live mirror's default spool. Explicit settings stay.
+    pub fn place_spools_under(&mut self, state_dir: &Path) -> std::io::Result<()> {
+        if self.photos.spool_dir == mirrorsight_photos::PhotosConfig::default().spool_dir {
+            self.photos.spool_dir = std::path::absolute(state_dir.join("spool"))?;
+        }
+        if self.clips.spool_dir == crate::actions::clips::ClipsConfig::default().spool_dir {
+            self.clips.spool_dir = std::path::absolute(state_dir.join("clips"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
     /// The event sinks this config asks for, in delivery order: the one list every command
     /// builds its sinks from (see [`crate::sinks::build`]).
     pub fn sinks(&self) -> Vec<crate::sinks::SinkConfig> {
@@ -520,6 +535,23 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         Config::load(Some(&path), &overrides)
+    }
+
+    #[test]
+    fn default_spools_follow_the_state_directory_and_explicit_ones_stay() {
+        let mut moved = load_str("", &[]).unwrap();
+        moved.place_spools_under(Path::new("/srv/mirror")).unwrap();
+        assert_eq!(moved.photos.spool_dir, Path::new("/srv/mirror/spool"));
+        assert_eq!(moved.clips.spool_dir, Path::new("/srv/mirror/clips"));
+
+        let mut kept = load_str(
+            "[photos]\nspool_dir = \"/data/photos\"\n[clips]\nspool_dir = \"/data/clips\"\n",
+            &[],
+        )
+        .unwrap();
+        kept.place_spools_under(Path::new("/srv/mirror")).unwrap();
+        assert_eq!(kept.photos.spool_dir, Path::new("/data/photos"));
+        assert_eq!(kept.clips.spool_dir, Path::new("/data/clips"));
     }
 
     #[test]

@@ -117,7 +117,10 @@ pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
-    let cfg = Config::load(Some(config_path), overrides)?;
+    let mut cfg = Config::load(Some(config_path), overrides)?;
+    let state_dir = state_dir(&cfg);
+    cfg.place_spools_under(&state_dir)
+        .with_context(|| format!("storage.dir {}", state_dir.display()))?;
     let shutdown = Shutdown::new();
     let reload = ReloadRequests::new();
     let signals = mirrorsight::service::signals::install(shutdown.clone(), reload.clone())
@@ -151,13 +154,7 @@ pub fn run(config_path: &Path, overrides: &[String]) -> Result<()> {
     let mut seeds = IdGenerator::from_os();
     let session_ids = seeds.fork();
     let actions = actions(
-        &cfg,
-        &mut seeds,
-        &state_dir(&cfg),
-        &runtime,
-        false,
-        &metrics,
-        source_fps,
+        &cfg, &mut seeds, &state_dir, &runtime, false, &metrics, source_fps,
     )?;
 
     let probe: HealthProbe = {

@@ -86,12 +86,7 @@ pub fn prepare(config: &Config, reach: Reach) -> Result<ReplaySetup> {
     // A replay keeps its state in a throwaway directory unless told otherwise, and never
     // writes into the live mirror's default spool.
     let state_dir = config.storage.dir.clone().unwrap_or(throwaway);
-    if config.photos.spool_dir == mirrorsight_photos::PhotosConfig::default().spool_dir {
-        config.photos.spool_dir = std::path::absolute(state_dir.join("spool"))?;
-    }
-    if config.clips.spool_dir == mirrorsight::actions::clips::ClipsConfig::default().spool_dir {
-        config.clips.spool_dir = std::path::absolute(state_dir.join("clips"))?;
-    }
+    config.place_spools_under(&state_dir)?;
     Ok(ReplaySetup {
         config,
         state_dir,

@@ -3,7 +3,7 @@
 //! no other test.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,22 @@ fn recv_all(socket: &UnixDatagram, quiet: Duration) -> Vec<(Instant, String)> {
         ));
     }
     out
+}
+
+/// Forwards to the real notifier and notes when each message went out.
+struct Recording {
+    inner: SystemdNotifier,
+    sent: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Notifier for Recording {
+    fn notify(&self, message: &Notify) -> std::io::Result<()> {
+        self.sent
+            .lock()
+            .unwrap()
+            .push((Instant::now(), message.payload()));
+        self.inner.notify(message)
+    }
 }
 
 #[test]
@@ -87,8 +103,11 @@ fn watchdog_thread_pings_while_frames_flow_and_stops_when_they_stop() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify");
     let socket = UnixDatagram::bind(&path).unwrap();
-    let notifier: Arc<dyn Notifier> =
-        Arc::new(SystemdNotifier::connect(path.to_str().unwrap()).unwrap());
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let notifier: Arc<dyn Notifier> = Arc::new(Recording {
+        inner: SystemdNotifier::connect(path.to_str().unwrap()).unwrap(),
+        sent: sent.clone(),
+    });
 
     let health = Arc::new(Health::new(HealthSettings::default()));
     let ping_every = Duration::from_millis(200); // WatchdogSec = 400 ms
@@ -131,7 +150,20 @@ fn watchdog_thread_pings_while_frames_flow_and_stops_when_they_stop() {
         Some("shutting down")
     );
 
-    let got = collector.join().unwrap();
+    let received: Vec<String> = collector
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    // Times are taken as the watchdog thread sends: a collector thread starved on a busy
+    // machine would otherwise see a ping sent while frames flowed arrive after the freeze.
+    let got = sent.lock().unwrap().clone();
+    assert_eq!(
+        received,
+        got.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        "what the socket received is what was sent, in order"
+    );
     let at = |m: &str| -> Vec<Instant> {
         got.iter()
             .filter(|(_, p)| p == m)
@@ -139,7 +171,7 @@ fn watchdog_thread_pings_while_frames_flow_and_stops_when_they_stop() {
             .collect()
     };
     let pings = at("WATCHDOG=1");
-    // Receive-side timestamps: allow for a busy machine delaying the collector.
+    // Allow for a busy machine delaying the watchdog thread between deciding and sending.
     let slack = Duration::from_millis(150);
     assert_eq!(at("READY=1").len(), 1, "{got:?}");
     assert!(
