@@ -23,18 +23,13 @@ use std::time::Duration;
 
 use mirrorsight_contract::backend::{self as api, ClipUploadResponse};
 use mirrorsight_contract::events::EventKind;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::upload::{
-    Backend, Failure, UploadError, UploaderOptions, check_backend_url, classify_error_status,
-    content_type, describe_body, error_chain, read_capped, transport_failure, transport_reason,
+use crate::delivery::{
+    Attempt, Backend, Cargo, Courier, Failure, Link, Running, Upload, UploadError, UploaderOptions,
 };
 
 /// What the clip spool knows of one clip (`<clip>.json`).
@@ -179,8 +174,7 @@ pub struct ClipUploader {
     queue: mpsc::UnboundedSender<ClipRecord>,
     /// Clips queued or in flight.
     pending: Arc<AtomicUsize>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    running: Running,
 }
 
 impl ClipUploader {
@@ -191,48 +185,30 @@ impl ClipUploader {
         backend: Backend,
         options: UploaderOptions,
     ) -> Result<(Self, mpsc::UnboundedReceiver<ClipUploadOutcome>), UploadError> {
-        let base = check_backend_url(&backend.base_url)?;
-        if backend.token.is_empty() {
-            return Err(UploadError::BadToken);
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", backend.token.expose()))
-            .map_err(|_| UploadError::BadToken)?;
-        auth.set_sensitive(true);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // A clip is a few megabytes: room for a slow uplink.
-            .timeout(options.timeout.saturating_mul(4))
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("mirrorsight-clips/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| UploadError::Client(error_chain(&e)))?;
+        // A clip is a few megabytes: room for a slow uplink.
+        let link = Link::new(
+            &backend,
+            options.timeout.saturating_mul(4),
+            concat!("mirrorsight-clips/", env!("CARGO_PKG_VERSION")),
+        )?;
         let (queue, jobs) = mpsc::unbounded_channel();
         let (events, outcomes) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = watch::channel(false);
         let pending = Arc::new(AtomicUsize::new(0));
         let recovered = ClipRecord::pending(&dir);
         pending.fetch_add(recovered.len(), Ordering::SeqCst);
-        let worker = Worker {
+        let clips = Clips {
             dir,
-            client,
-            base,
-            auth,
-            options,
             jobs,
             queue: recovered.into_iter().map(|r| (r, 1)).collect(),
             events,
-            stop: stop_rx,
             pending: pending.clone(),
-            rng: StdRng::from_os_rng(),
-            failures: 0,
         };
-        let task = runtime.spawn(worker.run());
+        let running = Courier::spawn(runtime, link, options, clips);
         Ok((
             Self {
                 queue,
                 pending,
-                stop,
-                task,
+                running,
             },
             outcomes,
         ))
@@ -253,117 +229,80 @@ impl ClipUploader {
 
     /// Stops the worker, letting the request in flight finish within `timeout`.
     pub async fn shutdown(self, timeout: Duration) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(timeout, &mut task).await.is_err() {
-            task.abort();
-            let _ = task.await;
-            warn!(
-                "clip upload still in flight at shutdown: abandoned, it is resent on the next start"
-            );
-        }
+        self.running.shutdown(timeout).await;
     }
 }
 
-struct Worker {
+/// The clip spool's clips as the upload loop's [`Cargo`]: those found at start, then each
+/// one the recorder saves, in order; a transient failure goes to the back of the queue.
+struct Clips {
     dir: PathBuf,
-    client: reqwest::Client,
-    base: String,
-    auth: HeaderValue,
-    options: UploaderOptions,
     jobs: mpsc::UnboundedReceiver<ClipRecord>,
     /// (record, attempt), oldest first.
     queue: VecDeque<(ClipRecord, u32)>,
     events: mpsc::UnboundedSender<ClipUploadOutcome>,
-    stop: watch::Receiver<bool>,
     pending: Arc<AtomicUsize>,
-    rng: StdRng,
-    failures: u32,
 }
 
-impl Worker {
-    async fn run(mut self) {
-        info!(backend = %self.base, "clip uploader started");
-        loop {
-            if *self.stop.borrow() || self.stop.has_changed().is_err() {
-                break;
-            }
-            while let Ok(record) = self.jobs.try_recv() {
+impl Cargo for Clips {
+    type Job = (ClipRecord, u32);
+    const WHAT: &'static str = "clip";
+
+    async fn next(&mut self) -> Option<(ClipRecord, u32)> {
+        while let Ok(record) = self.jobs.try_recv() {
+            self.queue.push_back((record, 1));
+        }
+        self.queue.pop_front()
+    }
+
+    async fn wait(&mut self) -> bool {
+        match self.jobs.recv().await {
+            Some(record) => {
                 self.queue.push_back((record, 1));
+                true
             }
-            let Some((record, attempt)) = self.queue.pop_front() else {
-                tokio::select! {
-                    job = self.jobs.recv() => match job {
-                        Some(record) => self.queue.push_back((record, 1)),
-                        None => break,
-                    },
-                    _ = self.stop.changed() => {}
-                }
-                continue;
-            };
-            match self.send(&record).await {
-                Ok(()) => {
-                    self.failures = 0;
+            None => false,
+        }
+    }
+
+    async fn deliver(&mut self, link: &Link, (record, attempt): (ClipRecord, u32)) -> Attempt {
+        match self.send(link, &record).await {
+            Ok(()) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                info!(clip = %record.clip, session = %record.session, attempt, "clip uploaded");
+                let _ = self.events.send(ClipUploadOutcome::Uploaded {
+                    clip: record.clip,
+                    session: record.session,
+                    scene: record.scene,
+                });
+                Attempt::Delivered
+            }
+            Err(failure) => {
+                let permanent = failure.is_permanent();
+                let reason = failure.reason().to_string();
+                let _ = self.events.send(ClipUploadOutcome::UploadFailed {
+                    clip: record.clip.clone(),
+                    session: record.session.clone(),
+                    reason: reason.clone(),
+                    attempt,
+                    permanent,
+                });
+                if permanent {
+                    error!(clip = %record.clip, attempt, reason, "clip upload refused by the backend; kept in the clip spool");
                     self.pending.fetch_sub(1, Ordering::SeqCst);
-                    info!(clip = %record.clip, session = %record.session, attempt, "clip uploaded");
-                    let _ = self.events.send(ClipUploadOutcome::Uploaded {
-                        clip: record.clip,
-                        session: record.session,
-                        scene: record.scene,
-                    });
-                }
-                Err(failure) => {
-                    let permanent = matches!(failure, Failure::Permanent(_));
-                    let reason = failure.reason().to_string();
-                    let _ = self.events.send(ClipUploadOutcome::UploadFailed {
-                        clip: record.clip.clone(),
-                        session: record.session.clone(),
-                        reason: reason.clone(),
-                        attempt,
-                        permanent,
-                    });
-                    if permanent {
-                        error!(clip = %record.clip, attempt, reason, "clip upload refused by the backend; kept in the clip spool");
-                        self.pending.fetch_sub(1, Ordering::SeqCst);
-                        continue;
-                    }
+                } else {
                     warn!(clip = %record.clip, attempt, reason, "clip upload failed; will retry");
                     self.queue.push_back((record, attempt + 1));
-                    self.failures = self.failures.saturating_add(1);
-                    let mut wait = self.backoff();
-                    if let Failure::Transient {
-                        retry_after: Some(ra),
-                        ..
-                    } = failure
-                    {
-                        wait = wait.max(ra.min(self.options.backoff_max));
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.stop.changed() => {}
-                    }
                 }
+                Attempt::Failed(failure)
             }
         }
-        info!("clip uploader stopped");
     }
+}
 
-    /// Full jitter between the minimum and an exponentially growing cap.
-    fn backoff(&mut self) -> Duration {
-        let (min, max) = (
-            self.options.backoff_min,
-            self.options.backoff_max.max(self.options.backoff_min),
-        );
-        let exp = self.failures.saturating_sub(1).min(30);
-        let cap = min.saturating_mul(1u32 << exp).min(max);
-        if cap <= min {
-            return min;
-        }
-        Duration::from_secs_f64(self.rng.random_range(min.as_secs_f64()..=cap.as_secs_f64()))
-    }
-
+impl Clips {
     /// The clip, its poster, then the record marked uploaded.
-    async fn send(&self, record: &ClipRecord) -> Result<(), Failure> {
+    async fn send(&self, link: &Link, record: &ClipRecord) -> Result<(), Failure> {
         let mp4 = tokio::fs::read(ClipRecord::mp4_path(&self.dir, &record.clip))
             .await
             .map_err(|e| Failure::Permanent(format!("cannot read the clip from the spool: {e}")))?;
@@ -372,11 +311,22 @@ impl Worker {
                 "the clip in the spool no longer matches its record's sha256".into(),
             ));
         }
-        self.post(record, mp4).await?;
+        post(link, record, mp4).await?;
         let poster = tokio::fs::read(ClipRecord::poster_path(&self.dir, &record.clip))
             .await
             .map_err(|e| Failure::Permanent(format!("cannot read the poster frame: {e}")))?;
-        self.put_poster(record, poster).await?;
+        let request = link
+            .request(
+                Method::PUT,
+                &api::clip_poster_path(&record.scene, &record.clip),
+            )
+            .header(reqwest::header::CONTENT_TYPE, api::PHOTO_CONTENT_TYPE)
+            .header(
+                api::header::CONTENT_SHA256,
+                crate::spool::sha256_hex(&poster),
+            )
+            .body(poster);
+        link.send(request, |status| status.is_success()).await?;
         let mut done = record.clone();
         done.uploaded = true;
         let dir = self.dir.clone();
@@ -388,71 +338,29 @@ impl Worker {
                 Failure::transient(format!("cannot mark the clip uploaded in its record: {e}"))
             })
     }
+}
 
-    async fn post(&self, record: &ClipRecord, body: Vec<u8>) -> Result<(), Failure> {
-        let url = format!("{}{}", self.base, api::clips_path(&record.scene));
-        let len = body.len() as u64;
-        let resp = self
-            .client
-            .post(&url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, api::CLIP_CONTENT_TYPE)
-            .header(api::header::IDEMPOTENCY_KEY, record.clip.as_str())
-            .header(api::header::CLIP_ID, record.clip.as_str())
-            .header(api::header::SESSION_ID, record.session.as_str())
-            .header(api::header::TAKEN_AT, record.taken_at_ms.to_string())
-            .header(api::header::TRIGGER, record.trigger.as_str())
-            .header(api::header::CONTENT_SHA256, record.sha256.as_str())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e))?;
-        let status = resp.status();
-        if status != StatusCode::OK && status != StatusCode::CREATED {
-            return Err(classify_error_status(resp).await);
-        }
-        let ctype = content_type(&resp);
-        let answer = read_capped(resp)
-            .await
-            .map_err(|e| Failure::transient(transport_reason(&e)))?;
-        let c: ClipUploadResponse = serde_json::from_slice(&answer).map_err(|_| {
-            Failure::transient(format!(
-                "backend answered {status} with {} instead of the JSON confirmation; not counted as delivered",
-                describe_body(&ctype, &answer)
-            ))
-        })?;
-        if c.clip != record.clip || !c.sha256.eq_ignore_ascii_case(&record.sha256) || c.bytes != len
-        {
-            return Err(Failure::Permanent(format!(
-                "backend confirmed clip {:?} (sha256 {}, {} bytes), not the one sent ({}, {}, {len} bytes)",
-                c.clip, c.sha256, c.bytes, record.clip, record.sha256
-            )));
-        }
-        Ok(())
+/// Uploads one clip and checks the backend's confirmation.
+async fn post(link: &Link, record: &ClipRecord, body: Vec<u8>) -> Result<(), Failure> {
+    let len = body.len() as u64;
+    let upload = Upload {
+        path: api::clips_path(&record.scene),
+        content_type: api::CLIP_CONTENT_TYPE,
+        id_header: api::header::CLIP_ID,
+        id: &record.clip,
+        session: &record.session,
+        taken_at_ms: record.taken_at_ms,
+        trigger: &record.trigger,
+        sha256: &record.sha256,
+    };
+    let c: ClipUploadResponse = link.upload(&upload, body).await?;
+    if c.clip != record.clip || !c.sha256.eq_ignore_ascii_case(&record.sha256) || c.bytes != len {
+        return Err(Failure::Permanent(format!(
+            "backend confirmed clip {:?} (sha256 {}, {} bytes), not the one sent ({}, {}, {len} bytes)",
+            c.clip, c.sha256, c.bytes, record.clip, record.sha256
+        )));
     }
-
-    async fn put_poster(&self, record: &ClipRecord, body: Vec<u8>) -> Result<(), Failure> {
-        let url = format!(
-            "{}{}",
-            self.base,
-            api::clip_poster_path(&record.scene, &record.clip)
-        );
-        let resp = self
-            .client
-            .put(&url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, api::PHOTO_CONTENT_TYPE)
-            .header(api::header::CONTENT_SHA256, crate::spool::sha256_hex(&body))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(classify_error_status(resp).await)
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 pub mod capture;
 pub mod clip_upload;
 pub mod config;
+mod delivery;
 pub mod encode;
 pub mod secret;
 pub mod select;
