@@ -24,8 +24,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mirrorsight_contract::backend::{
     ClipUploadHeaders, ClipUploadResponse, CreateSceneRequest, CreateSceneResponse, ErrorBody,
-    MAX_SCENE_LEN, PhotoUploadResponse, RegisterSceneRequest, SceneKind, UploadHeaders,
-    bearer_token, error_code, is_clip_content_type, is_photo_content_type,
+    HeaderError, MAX_SCENE_LEN, PhotoUploadResponse, RegisterSceneRequest, SceneKind,
+    UploadHeaders, bearer_token, error_code, is_clip_content_type, is_photo_content_type,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -1121,11 +1121,7 @@ fn create_scene(app: &App, device: &str, body: &[u8]) -> Response {
     let mut data = app.data();
     if let Some(existing) = data.scenes.get(&request.scene) {
         if existing.device != device {
-            return backend_error(
-                StatusCode::FORBIDDEN,
-                error_code::FORBIDDEN,
-                "scene belongs to another device",
-            );
+            return foreign_scene();
         }
         return (StatusCode::OK, axum::Json(existing.response.clone())).into_response();
     }
@@ -1165,14 +1161,8 @@ fn register_scene(app: &App, device: &str, scene: &str, body: &[u8]) -> Response
         return bad("url must not be empty".into());
     }
     let mut data = app.data();
-    if let Some(owner) = scene_owner(&data, scene)
-        && owner != device
-    {
-        return backend_error(
-            StatusCode::FORBIDDEN,
-            error_code::FORBIDDEN,
-            "scene belongs to another device",
-        );
+    if let Some(refused) = refuse_foreign_scene(&data, scene, device) {
+        return refused;
     }
     let response = CreateSceneResponse {
         scene: scene.to_string(),
@@ -1206,18 +1196,108 @@ fn scene_owner(data: &Data, scene: &str) -> Option<String> {
         .or_else(|| data.claimed.get(scene).cloned())
 }
 
-fn upload_photo(
+/// What differs between the photo and the clip upload routes (stored as `T`, confirmed with
+/// an `A`); everything else is [`upload_media`].
+struct MediaRoute<T, A> {
+    /// `photo` or `clip`, in messages.
+    what: &'static str,
+    /// The refusal of another content type.
+    wrong_type: &'static str,
+    is_content_type: fn(&str) -> bool,
+    max_bytes: usize,
+    /// The checked metadata headers, the id from `X-Photo-Id` or `X-Clip-Id`.
+    headers: fn(&HeaderMap) -> Result<MediaHeaders, HeaderError>,
+    /// Where uploads of this kind are kept, by (scene, id).
+    shelf: fn(&mut Data) -> &mut HashMap<(String, String), T>,
+    /// The confirmation: id, sha256 and length.
+    answer: fn(&MediaHeaders, u64) -> A,
+    /// What is kept of an upload by a device to a scene.
+    stored: fn(MediaHeaders, &str, &str, Vec<u8>) -> T,
+}
+
+/// The checked metadata of one upload, photo or clip.
+struct MediaHeaders {
+    id: String,
+    session: String,
+    taken_at_ms: u64,
+    trigger: String,
+    sha256: String,
+}
+
+impl From<UploadHeaders> for MediaHeaders {
+    fn from(h: UploadHeaders) -> Self {
+        Self {
+            id: h.photo,
+            session: h.session,
+            taken_at_ms: h.taken_at_ms,
+            trigger: h.trigger,
+            sha256: h.sha256,
+        }
+    }
+}
+
+impl From<ClipUploadHeaders> for MediaHeaders {
+    fn from(h: ClipUploadHeaders) -> Self {
+        Self {
+            id: h.clip,
+            session: h.session,
+            taken_at_ms: h.taken_at_ms,
+            trigger: h.trigger,
+            sha256: h.sha256,
+        }
+    }
+}
+
+/// What a stored upload is asked when the same id comes again.
+trait StoredMedia {
+    fn sha256(&self) -> &str;
+}
+
+impl StoredMedia for StoredPhoto {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+impl StoredMedia for StoredClip {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// The refusal of a request about a scene another device owns.
+fn foreign_scene() -> Response {
+    backend_error(
+        StatusCode::FORBIDDEN,
+        error_code::FORBIDDEN,
+        "scene belongs to another device",
+    )
+}
+
+/// [`foreign_scene`] when another device owns `scene` (minted it, or uploaded to it first).
+fn refuse_foreign_scene(data: &Data, scene: &str, device: &str) -> Option<Response> {
+    scene_owner(data, scene)
+        .filter(|owner| owner != device)
+        .map(|_| foreign_scene())
+}
+
+/// One upload (a photo or a clip): the scene, metadata headers, content type, size and
+/// digest checked, the scene claimed for `device` if nobody owns it; stored under (scene, id)
+/// unless the id is taken: `201`, or `200` when the same bytes are there already (a retry),
+/// or `409` when other bytes are.
+fn upload_media<T: StoredMedia, A: Serialize>(
     app: &App,
     device: &str,
     scene: &str,
     headers: &HeaderMap,
     body: Vec<u8>,
+    route: &MediaRoute<T, A>,
 ) -> Response {
     let bad = |msg: &str| backend_error(StatusCode::BAD_REQUEST, error_code::BAD_REQUEST, msg);
     if !valid_scene(scene) {
         return bad("scene must be 1..=64 characters");
     }
-    let meta = match UploadHeaders::parse(header_pairs(headers)) {
+    let meta = match (route.headers)(headers) {
         Ok(meta) => meta,
         Err(e) => return bad(&e.to_string()),
     };
@@ -1225,22 +1305,21 @@ fn upload_photo(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !is_photo_content_type(content_type) {
+    if !(route.is_content_type)(content_type) {
         return backend_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error_code::UNSUPPORTED_MEDIA_TYPE,
-            "photos are image/jpeg",
+            route.wrong_type,
         );
     }
-    if body.len() > app.config.max_photo_bytes {
+    if body.len() > route.max_bytes {
         return backend_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             error_code::PAYLOAD_TOO_LARGE,
-            format!("at most {} bytes", app.config.max_photo_bytes),
+            format!("at most {} bytes", route.max_bytes),
         );
     }
-    let sha = hex::encode(Sha256::digest(&body));
-    if sha != meta.sha256 {
+    if hex::encode(Sha256::digest(&body)) != meta.sha256 {
         return backend_error(
             StatusCode::BAD_REQUEST,
             error_code::DIGEST_MISMATCH,
@@ -1249,48 +1328,60 @@ fn upload_photo(
     }
     let mut data = app.data();
     match scene_owner(&data, scene) {
-        Some(owner) if owner != device => {
-            return backend_error(
-                StatusCode::FORBIDDEN,
-                error_code::FORBIDDEN,
-                "scene belongs to another device",
-            );
-        }
+        Some(owner) if owner != device => return foreign_scene(),
         Some(_) => {}
         None => {
             data.claimed.insert(scene.to_string(), device.to_string());
         }
     }
-    let key = (scene.to_string(), meta.photo.clone());
-    let answer = PhotoUploadResponse {
-        photo: meta.photo.clone(),
-        sha256: sha.clone(),
-        bytes: body.len() as u64,
-    };
-    if let Some(existing) = data.photos.get(&key) {
-        if existing.sha256 == sha {
-            return (StatusCode::OK, axum::Json(answer)).into_response();
+    let key = (scene.to_string(), meta.id.clone());
+    let confirmation = axum::Json((route.answer)(&meta, body.len() as u64));
+    let shelf = (route.shelf)(&mut data);
+    if let Some(existing) = shelf.get(&key) {
+        if existing.sha256() == meta.sha256 {
+            return (StatusCode::OK, confirmation).into_response();
         }
         return backend_error(
             StatusCode::CONFLICT,
             error_code::CONFLICT,
-            "photo id already stored with different bytes",
+            format!("{} id already stored with different bytes", route.what),
         );
     }
-    data.photos.insert(
-        key,
-        StoredPhoto {
+    shelf.insert(key, (route.stored)(meta, device, scene, body));
+    (StatusCode::CREATED, confirmation).into_response()
+}
+
+fn upload_photo(
+    app: &App,
+    device: &str,
+    scene: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Response {
+    let route = MediaRoute {
+        what: "photo",
+        wrong_type: "photos are image/jpeg",
+        is_content_type: is_photo_content_type,
+        max_bytes: app.config.max_photo_bytes,
+        headers: |h| UploadHeaders::parse(header_pairs(h)).map(MediaHeaders::from),
+        shelf: |data| &mut data.photos,
+        answer: |meta, bytes| PhotoUploadResponse {
+            photo: meta.id.clone(),
+            sha256: meta.sha256.clone(),
+            bytes,
+        },
+        stored: |meta, device, scene, bytes| StoredPhoto {
             device: device.to_string(),
             scene: scene.to_string(),
-            photo: meta.photo,
+            photo: meta.id,
             session: meta.session,
             taken_at_ms: meta.taken_at_ms,
             trigger: meta.trigger,
-            sha256: sha,
-            bytes: body,
+            sha256: meta.sha256,
+            bytes,
         },
-    );
-    (StatusCode::CREATED, axum::Json(answer)).into_response()
+    };
+    upload_media(app, device, scene, headers, body, &route)
 }
 
 fn upload_clip(
@@ -1300,85 +1391,31 @@ fn upload_clip(
     headers: &HeaderMap,
     body: Vec<u8>,
 ) -> Response {
-    let bad = |msg: &str| backend_error(StatusCode::BAD_REQUEST, error_code::BAD_REQUEST, msg);
-    if !valid_scene(scene) {
-        return bad("scene must be 1..=64 characters");
-    }
-    let meta = match ClipUploadHeaders::parse(header_pairs(headers)) {
-        Ok(meta) => meta,
-        Err(e) => return bad(&e.to_string()),
-    };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !is_clip_content_type(content_type) {
-        return backend_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            error_code::UNSUPPORTED_MEDIA_TYPE,
-            "clips are video/mp4",
-        );
-    }
-    if body.len() > app.config.max_clip_bytes {
-        return backend_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            error_code::PAYLOAD_TOO_LARGE,
-            format!("at most {} bytes", app.config.max_clip_bytes),
-        );
-    }
-    let sha = hex::encode(Sha256::digest(&body));
-    if sha != meta.sha256 {
-        return backend_error(
-            StatusCode::BAD_REQUEST,
-            error_code::DIGEST_MISMATCH,
-            "X-Content-SHA256 does not match the body",
-        );
-    }
-    let mut data = app.data();
-    match scene_owner(&data, scene) {
-        Some(owner) if owner != device => {
-            return backend_error(
-                StatusCode::FORBIDDEN,
-                error_code::FORBIDDEN,
-                "scene belongs to another device",
-            );
-        }
-        Some(_) => {}
-        None => {
-            data.claimed.insert(scene.to_string(), device.to_string());
-        }
-    }
-    let key = (scene.to_string(), meta.clip.clone());
-    let answer = ClipUploadResponse {
-        clip: meta.clip.clone(),
-        sha256: sha.clone(),
-        bytes: body.len() as u64,
-    };
-    if let Some(existing) = data.clips.get(&key) {
-        if existing.sha256 == sha {
-            return (StatusCode::OK, axum::Json(answer)).into_response();
-        }
-        return backend_error(
-            StatusCode::CONFLICT,
-            error_code::CONFLICT,
-            "clip id already stored with different bytes",
-        );
-    }
-    data.clips.insert(
-        key,
-        StoredClip {
+    let route = MediaRoute {
+        what: "clip",
+        wrong_type: "clips are video/mp4",
+        is_content_type: is_clip_content_type,
+        max_bytes: app.config.max_clip_bytes,
+        headers: |h| ClipUploadHeaders::parse(header_pairs(h)).map(MediaHeaders::from),
+        shelf: |data| &mut data.clips,
+        answer: |meta, bytes| ClipUploadResponse {
+            clip: meta.id.clone(),
+            sha256: meta.sha256.clone(),
+            bytes,
+        },
+        stored: |meta, device, scene, bytes| StoredClip {
             device: device.to_string(),
             scene: scene.to_string(),
-            clip: meta.clip,
+            clip: meta.id,
             session: meta.session,
             taken_at_ms: meta.taken_at_ms,
             trigger: meta.trigger,
-            sha256: sha,
-            bytes: body,
+            sha256: meta.sha256,
+            bytes,
             poster: None,
         },
-    );
-    (StatusCode::CREATED, axum::Json(answer)).into_response()
+    };
+    upload_media(app, device, scene, headers, body, &route)
 }
 
 fn put_clip_poster(
@@ -1419,14 +1456,8 @@ fn put_clip_poster(
         );
     }
     let mut data = app.data();
-    if let Some(owner) = scene_owner(&data, scene)
-        && owner != device
-    {
-        return backend_error(
-            StatusCode::FORBIDDEN,
-            error_code::FORBIDDEN,
-            "scene belongs to another device",
-        );
+    if let Some(refused) = refuse_foreign_scene(&data, scene, device) {
+        return refused;
     }
     match data.clips.get_mut(&(scene.to_string(), clip.to_string())) {
         Some(stored) => {
@@ -1443,14 +1474,8 @@ fn put_clip_poster(
 
 fn delete_photo(app: &App, device: &str, scene: &str, photo: &str) -> Response {
     let mut data = app.data();
-    if let Some(owner) = scene_owner(&data, scene)
-        && owner != device
-    {
-        return backend_error(
-            StatusCode::FORBIDDEN,
-            error_code::FORBIDDEN,
-            "scene belongs to another device",
-        );
+    if let Some(refused) = refuse_foreign_scene(&data, scene, device) {
+        return refused;
     }
     match data.photos.remove(&(scene.to_string(), photo.to_string())) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
