@@ -237,6 +237,10 @@ pub struct HandsConfig {
     pub second_hand_interval_s: f64,
     /// Hands are searched in the shopper's region grown by this fraction on each side.
     pub search_margin: f32,
+    /// While every raised arm of the shopper has a followed hand, run the body-landmark model
+    /// only on every this-many-th frame (the hands move the arms in between; a lost hand runs
+    /// it at once). 1 = every frame.
+    pub body_landmarks_every: u32,
 }
 
 impl HandsConfig {
@@ -267,6 +271,12 @@ impl HandsConfig {
         if !(0.0..=2.0).contains(&self.search_margin) {
             return Err(key_error("hands.search_margin", "must be between 0 and 2"));
         }
+        if !(1..=10).contains(&self.body_landmarks_every) {
+            return Err(key_error(
+                "hands.body_landmarks_every",
+                format!("must be 1..=10, got {}", self.body_landmarks_every),
+            ));
+        }
         Ok(())
     }
 }
@@ -283,6 +293,7 @@ impl Default for HandsConfig {
             search_interval_s: 0.2,
             second_hand_interval_s: 0.5,
             search_margin: 0.25,
+            body_landmarks_every: 2,
         }
     }
 }

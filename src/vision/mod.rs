@@ -2,6 +2,7 @@
 //! shopper's body and hands); the core (`mirrorsight_core::mirror::Mirror`) decides
 //! (presence, sessions, gestures). The pipeline drives the two, frame by frame.
 
+pub mod follow;
 pub mod hands;
 pub mod model;
 pub mod motion;
@@ -21,6 +22,7 @@ use thiserror::Error;
 use crate::config::{HandsConfig, ModelsConfig, OnnxRuntimeConfig};
 use crate::frame::{Frame, RgbImage};
 use crate::metrics::{Metrics, Stage};
+use follow::BodyFollow;
 use hands::HandTracker;
 use motion::MotionGate;
 use pose::PoseTracker;
@@ -41,6 +43,9 @@ pub struct VisionStage {
     motion: MotionGate,
     /// Body landmarks and hands (`hands.enabled`).
     trackers: Option<(PoseTracker, HandTracker)>,
+    /// The last body landmarks and the hands that stand in for them between runs.
+    follow: BodyFollow,
+    body_landmarks_every: u32,
     search_margin: f32,
     metrics: Arc<Metrics>,
 }
@@ -76,6 +81,8 @@ impl VisionStage {
             presence: detector,
             motion: MotionGate::default(),
             trackers,
+            follow: BodyFollow::default(),
+            body_landmarks_every: hands.body_landmarks_every,
             search_margin: hands.search_margin,
             metrics,
         })
@@ -119,6 +126,7 @@ impl VisionStage {
         let (Some(_), Some(shopper)) = (session, shopper) else {
             pose.reset();
             hands.reset();
+            self.follow.reset();
             return Ok(observation);
         };
         let started = Instant::now();
@@ -135,11 +143,43 @@ impl VisionStage {
             (y1 + mh).min(h),
         ];
         observation.shopper = Some(search);
-        observation.pose = pose.track(image, Some(shopper))?;
         let runs_before = hands.palm_runs();
-        let may_search = hands_may_be_up(observation.pose.as_ref());
-        let seeds = pose_hand_seeds(observation.pose.as_ref(), observation.frame);
+        // Between runs of the body model the followed hands carry the arms (see `follow`).
+        let predicted = if self.follow.may_skip(self.body_landmarks_every) {
+            self.follow.predicted()
+        } else {
+            None
+        };
+        let skipping = predicted.is_some();
+        let body = match predicted {
+            Some(body) => Some(body),
+            None => pose.track(image, Some(shopper))?,
+        };
+        let arms = pose_hand_seeds(body.as_ref(), observation.frame);
+        let seeds: Vec<tensor::Roi> = arms.iter().flatten().copied().collect();
+        let may_search = hands_may_be_up(body.as_ref());
         observation.hands = hands.track(frame.t, image, search, &seeds, may_search)?;
+        observation.pose = if skipping {
+            match self.follow.skipped(&observation.hands) {
+                Some(body) => Some(body),
+                // A followed hand was lost: the body model runs on this frame after all.
+                None => {
+                    let body = pose.track(image, Some(shopper))?;
+                    let raised =
+                        pose_hand_seeds(body.as_ref(), observation.frame).map(|arm| arm.is_some());
+                    self.follow
+                        .body_ran(body.as_ref(), raised, &observation.hands);
+                    body
+                }
+            }
+        } else {
+            self.follow.body_ran(
+                body.as_ref(),
+                arms.map(|arm| arm.is_some()),
+                &observation.hands,
+            );
+            body
+        };
         self.metrics.palm_detector_runs.fetch_add(
             hands.palm_runs() - runs_before,
             std::sync::atomic::Ordering::Relaxed,
@@ -181,13 +221,15 @@ const SEED_VISIBILITY: f32 = 0.5;
 
 /// Where the body landmarks put a raised hand of the shopper: one crop per arm whose wrist,
 /// index and pinky points are visible and inside the frame, and whose wrist is no lower than
-/// the bottom of the chest (every gesture is made with a raised hand).
+/// the bottom of the chest (every gesture is made with a raised hand). Left arm, then right.
 fn pose_hand_seeds(
     pose: Option<&crate::observation::PoseLandmarks>,
     frame: [u32; 2],
-) -> Vec<tensor::Roi> {
+) -> [Option<tensor::Roi>; 2] {
     use crate::observation::pose as p;
-    let Some(pose) = pose else { return Vec::new() };
+    let Some(pose) = pose else {
+        return [None, None];
+    };
     let pt = |i: usize| pose.points.get(i).copied();
     let shoulders = match (pt(p::LEFT_SHOULDER), pt(p::RIGHT_SHOULDER)) {
         (Some(l), Some(r)) if l[3] >= SEED_VISIBILITY && r[3] >= SEED_VISIBILITY => Some((
@@ -201,8 +243,7 @@ fn pose_hand_seeds(
         (p::LEFT_WRIST, p::LEFT_INDEX, p::LEFT_PINKY),
         (p::RIGHT_WRIST, p::RIGHT_INDEX, p::RIGHT_PINKY),
     ]
-    .iter()
-    .filter_map(|&(wi, ii, pi)| {
+    .map(|(wi, ii, pi)| {
         let (wr, ix, pk) = (pt(wi)?, pt(ii)?, pt(pi)?);
         let visible = [wr, ix, pk].iter().all(|q| {
             q[3] >= SEED_VISIBILITY && (0.0..w).contains(&q[0]) && (0.0..h).contains(&q[1])
@@ -211,5 +252,4 @@ fn pose_hand_seeds(
         (visible && raised)
             .then(|| hands::roi_from_pose_hand([wr[0], wr[1]], [ix[0], ix[1]], [pk[0], pk[1]]))
     })
-    .collect()
 }
