@@ -738,3 +738,38 @@ fn gesture_kind_of_every_shape_reaches_the_wire() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_swipe_whose_hand_drops_out_of_view_fires_when_it_vanishes() {
+    // The hand stops at the end of the stroke, starts down and drops out of the picture (the
+    // pose model loses the wrist): the swipe is decided on the first frame without it, not a
+    // gap's length later.
+    let body = Body::default();
+    let path = Path(vec![
+        (0.0, 470.0, RAISED),
+        (0.5, 470.0, RAISED),
+        (0.95, 160.0, RAISED),
+        (1.05, 200.0, RAISED + 60.0),
+    ]);
+    let gone = 1.1;
+    let events = Run::new().frames(2.5, |t| {
+        let (p, still) = path.at(t);
+        if t >= gone {
+            return observation(t, &body, Some(body.pose(None, None)), vec![]);
+        }
+        let hands = if still { vec![open_hand_at(p)] } else { vec![] };
+        observation(t, &body, Some(body.pose(None, Some(p))), hands)
+    });
+    assert_eq!(
+        kinds(&events),
+        [
+            "gesture Swipe Some(ImageRightToLeft) Some(Right) Right",
+            "outfit_switch Previous",
+        ]
+    );
+    let t = times(&events);
+    assert!(
+        (t[0] - gone).abs() < 1e-9,
+        "fired at {t:?}, the wrist vanished at {gone}"
+    );
+}

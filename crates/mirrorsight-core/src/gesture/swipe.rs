@@ -310,21 +310,30 @@ impl Arm {
         ended
     }
 
-    /// No reliable wrist this frame.
+    /// No reliable wrist this frame. The stroke ends once the wrist has been lost for longer
+    /// than a stroke may lose it, and sooner when what was seen already says it is over: no
+    /// new extreme for [`STALL_S`] (as when the wrist is seen), or the wrist turned back
+    /// before it vanished (a hand lowered after a swipe drops out of the picture; waiting for
+    /// the gap to run out made those swipes fire 0.2 s late).
     fn idle(&mut self, t: f64) -> Option<Stroke> {
-        match self.last {
-            Some(last) if t - last.t > MAX_GAP_S => {
-                let ended = self.close();
-                // Losing the wrist does not end the memory of its strokes.
-                *self = Arm {
-                    last_swipe: self.last_swipe,
-                    strokes: self.strokes,
-                    ..Arm::default()
-                };
-                ended
-            }
-            _ => None,
+        let last = self.last?;
+        let over = t - last.t > MAX_GAP_S
+            || (self.dir != 0
+                && self.points.get(self.extreme).is_some_and(|ext| {
+                    let back = (ext.along() - last.along()) * f64::from(self.dir);
+                    t - ext.t > STALL_S || back >= REVERSAL_EPS
+                }));
+        if !over {
+            return None;
         }
+        let ended = self.close();
+        // Losing the wrist does not end the memory of its strokes.
+        *self = Arm {
+            last_swipe: self.last_swipe,
+            strokes: self.strokes,
+            ..Arm::default()
+        };
+        ended
     }
 
     fn restart(&mut self, s: WristSample) {
