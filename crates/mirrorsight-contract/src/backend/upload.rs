@@ -113,14 +113,14 @@ impl ClipUploadHeaders {
 
     /// The headers a mirror sends for these values, in the contract's spelling.
     pub fn to_pairs(&self) -> [(&'static str, String); 6] {
-        [
-            (header::IDEMPOTENCY_KEY, self.clip.clone()),
-            (header::CLIP_ID, self.clip.clone()),
-            (header::SESSION_ID, self.session.clone()),
-            (header::TAKEN_AT, self.taken_at_ms.to_string()),
-            (header::TRIGGER, self.trigger.clone()),
-            (header::CONTENT_SHA256, self.sha256.clone()),
-        ]
+        media_pairs(
+            header::CLIP_ID,
+            &self.clip,
+            &self.session,
+            self.taken_at_ms,
+            &self.trigger,
+            &self.sha256,
+        )
     }
 }
 
@@ -180,15 +180,35 @@ impl UploadHeaders {
 
     /// The headers a mirror sends for these values, in the contract's spelling.
     pub fn to_pairs(&self) -> [(&'static str, String); 6] {
-        [
-            (header::IDEMPOTENCY_KEY, self.photo.clone()),
-            (header::PHOTO_ID, self.photo.clone()),
-            (header::SESSION_ID, self.session.clone()),
-            (header::TAKEN_AT, self.taken_at_ms.to_string()),
-            (header::TRIGGER, self.trigger.clone()),
-            (header::CONTENT_SHA256, self.sha256.clone()),
-        ]
+        media_pairs(
+            header::PHOTO_ID,
+            &self.photo,
+            &self.session,
+            self.taken_at_ms,
+            &self.trigger,
+            &self.sha256,
+        )
     }
+}
+
+/// The metadata headers of an upload whose id is `id` in `id_header`, the one
+/// [`parse_media`] reads.
+fn media_pairs(
+    id_header: &'static str,
+    id: &str,
+    session: &str,
+    taken_at_ms: u64,
+    trigger: &str,
+    sha256: &str,
+) -> [(&'static str, String); 6] {
+    [
+        (header::IDEMPOTENCY_KEY, id.to_string()),
+        (id_header, id.to_string()),
+        (header::SESSION_ID, session.to_string()),
+        (header::TAKEN_AT, taken_at_ms.to_string()),
+        (header::TRIGGER, trigger.to_string()),
+        (header::CONTENT_SHA256, sha256.to_string()),
+    ]
 }
 
 /// The metadata headers of an upload whose id is in `id_header` (a photo's or a clip's).
