@@ -265,11 +265,10 @@ fn qr_and_backend(cfg: &Config, report: &mut Report) {
         ),
         QrKind::MiniProgram => report.line(
             "qr",
-            Verdict::Missing(
-                "qr.kind = \"mini_program\" codes cannot be shown on the mirror's screen: choose \
-                 \"relay\", \"official_account\" or \"url\""
-                    .into(),
-            ),
+            Verdict::Ok(format!(
+                "kind \"mini_program\", appid {}: the screen shows WeChat's code image",
+                cfg.wechat.appid
+            )),
         ),
     }
     let verdict = match &cfg.backend.url {

@@ -48,15 +48,6 @@ pub fn actions(
     metrics: &Arc<Metrics>,
     fps: f64,
 ) -> Result<Vec<Box<dyn Action>>> {
-    if cfg.qr.kind == mirrorsight_wechat::QrKind::MiniProgram {
-        return Err(mirrorsight::config::ConfigError::Key {
-            key: "qr.kind".into(),
-            message: "\"mini_program\" codes are images WeChat draws, which the mirror's screen \
-                      does not show; use \"official_account\", \"relay\" or \"url\" here (`mirrorsight mint` makes mini-program codes)"
-                .into(),
-        }
-        .into());
-    }
     // Durably: the binding log's records are only as safe as the directory entries above it.
     mirrorsight_wechat::binding::create_dir_all_durable(state_dir)
         .with_context(|| format!("storage.dir {}", state_dir.display()))?;

@@ -255,3 +255,176 @@ fn plain_http_to_another_machine_is_refused_before_anything_is_minted() {
         );
     }
 }
+
+fn mini_program_args(url: &str, state: &std::path::Path) -> Vec<String> {
+    [
+        "qr.kind=\"mini_program\"".to_string(),
+        "qr.wxa_page=\"pages/photo/index\"".to_string(),
+        format!("wechat.appid=\"{FAKE_APPID}\""),
+        format!("wechat.api_base=\"{url}\""),
+        format!("storage.dir=\"{}\"", state.display()),
+    ]
+    .into_iter()
+    .flat_map(|s| ["--set".to_string(), s])
+    .collect()
+}
+
+/// What the mirror's screen shows in a snapshot, when it shows a code.
+fn shown_code(path: &std::path::Path) -> Option<String> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img =
+        rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[(y * w + x) * channels]);
+    img.detect_grids()
+        .first()
+        .and_then(|g| g.decode().ok())
+        .map(|(_, s)| s)
+}
+
+#[test]
+fn mini_program_codes_are_kept_and_shown_on_the_screen() {
+    let fake = FakeServer::start_blocking().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let snaps = dir.path().join("snaps");
+    let out = run_ok(
+        bin()
+            .arg("replay")
+            .arg(demo_clip())
+            .args(mini_program_args(fake.url(), &state))
+            .args(["--set", "qr.idle_code=\"idle-mirror-1\""])
+            .args(["--display", "headless", "--snapshot-dir"])
+            .arg(&snaps)
+            .env("MIRRORSIGHT_WECHAT_APPSECRET", FAKE_APPSECRET),
+    );
+    let events = parse_events(&out.stdout);
+    let started = of_type(&events, "session_started");
+    let minted = of_type(&events, "qr_minted");
+    assert!(!started.is_empty());
+    assert_eq!(minted.len(), started.len(), "{events:?}");
+    let sent = fake.handle().requests_to(Route::WxacodeUnlimit);
+    let mut sessions = Vec::new();
+    for m in &minted {
+        let EventKind::QrMinted {
+            scene, url, image, ..
+        } = &m.kind
+        else {
+            unreachable!()
+        };
+        assert!(url.is_empty(), "a mini-program code has no url: {url}");
+        let image = image.as_deref().expect("qr_minted carries the image");
+        // Kept in the state directory, byte for byte what WeChat sent.
+        assert_eq!(
+            std::path::Path::new(image),
+            state.join("codes").join(format!("{scene}.png"))
+        );
+        let bytes = std::fs::read(image).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert!(
+            sent.iter().any(|r| {
+                let body = r.body_json().unwrap();
+                body["scene"] == scene.as_str() && body["page"] == "pages/photo/index"
+            }),
+            "getwxacodeunlimit was asked for scene {scene}"
+        );
+        let start = started
+            .iter()
+            .find(|s| s.session() == m.session())
+            .unwrap()
+            .t;
+        let end = events
+            .iter()
+            .find(|e| e.type_name() == "session_ended" && e.session() == m.session())
+            .map_or(f64::INFINITY, |e| e.t);
+        sessions.push((m.t.max(start), end, scene.clone()));
+    }
+    let idle = of_type(&events, "qr_idle");
+    assert_eq!(idle.len(), 1, "{events:?}");
+    let EventKind::QrIdle { image, .. } = &idle[0].kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        image.as_deref().map(std::path::Path::new),
+        Some(state.join("codes/idle-mirror-1.png").as_path())
+    );
+
+    // The screen: each session's code while it lasts, the idle code before.
+    let mut names: Vec<_> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let (mut saw_session, mut saw_idle) = (false, false);
+    for path in &names {
+        let t: f64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let shown = shown_code(path);
+        if let Some((_, _, scene)) = sessions.iter().find(|(a, b, _)| t >= *a && t < *b) {
+            assert_eq!(shown.as_deref(), Some(scene.as_str()), "{}", path.display());
+            saw_session = true;
+        } else if t < sessions[0].0 - 0.5 && shown.is_some() {
+            assert_eq!(
+                shown.as_deref(),
+                Some("idle-mirror-1"),
+                "{}",
+                path.display()
+            );
+            saw_idle = true;
+        }
+    }
+    assert!(saw_session && saw_idle, "{names:?}");
+}
+
+#[test]
+fn mini_program_errors_are_one_line_and_leave_the_screen_offline() {
+    use mirrorsight_fake_backend::Fault;
+    // A token refused once and WeChat busy once: retried, the code still shows.
+    let fake = FakeServer::start_blocking().unwrap();
+    fake.handle()
+        .inject(Route::WxacodeUnlimit, Fault::Errcode(40001), 1);
+    fake.handle()
+        .inject(Route::WxacodeUnlimit, Fault::Errcode(-1), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        bin()
+            .arg("replay")
+            .arg(demo_clip())
+            .args(mini_program_args(fake.url(), dir.path()))
+            .args(["--set", "qr.pool_size=0"])
+            .env("MIRRORSIGHT_WECHAT_APPSECRET", FAKE_APPSECRET),
+    );
+    let events = parse_events(&out.stdout);
+    assert!(of_type(&events, "qr_failed").is_empty(), "{events:?}");
+    assert_eq!(of_type(&events, "qr_minted").len(), 1, "{events:?}");
+
+    // An HTML error page and the quota: the session is told why, in one line.
+    for (fault, says) in [(Fault::Html502, "502"), (Fault::Errcode(45009), "45009")] {
+        let fake = FakeServer::start_blocking().unwrap();
+        fake.handle().inject(Route::WxacodeUnlimit, fault, 1000);
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_ok(
+            bin()
+                .arg("replay")
+                .arg(demo_clip())
+                .args(mini_program_args(fake.url(), dir.path()))
+                .args(["--set", "qr.pool_size=0", "--set", "qr.retry_max_s=1"])
+                .env("MIRRORSIGHT_WECHAT_APPSECRET", FAKE_APPSECRET),
+        );
+        let events = parse_events(&out.stdout);
+        assert!(of_type(&events, "qr_minted").is_empty(), "{events:?}");
+        let failed = of_type(&events, "qr_failed");
+        let Some(EventKind::QrFailed { reason, .. }) = failed.first().map(|e| &e.kind) else {
+            panic!("no qr_failed for {says}: {events:?}")
+        };
+        assert!(reason.contains(says), "{reason}");
+        assert_eq!(reason.lines().count(), 1, "{reason}");
+        assert!(
+            !dir.path().join("codes").exists()
+                || std::fs::read_dir(dir.path().join("codes")).unwrap().count() == 0
+        );
+        assert_eq!(events.last().unwrap().type_name(), "source_ended");
+    }
+}

@@ -95,6 +95,7 @@ mod tests {
                     url: "u".into(),
                     expires_at: 0,
                     source: QrSource::Pool,
+                    image: None,
                 },
             ),
             Event::new(

@@ -136,12 +136,22 @@ pub enum EventKind {
         url: String,
         expires_at: u64,
         source: QrSource,
+        /// The code as an image file the mirror keeps (`<state>/codes/<scene>.png|.jpg`):
+        /// mini-program codes, which are drawn by WeChat and have no `url`. Absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
     },
     /// No QR code could be had for the session (yet); minting keeps retrying.
     QrFailed { session: String, reason: String },
     /// The mirror's permanent idle code (`qr.idle_code`), to show while nobody is at the
-    /// mirror; `url` is empty for a mini-program code (an image).
-    QrIdle { scene: String, url: String },
+    /// mirror; `url` is empty for a mini-program code (`image` then).
+    QrIdle {
+        scene: String,
+        url: String,
+        /// As in `QrMinted`: the mini-program code's image file, absent for URL codes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
+    },
     /// A photo is durably in the spool.
     PhotoSaved {
         session: String,

@@ -1061,12 +1061,43 @@ fn wxacode_unlimit(body: &[u8]) -> Response {
     {
         return wechat_error(40097, "invalid args: env_version");
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "image/jpeg")],
-        fake_jpeg(&format!("WXACODE:{scene}")),
-    )
-        .into_response()
+    let width = value
+        .get("width")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(430);
+    match wxacode_png(scene, width as usize) {
+        Some(png) => (StatusCode::OK, [(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        None => wechat_error(-1, "system error"),
+    }
+}
+
+/// What the fake draws for a mini-program code: a grayscale PNG about `width` pixels wide
+/// holding a QR code of the scene (WeChat's round codes cannot be read without WeChat; a QR
+/// lets a test read back what the mirror shows).
+fn wxacode_png(scene: &str, width: usize) -> Option<Vec<u8>> {
+    let code =
+        qrcode::QrCode::with_error_correction_level(scene.as_bytes(), qrcode::EcLevel::M).ok()?;
+    let modules = code.width() + 8;
+    let module_px = (width / modules).max(1);
+    let side = modules * module_px;
+    let dark = code.to_colors();
+    let mut gray = vec![255u8; side * side];
+    for (i, color) in dark.iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (mx, my) = (i % code.width() + 4, i / code.width() + 4);
+            for y in my * module_px..(my + 1) * module_px {
+                gray[y * side + mx * module_px..y * side + (mx + 1) * module_px].fill(0);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side as u32, side as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().ok()?;
+    writer.write_image_data(&gray).ok()?;
+    writer.finish().ok()?;
+    Some(out)
 }
 
 /// The device whose token the request carries (the contract's bearer parsing, shared with the

@@ -94,6 +94,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             url,
             expires_at: 0,
             source: QrSource::Pool,
+            image: None,
         },
     ));
     shoot("qr", &model)?;

@@ -65,6 +65,9 @@ pub enum QrView {
     Hidden,
     /// Scanning this URL leads to the session's photos.
     Code(Arc<str>),
+    /// The code as an image file (PNG or JPEG) WeChat drew: a mini-program code, which has
+    /// no URL to encode. Drawn scaled to the size a QR code would take.
+    Image(Arc<str>),
     /// Minting failed and no code is in hand; `overlay.offline_text` is shown instead.
     Offline,
 }
@@ -91,8 +94,18 @@ pub struct Thumbnail {
 #[derive(Debug, Clone, PartialEq)]
 enum QrState {
     Pending,
-    Ready(Arc<str>),
+    /// `QrView::Code` or `QrView::Image`.
+    Ready(QrView),
     Failed,
+}
+
+/// What a `qr_minted` or `qr_idle` gives to draw: the image when there is one (mini-program
+/// codes), else the URL; `None` when neither is there.
+fn code_view(url: &str, image: Option<&str>) -> Option<QrView> {
+    match image.filter(|p| !p.is_empty()) {
+        Some(path) => Some(QrView::Image(Arc::from(path))),
+        None => (!url.is_empty()).then(|| QrView::Code(Arc::from(url))),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +147,7 @@ pub struct OverlayModel {
     /// within the same millisecond, so the order on the wire is not guaranteed.
     early_qr: Option<(String, QrState)>,
     /// The mirror's idle code (`qr_idle`), shown while nobody is in front of it.
-    idle_qr: Option<Arc<str>>,
+    idle_qr: Option<QrView>,
 }
 
 impl OverlayModel {
@@ -253,8 +266,16 @@ impl OverlayModel {
                 }
                 self.early_qr = None;
             }
-            EventKind::QrMinted { session, url, .. } => {
-                let ready = QrState::Ready(Arc::from(url.as_str()));
+            EventKind::QrMinted {
+                session,
+                url,
+                image,
+                ..
+            } => {
+                let ready = match code_view(url, image.as_deref()) {
+                    Some(view) => QrState::Ready(view),
+                    None => QrState::Failed,
+                };
                 match self.active(session) {
                     Some(s) => s.qr = ready,
                     None => self.early_qr = Some((session.clone(), ready)),
@@ -455,9 +476,8 @@ impl OverlayModel {
                     s.recording = None;
                 }
             }
-            EventKind::QrIdle { url, .. } => {
-                // A mini-program idle code has no url to draw: nothing shows while idle.
-                self.idle_qr = (!url.is_empty()).then(|| Arc::from(url.as_str()));
+            EventKind::QrIdle { url, image, .. } => {
+                self.idle_qr = code_view(url, image.as_deref());
             }
             EventKind::Gesture { .. }
             | EventKind::PersonLeft { .. }
@@ -474,10 +494,7 @@ impl OverlayModel {
     pub fn scene(&self) -> Scene {
         let Some(s) = &self.session else {
             return Scene {
-                qr: match &self.idle_qr {
-                    Some(url) => QrView::Code(url.clone()),
-                    None => QrView::Hidden,
-                },
+                qr: self.idle_qr.clone().unwrap_or_default(),
                 ..Scene::default()
             };
         };
@@ -505,7 +522,7 @@ impl OverlayModel {
         Scene {
             qr: match &s.qr {
                 QrState::Pending => QrView::Hidden,
-                QrState::Ready(url) => QrView::Code(url.clone()),
+                QrState::Ready(view) => view.clone(),
                 QrState::Failed => QrView::Offline,
             },
             feedback: s
@@ -562,6 +579,7 @@ mod tests {
                 url: url.into(),
                 expires_at: 0,
                 source: QrSource::Pool,
+                image: None,
             },
         )
     }
@@ -620,6 +638,7 @@ mod tests {
             EventKind::QrIdle {
                 scene: "idle-1".into(),
                 url: "https://x/idle".into(),
+                image: None,
             },
         ));
         assert_eq!(m.scene().qr, QrView::Code("https://x/idle".into()));
@@ -636,12 +655,26 @@ mod tests {
             },
         ));
         assert_eq!(m.scene().qr, QrView::Code("https://x/idle".into()));
-        // A mini-program idle code has no url: nothing to draw.
+        // A mini-program idle code is an image.
         m.apply(&ev(
             6.0,
             EventKind::QrIdle {
                 scene: "idle-1".into(),
                 url: String::new(),
+                image: Some("/state/codes/idle-1.png".into()),
+            },
+        ));
+        assert_eq!(
+            m.scene().qr,
+            QrView::Image("/state/codes/idle-1.png".into())
+        );
+        // Neither url nor image: nothing to draw.
+        m.apply(&ev(
+            7.0,
+            EventKind::QrIdle {
+                scene: "idle-1".into(),
+                url: String::new(),
+                image: None,
             },
         ));
         assert!(m.scene().is_blank());
@@ -659,6 +692,7 @@ mod tests {
                 url: "u".into(),
                 expires_at: 0,
                 source: QrSource::Live,
+                image: None,
             },
         ));
         m.apply(&ev(
@@ -671,6 +705,24 @@ mod tests {
         ));
         assert_eq!(m.session(), Some("s1"));
         assert_eq!(m.scene().qr, QrView::Hidden);
+    }
+
+    #[test]
+    fn a_mini_program_code_shows_its_image() {
+        let mut m = model();
+        m.apply(&started(1.0));
+        m.apply(&ev(
+            1.001,
+            EventKind::QrMinted {
+                session: "s1".into(),
+                scene: "sc".into(),
+                url: String::new(),
+                expires_at: 0,
+                source: QrSource::Live,
+                image: Some("/state/codes/sc.png".into()),
+            },
+        ));
+        assert_eq!(m.scene().qr, QrView::Image("/state/codes/sc.png".into()));
     }
 
     #[test]

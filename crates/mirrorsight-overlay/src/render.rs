@@ -24,6 +24,13 @@ const PLACEHOLDER_GRAY: u32 = 0x606060;
 const UNSELECTED_KEEP: f32 = 0.45;
 /// Spooled photos are a few MB; anything far larger is not one of ours.
 const MAX_PHOTO_BYTES: u64 = 64 << 20;
+/// A mini-program code image (WeChat draws them 280..=1280 px wide) is refused above this.
+const MAX_CODE_IMAGE_BYTES: u64 = 8 << 20;
+const MAX_CODE_IMAGE_SIDE: u32 = 4096;
+/// A mini-program code image is drawn as wide as the card of a session's QR code (version 3:
+/// 29 modules plus the quiet zone) at `overlay.qr_module_px`, so it is as large on the glass
+/// as the QR it stands in for.
+const CODE_IMAGE_SIDE_MODULES: i32 = 29 + 2 * QUIET_ZONE_MODULES as i32;
 /// The compare view's photo is cropped no narrower than this (width over height): about a
 /// standing person's outline, so a narrow column still shows the whole outfit.
 const COMPARE_MIN_ASPECT: f32 = 0.45;
@@ -66,6 +73,10 @@ struct Thumb {
     px: Vec<u32>,
 }
 
+/// A mini-program code image: its file, the image as decoded (or why not), and the image
+/// scaled to the card it was last drawn in.
+type CodeImage = (Arc<str>, Result<Thumb, String>, Option<Thumb>);
+
 pub struct Renderer {
     font: Font,
     rotation: Rotation,
@@ -80,6 +91,8 @@ pub struct Renderer {
     canvas: Canvas,
     frame: Framebuffer,
     qr_cache: Option<(Arc<str>, Result<QrMatrix, String>)>,
+    /// The mini-program code on screen.
+    code_image: Option<CodeImage>,
     thumbs: HashMap<Arc<str>, Option<Thumb>>,
     /// The compare view's photo at the height it was last drawn: (path, height, image).
     compare_img: Option<(Arc<str>, i32, Option<Thumb>)>,
@@ -110,6 +123,7 @@ impl Renderer {
             canvas: Canvas::new(lw, lh),
             frame: Framebuffer::new(width as usize, height as usize),
             qr_cache: None,
+            code_image: None,
             thumbs: HashMap::new(),
             compare_img: None,
             layout: Layout::default(),
@@ -181,6 +195,7 @@ impl Renderer {
         let block = match &scene.qr {
             QrView::Hidden => None,
             QrView::Code(url) => self.place_qr(url, text_px, m),
+            QrView::Image(path) => self.place_code_image(path, text_px, m),
             QrView::Offline => self.place_offline(text_px, m),
         };
         let block_rect = block.as_ref().map(|b| b.rect);
@@ -219,6 +234,17 @@ impl Renderer {
                     card,
                 } => {
                     self.draw_qr(card, module, matrix_size);
+                    layout.qr_card = Some(card);
+                    layout.caption = self.draw_lines(
+                        Lines::Caption,
+                        block.text_top,
+                        block.rect,
+                        block.text_px,
+                        WHITE,
+                    );
+                }
+                BlockKind::Image { card } => {
+                    self.draw_code_image(card);
                     layout.qr_card = Some(card);
                     layout.caption = self.draw_lines(
                         Lines::Caption,
@@ -310,6 +336,70 @@ impl Renderer {
                 card,
             },
         })
+    }
+
+    /// Like [`Self::place_qr`] for a code WeChat drew: the image, decoded once per file,
+    /// scaled to the width of a session QR's card (smaller only when the screen needs it).
+    fn place_code_image(&mut self, path: &Arc<str>, text_px: f32, m: i32) -> Option<Block> {
+        if self.code_image.as_ref().is_none_or(|(p, _, _)| p != path) {
+            let image = load_code_image(path);
+            if let Err(e) = &image {
+                tracing::error!(path = %path, error = %e, "mini-program code image cannot be drawn");
+            }
+            self.code_image = Some((path.clone(), image, None));
+        }
+        let (iw, ih) = match self.code_image.as_ref().map(|(_, i, _)| i) {
+            Some(Ok(image)) => (image.w, image.h),
+            _ => return None,
+        };
+        let (text_px, text_w, text_h) = self.fit_lines(&self.caption, text_px, self.lw - 2 * m);
+        let gap = if self.caption.is_empty() {
+            0
+        } else {
+            (text_px * 0.4) as i32
+        };
+        let want_w = CODE_IMAGE_SIDE_MODULES * self.module_px;
+        let avail_h = self.lh - 2 * m - text_h - gap;
+        let card_w = want_w
+            .min(self.lw - 2 * m)
+            .min((avail_h as i64 * iw as i64 / ih as i64) as i32)
+            .max(1);
+        let card_h = ((card_w as i64 * ih as i64 / iw as i64) as i32).max(1);
+        let w = card_w.max(text_w);
+        let h = card_h + gap + text_h;
+        let rect = self.anchor(w, h, m);
+        let card = Rect::new(rect.x + (w - card_w) / 2, rect.y, card_w, card_h);
+        Some(Block {
+            rect,
+            text_top: card.bottom() + gap,
+            text_px,
+            kind: BlockKind::Image { card },
+        })
+    }
+
+    fn draw_code_image(&mut self, card: Rect) {
+        let Some((_, Ok(image), scaled)) = &mut self.code_image else {
+            return;
+        };
+        if scaled
+            .as_ref()
+            .is_none_or(|s| s.w != card.w || s.h != card.h)
+        {
+            *scaled = Some(Thumb {
+                w: card.w,
+                h: card.h,
+                px: box_downscale(
+                    &image.px,
+                    image.w as usize,
+                    image.h as usize,
+                    card.w as usize,
+                    card.h as usize,
+                ),
+            });
+        }
+        if let Some(s) = scaled {
+            self.canvas.blit(card.x, card.y, s.w, s.h, &s.px);
+        }
     }
 
     fn place_offline(&self, text_px: f32, m: i32) -> Option<Block> {
@@ -785,6 +875,10 @@ enum BlockKind {
         module: i32,
         card: Rect,
     },
+    /// A mini-program code image drawn to fill `card`.
+    Image {
+        card: Rect,
+    },
     Offline,
 }
 
@@ -860,6 +954,90 @@ fn load_thumb(path: &str, target_h: i32) -> Result<Thumb, String> {
         h: target_h,
         px: box_downscale(&rgb, sw, sh, target_w as usize, target_h as usize),
     })
+}
+
+/// A mini-program code as WeChat sent it (PNG or JPEG, told apart by their signatures),
+/// full size, transparency laid on white.
+fn load_code_image(path: &str) -> Result<Thumb, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len > MAX_CODE_IMAGE_BYTES {
+        return Err(format!("{len} bytes is too large for a code image"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let (w, h, px) = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png_rgb(&bytes)?
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        decode_jpeg_rgb(&bytes)?
+    } else {
+        return Err("neither a PNG nor a JPEG image".into());
+    };
+    Ok(Thumb {
+        w: w as i32,
+        h: h as i32,
+        px,
+    })
+}
+
+fn check_code_image_size(w: u32, h: u32) -> Result<(), String> {
+    if w == 0 || h == 0 || w > MAX_CODE_IMAGE_SIDE || h > MAX_CODE_IMAGE_SIDE {
+        return Err(format!(
+            "{w}x{h} pixels is not a code image (1..={MAX_CODE_IMAGE_SIDE} per side)"
+        ));
+    }
+    Ok(())
+}
+
+fn decode_png_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u32>), String> {
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = dec.read_info().map_err(|e| e.to_string())?;
+    let (w, h) = reader.info().size();
+    check_code_image_size(w, h)?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or("image too large to decode")?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    let channels = info.color_type.samples();
+    let on_white = |v: u8, a: u8| (v as u32 * a as u32 + 255 * (255 - a as u32)) / 255;
+    let mut px = Vec::with_capacity((w * h) as usize);
+    for y in 0..h as usize {
+        let row = &buf[y * info.line_size..];
+        for x in 0..w as usize {
+            let p = &row[x * channels..x * channels + channels];
+            let (r, g, b, a) = match p {
+                [l] => (*l, *l, *l, 255),
+                [l, a] => (*l, *l, *l, *a),
+                [r, g, b] => (*r, *g, *b, 255),
+                [r, g, b, a] => (*r, *g, *b, *a),
+                _ => return Err(format!("{channels} samples per pixel")),
+            };
+            px.push(on_white(r, a) << 16 | on_white(g, a) << 8 | on_white(b, a));
+        }
+    }
+    Ok((w, h, px))
+}
+
+fn decode_jpeg_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u32>), String> {
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    dec.read_info().map_err(|e| e.to_string())?;
+    let info = dec.info().ok_or("no JPEG header")?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    check_code_image_size(w, h)?;
+    let data = dec.decode().map_err(|e| e.to_string())?;
+    let px: Vec<u32> = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => data
+            .chunks_exact(3)
+            .map(|c| (c[0] as u32) << 16 | (c[1] as u32) << 8 | c[2] as u32)
+            .collect(),
+        jpeg_decoder::PixelFormat::L8 => data.iter().map(|&l| (l as u32) * 0x010101).collect(),
+        other => return Err(format!("JPEG pixel format {other:?} is not a code image")),
+    };
+    if px.len() < (w * h) as usize {
+        return Err("truncated image".into());
+    }
+    Ok((w, h, px))
 }
 
 /// Area-average resize; the source is at most 2x the target after DCT scaling, so this is cheap.

@@ -571,3 +571,95 @@ fn tiny_and_odd_screens_never_panic() {
         }
     }
 }
+
+/// The grayscale PNG a mini-program code stands for here: a QR of `content` drawn 430 px wide
+/// like WeChat's default, as RGBA with a transparent margin (what `is_hyaline` codes look like).
+fn code_png(content: &str) -> Vec<u8> {
+    let qr = read_png(&render_qr_png(content, 10, 4).expect("encodes"));
+    let side = 430;
+    let off = (side - qr.width) / 2;
+    let mut rgba = vec![0u8; side * side * 4];
+    for y in 0..qr.height {
+        for x in 0..qr.width {
+            let v = (qr.pixel(x, y) & 0xFF) as u8;
+            let i = ((y + off) * side + x + off) * 4;
+            rgba[i..i + 4].copy_from_slice(&[v, v, v, 255]);
+        }
+    }
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, side as u32, side as u32);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().unwrap();
+    w.write_image_data(&rgba).unwrap();
+    w.finish().unwrap();
+    out
+}
+
+#[test]
+fn a_mini_program_code_image_is_drawn_scaled_like_the_qr_and_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let png_path = dir.path().join("scene-1.png");
+    std::fs::write(&png_path, code_png("scene-1")).unwrap();
+    let jpg_path = dir.path().join("scene-2.jpg");
+    {
+        let fb = read_png(&code_png("scene-2"));
+        let rgb: Vec<u8> = fb
+            .pixels
+            .iter()
+            .flat_map(|p| [(p >> 16) as u8, (p >> 8) as u8, *p as u8])
+            .collect();
+        jpeg_encoder::Encoder::new_file(&jpg_path, 95)
+            .unwrap()
+            .encode(
+                &rgb,
+                fb.width as u16,
+                fb.height as u16,
+                jpeg_encoder::ColorType::Rgb,
+            )
+            .unwrap();
+    }
+    let font = font(&OverlayConfig::default());
+    for (path, content) in [(&png_path, "scene-1"), (&jpg_path, "scene-2")] {
+        for (w, h, rotation) in [(1920, 1080, 0), (1080, 1920, 90), (640, 360, 0)] {
+            let c = cfg(w, h, rotation, QrPosition::BottomRight);
+            let mut r = Renderer::new(&c, font.clone(), w, h);
+            let scene = Scene {
+                qr: QrView::Image(Arc::from(path.to_str().unwrap())),
+                ..Default::default()
+            };
+            let fb = r.render(&scene).clone();
+            let what = format!("{} at {w}x{h} rotation {rotation}", path.display());
+            assert_eq!(decode_qr(&fb), vec![content.to_owned()], "{what}");
+            let layout = r.layout().clone();
+            let card = layout.qr_card.unwrap_or_else(|| panic!("{what}: no card"));
+            let caption = layout
+                .caption
+                .unwrap_or_else(|| panic!("{what}: no caption"));
+            // As wide as a version-3 QR's card at qr_module_px, unless the screen is smaller.
+            let want = (29 + 8) * c.qr_module_px as i32;
+            let card_side = card.w.min(card.h);
+            assert!(
+                card.w == want || (card_side < want && h <= 360),
+                "{what}: card {card:?}, want {want} px wide"
+            );
+            assert_eq!(card.w, card.h, "{what}: square image, square card");
+            let (n, first) = lit_outside(&fb, &[card, caption]);
+            assert_eq!(n, 0, "{what}: lit outside the code, e.g. {first:?}");
+        }
+    }
+    // A file that is not an image (or is gone) draws nothing rather than failing the frame.
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"<html>502 Bad Gateway</html>").unwrap();
+    for path in [junk, dir.path().join("gone.png")] {
+        let c = cfg(1280, 720, 0, QrPosition::BottomRight);
+        let mut r = Renderer::new(&c, font.clone(), 1280, 720);
+        let scene = Scene {
+            qr: QrView::Image(Arc::from(path.to_str().unwrap())),
+            ..Default::default()
+        };
+        let fb = r.render(&scene).clone();
+        assert!(lit_bounds(&fb).is_none(), "{}", path.display());
+        assert_eq!(r.layout().qr_card, None);
+    }
+}

@@ -458,8 +458,8 @@ async fn mini_program_image_versus_json_error_by_content_type() {
     )
     .unwrap();
     let code = c.get_wxacode_unlimit(&req).await.unwrap();
-    assert_eq!(code.content_type, "image/jpeg");
-    assert_eq!(&code.image[..3], &[0xFF, 0xD8, 0xFF]);
+    assert_eq!(code.content_type, "image/png");
+    assert_eq!(&code.image[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(
         fake.requests_to(Route::WxacodeUnlimit)[0].body_str(),
         r#"{"scene":"kJ3x_Zq8R0aUe-1mVbN4wA","page":"pages/photo/index","check_path":true,"env_version":"release","width":430,"auto_color":false,"line_color":{"r":0,"g":0,"b":0},"is_hyaline":false}"#

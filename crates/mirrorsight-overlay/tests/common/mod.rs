@@ -108,6 +108,7 @@ pub fn minted(t: f64, s: &str, url: &str) -> Event {
             url: url.into(),
             expires_at: 0,
             source: QrSource::Pool,
+            image: None,
         },
     )
 }
