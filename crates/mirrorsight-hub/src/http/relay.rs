@@ -252,15 +252,25 @@ pub(super) async fn create_scene(
             }
         })
         .await?;
+    let (status, record, answer) = scene_answer(&state, outcome)?;
+    tracing::info!(device = %device_id, scene = %record.scene, "scene minted");
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+/// The answer to a mint or a registration: `201` with the new code, `200` with the stored
+/// one, or `403` for another device's scene.
+fn scene_answer(
+    state: &AppState,
+    outcome: MintOutcome,
+) -> Result<(StatusCode, SceneRecord, CreateSceneResponse), ApiError> {
     let (status, record) = match outcome {
         MintOutcome::Created(record) => (StatusCode::CREATED, record),
         MintOutcome::Existing(record) => (StatusCode::OK, record),
-        MintOutcome::Forbidden => return Err(forbidden(&state)),
+        MintOutcome::Forbidden => return Err(forbidden(state)),
     };
-    tracing::info!(device = %device_id, scene = %record.scene, "scene minted");
     let answer =
         response_of(&record).ok_or_else(|| ApiError::unavailable("scene recorded without code"))?;
-    Ok((status, axum::Json(answer)).into_response())
+    Ok((status, record, answer))
 }
 
 /// The longest QR content or ticket a mirror may register (WeChat's are under 200 bytes).
@@ -328,14 +338,8 @@ pub(super) async fn register_scene(
                 .register_scene(&scene, &device, &code, kind, &gallery_key, now)
         })
         .await?;
-    let (status, record) = match outcome {
-        MintOutcome::Created(record) => (StatusCode::CREATED, record),
-        MintOutcome::Existing(record) => (StatusCode::OK, record),
-        MintOutcome::Forbidden => return Err(forbidden(&state)),
-    };
+    let (status, record, answer) = scene_answer(&state, outcome)?;
     tracing::info!(device = %device_id, scene = %record.scene, kind = kind.as_str(), "scene registered");
-    let answer =
-        response_of(&record).ok_or_else(|| ApiError::unavailable("scene recorded without code"))?;
     Ok((status, axum::Json(answer)).into_response())
 }
 
