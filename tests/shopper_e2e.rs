@@ -9,8 +9,9 @@
 //!
 //! Needs the shared footage, ONNX Runtime and Chromium; without them the test prints a skip
 //! line, except under `CI=true`, where a missing browser fails it.
-//! `MIRRORSIGHT_SHOPPER_SHOTS=<dir>` keeps screenshots of `/me` (the hub README's come from
-//! here).
+//! `MIRRORSIGHT_SHOPPER_SHOTS=<dir>` keeps screenshots of `/me` (they show the shared
+//! footage, so they stay out of the repository; the hub README's picture comes from the
+//! ignored `docs_screenshot` in `crates/mirrorsight-hub/tests/shopper.rs`).
 
 mod common;
 

@@ -22,12 +22,11 @@ mod support {
 }
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use support::chromium::{
-    Capture, PHONE_H, PHONE_W, Rgb, TALL_H, browse, chromium_or_skip, dom_and_screenshot,
-    find_chromium,
+    Capture, PHONE_H, PHONE_W, Rgb, TALL_H, browse, chromium_or_skip, demo_frames,
+    dom_and_screenshot, find_chromium, write_docs_screenshot,
 };
 
 use mirrorsight_hub::sweep_expired;
@@ -278,31 +277,18 @@ async fn gallery_renders_in_chromium() {
 async fn docs_screenshot() {
     let chromium = find_chromium().expect("chromium (scripts/setup-test.sh installs it)");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let clip = root.join("assets/demo.mp4");
-    let tmp = tempfile::tempdir().unwrap();
     // The person stands at the mirror from 3.5 to 9.5 s and sways, so the crops differ a little.
-    let frames = [(4.0, 130), (6.5, 140), (9.0, 150)];
-    let mut photos = Vec::new();
-    for (i, (t, x)) in frames.iter().enumerate() {
-        let out = tmp.path().join(format!("{i}.jpg"));
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-ss", &t.to_string(), "-i"])
-            .arg(&clip)
-            .args([
-                "-frames:v",
-                "1",
-                "-vf",
-                &format!("crop=360:480:{x}:0"),
-                "-q:v",
-                "3",
-            ])
-            .arg(&out)
-            .status()
-            .expect("ffmpeg");
-        assert!(status.success());
-        let id = format!("photo{}AAAAAAAAAAAAAAAA", (b'A' + i as u8) as char);
-        photos.push((id, std::fs::read(&out).unwrap()));
-    }
+    let frames = demo_frames(&root, &[(4.0, 130), (6.5, 140), (9.0, 150)]);
+    let photos: Vec<(String, Vec<u8>)> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, jpg)| {
+            (
+                format!("photo{}AAAAAAAAAAAAAAAA", (b'A' + i as u8) as char),
+                jpg,
+            )
+        })
+        .collect();
     let env = start().await;
     let gallery = env.session_with(&photos).await;
     let png = tokio::task::spawn_blocking(move || {
@@ -310,26 +296,5 @@ async fn docs_screenshot() {
     })
     .await
     .unwrap();
-    let raw = tmp.path().join("raw.png");
-    std::fs::write(&raw, &png).unwrap();
-    let dest = root.join("docs/screens/gallery.png");
-    // 256 colours keep the photos looking right at a fraction of the size.
-    let status = Command::new("convert")
-        .arg(&raw)
-        .args([
-            "-strip",
-            "-dither",
-            "FloydSteinberg",
-            "-colors",
-            "256",
-            "-define",
-            "png:compression-level=9",
-        ])
-        .arg(format!("png8:{}", dest.display()))
-        .status()
-        .expect("ImageMagick convert");
-    assert!(status.success());
-    let size = std::fs::metadata(&dest).unwrap().len();
-    assert!(size < 400 * 1024, "{} is {size} bytes", dest.display());
-    println!("wrote {} ({size} bytes)", dest.display());
+    write_docs_screenshot(&root, &png, "gallery.png");
 }

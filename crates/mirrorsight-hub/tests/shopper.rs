@@ -3,9 +3,18 @@
 //! deleting a photo, "forget me", and every sign-in error WeChat can answer.
 //!
 //! The browser here is reqwest with redirects off and a cookie jar kept by hand, so each hop
-//! (and each cookie attribute) is asserted; `shopper_browser.rs` does the same in Chromium.
+//! (and each cookie attribute) is asserted. The same journey in headless Chromium, with two
+//! mirrors replaying real footage, is the workspace's `tests/shopper_e2e.rs`.
+//!
+//! `docs/screens/me.png` (the hub README's) is made by the ignored test at the end, from
+//! frames of `assets/demo.mp4` (needs Chromium, `ffmpeg` and ImageMagick's `convert`):
+//!
+//! ```sh
+//! cargo test --release -p mirrorsight-hub --test shopper -- --ignored docs_screenshot
+//! ```
 
 mod support {
+    pub mod chromium;
     pub mod hub;
     pub mod shopper;
 }
@@ -843,4 +852,37 @@ async fn a_mini_program_logs_in_binds_the_scanned_scene_and_lists_the_photos() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Regenerates `docs/screens/me.png`: a shopper who scanned two mirrors in two shops, `/me` in
+/// headless Chromium at phone size, signed in through the fake's authorize page. The photos are
+/// portrait frames of `assets/demo.mp4` (the repository may show that clip, not the shared
+/// footage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "writes docs/screens/me.png; run with --ignored docs_screenshot"]
+async fn docs_screenshot() {
+    use support::chromium::{Capture, PHONE_H, browse, demo_frames, find_chromium};
+    let chromium = find_chromium().expect("chromium (scripts/setup-test.sh installs it)");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let frames = demo_frames(&root, &[(4.0, 130), (6.5, 140), (9.0, 150)]);
+    let hub = start().await;
+    let now = mirrorsight_hub::http::unix_now();
+    let uploads = [
+        (MIRROR_1, "sceneA1", "photoA1AAAAAAAAAAAAAAA", &frames[0]),
+        (MIRROR_1, "sceneA1", "photoA2AAAAAAAAAAAAAAA", &frames[1]),
+        (MIRROR_2, "sceneB1", "photoB1AAAAAAAAAAAAAAA", &frames[2]),
+    ];
+    for (token, scene, photo, jpg) in uploads {
+        hub::upload_photo(&hub, token, scene, photo, jpg).await;
+    }
+    scan(&hub, "oShopper", "sceneA1", now - 3600).await;
+    scan(&hub, "oShopper", "sceneB1", now).await;
+    hub.fake.sign_in_as(Some("oShopper"));
+    let url = format!("{}/me", hub.base);
+    let png = tokio::task::spawn_blocking(move || {
+        browse(&chromium, &url, Capture::Screenshot { height: PHONE_H })
+    })
+    .await
+    .unwrap();
+    support::chromium::write_docs_screenshot(&root, &png, "me.png");
 }

@@ -239,3 +239,63 @@ impl Rgb {
             .count()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The README's screenshots (`docs/screens/`)
+
+/// Portrait crops (360x480 at `(seconds, left edge)`) of `assets/demo.mp4` under the workspace
+/// `root`, as JPEGs: the repository ships that clip and may show it, while the shared footage
+/// must never be copied into it, screenshots included. Needs `ffmpeg`.
+pub fn demo_frames(root: &Path, frames: &[(f64, u32)]) -> Vec<Vec<u8>> {
+    let clip = root.join("assets/demo.mp4");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    for (i, (t, x)) in frames.iter().enumerate() {
+        let jpg = tmp.path().join(format!("{i}.jpg"));
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-ss", &t.to_string(), "-i"])
+            .arg(&clip)
+            .args([
+                "-frames:v",
+                "1",
+                "-vf",
+                &format!("crop=360:480:{x}:0"),
+                "-q:v",
+                "3",
+            ])
+            .arg(&jpg)
+            .status()
+            .expect("ffmpeg");
+        assert!(status.success());
+        out.push(std::fs::read(&jpg).unwrap());
+    }
+    out
+}
+
+/// Writes a Chromium screenshot to `root/docs/screens/<name>` as a 256-colour PNG (the photos
+/// still look right at a fraction of the size; needs ImageMagick's `convert`); returns its size.
+pub fn write_docs_screenshot(root: &Path, png: &[u8], name: &str) -> u64 {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw.png");
+    std::fs::write(&raw, png).unwrap();
+    let dest = root.join("docs/screens").join(name);
+    let status = Command::new("convert")
+        .arg(&raw)
+        .args([
+            "-strip",
+            "-dither",
+            "FloydSteinberg",
+            "-colors",
+            "256",
+            "-define",
+            "png:compression-level=9",
+        ])
+        .arg(format!("png8:{}", dest.display()))
+        .status()
+        .expect("ImageMagick convert");
+    assert!(status.success());
+    let size = std::fs::metadata(&dest).unwrap().len();
+    assert!(size < 400 * 1024, "{} is {size} bytes", dest.display());
+    println!("wrote {} ({size} bytes)", dest.display());
+    size
+}
