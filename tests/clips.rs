@@ -6,32 +6,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
 use mirrorsight::events::{Event, EventKind};
 use mirrorsight_fake_backend::{FAKE_DEVICE_TOKEN, FakeServer};
-
-/// A still of a raised open hand (labels/stills.json), held for `seconds` as a 15 fps video.
-fn palm_hold(dir: &Path, seconds: u32) -> Option<PathBuf> {
-    // Under CI=true missing footage fails the test (see `common::footage`).
-    let still = footage("tfjs_three_people.jpg")?;
-    let clip = dir.join(format!("palm-{seconds}.mp4"));
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-loop", "1", "-framerate", "15", "-i"])
-        .arg(&still)
-        .args(["-t", &seconds.to_string()])
-        .args(["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .arg(&clip)
-        .status()
-        .expect("ffmpeg (scripts/setup.sh installs it)");
-    assert!(status.success(), "ffmpeg could not make the clip");
-    Some(clip)
-}
 
 fn ffprobe(path: &str, entries: &str) -> String {
     let out = Command::new("ffprobe")

@@ -30,11 +30,16 @@ fn scan_xml(openid: &str, create_time: u64, event: &str, key: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
-    let Some(clip) = footage("mediapipe_gesture_recognizer_test_video.mp4") else {
-        return;
-    };
+/// The hub on SQLite in front of the WeChat fake, on loopback, with two mirrors registered.
+struct LocalHub {
+    base: String,
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+    _fake: mirrorsight_fake_backend::FakeHandle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_hub() -> LocalHub {
     let (fake_url, _fake) = FakeServer::start().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -63,32 +68,54 @@ async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
         .unwrap();
     let blobs = Arc::new(LocalBlobStore::open(&config.blob_dir).unwrap());
     let hub = Hub::with_stores(config, secrets, Arc::clone(&store), blobs).unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(hub.serve(listener, async move {
         let _ = stopped.await;
     }));
 
-    // The mirror, in relay mode: it holds no appsecret, only its device token.
-    let state = dir.path().join("mirror");
-    let mirror = {
-        let base = base.clone();
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || {
-            run_ok(
-                bin()
-                    .arg("replay")
-                    .arg(&clip)
-                    .args(["--set", "qr.kind=\"relay\"", "--set"])
-                    .arg(format!("backend.url=\"{base}\""))
-                    .arg("--set")
-                    .arg(format!("storage.dir=\"{}\"", state.display()))
-                    .env("MIRRORSIGHT_DEVICE_TOKEN", MIRROR_1),
-            )
-        })
-        .await
-        .unwrap()
+    LocalHub {
+        base,
+        store,
+        dir,
+        _fake,
+        _stop: stop,
+    }
+}
+
+/// The mirror replaying `clip` in relay mode against the hub: it holds no appsecret, only its
+/// device token. Its events.
+async fn replay_against(
+    hub: &LocalHub,
+    clip: std::path::PathBuf,
+) -> Vec<mirrorsight::events::Event> {
+    let base = hub.base.clone();
+    let state = hub.dir.path().join("mirror");
+    let out = tokio::task::spawn_blocking(move || {
+        run_ok(
+            bin()
+                .arg("replay")
+                .arg(&clip)
+                .args(["--set", "qr.kind=\"relay\"", "--set"])
+                .arg(format!("backend.url=\"{base}\""))
+                .arg("--set")
+                .arg(format!("storage.dir=\"{}\"", state.display()))
+                .env("MIRRORSIGHT_DEVICE_TOKEN", MIRROR_1),
+        )
+    })
+    .await
+    .unwrap();
+    parse_events(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
+    let Some(clip) = footage("mediapipe_gesture_recognizer_test_video.mp4") else {
+        return;
     };
-    let events = parse_events(&mirror.stdout);
+    let hub = start_hub().await;
+    let (base, store) = (hub.base.clone(), Arc::clone(&hub.store));
+
+    let events = replay_against(&hub, clip).await;
     let Some(EventKind::QrMinted { scene, .. }) =
         of_type(&events, "qr_minted").first().map(|e| &e.kind)
     else {
@@ -204,4 +231,80 @@ async fn a_scan_leads_the_shopper_to_exactly_the_photos_the_mirror_took() {
         .await
         .unwrap();
     assert_eq!(delete.status(), 403);
+}
+
+/// A palm hold in relay mode: the clip the mirror recorded reaches the hub byte-identical with
+/// its poster, and the gallery plays it inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirrors_clip_plays_in_the_gallery_byte_identical() {
+    let hub = start_hub().await;
+    let Some(clip) = palm_hold(hub.dir.path(), 14) else {
+        return;
+    };
+    let events = replay_against(&hub, clip).await;
+    let saved = of_type(&events, "clip_saved");
+    assert_eq!(saved.len(), 1, "{events:?}");
+    let EventKind::ClipSaved {
+        scene,
+        clip,
+        path,
+        poster,
+        ..
+    } = &saved[0].kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(of_type(&events, "clip_uploaded").len(), 1, "{events:?}");
+    assert!(
+        of_type(&events, "clip_upload_failed").is_empty(),
+        "{events:?}"
+    );
+    let row = hub
+        .store
+        .photo(scene, clip)
+        .unwrap()
+        .expect("the clip at the hub");
+    assert_eq!(row.media, mirrorsight_hub::store::Media::Clip);
+    let record = hub.store.scene(scene).unwrap().unwrap();
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{}/s/{scene}?k={}", hub.base, record.gallery_key))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let attr = |name: &str| -> String {
+        let video = page
+            .split("<video")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no <video>: {page}"));
+        let tag = video.split('>').next().unwrap_or("");
+        assert!(
+            tag.contains(" playsinline") && tag.contains(" controls"),
+            "{tag}"
+        );
+        let value = tag
+            .split(&format!(" {name}=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or_else(|| panic!("no {name} in {tag}"));
+        value.replace("&amp;", "&")
+    };
+    for (name, file) in [("src", path), ("poster", poster)] {
+        let served = http
+            .get(attr(name))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            served.as_ref(),
+            std::fs::read(file).unwrap().as_slice(),
+            "the {name} differs from the mirror's spool"
+        );
+    }
 }

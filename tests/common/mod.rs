@@ -82,3 +82,23 @@ pub fn eval_json(clip: &Path, labels_name: &str, args: &[&str]) -> serde_json::V
     );
     serde_json::from_slice(&out.stdout).expect("eval prints JSON")
 }
+
+/// A still of a raised open hand (labels/stills.json), held for `seconds` as a 15 fps video.
+pub fn palm_hold(dir: &Path, seconds: u32) -> Option<PathBuf> {
+    // Under CI=true missing footage fails the test (see `common::footage`).
+    let still = footage("tfjs_three_people.jpg")?;
+    let clip = dir.join(format!("palm-{seconds}.mp4"));
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-loop", "1", "-framerate", "15", "-i"])
+        .arg(&still)
+        .args(["-t", &seconds.to_string()])
+        .args(["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(status.success(), "ffmpeg could not make the clip");
+    Some(clip)
+}
