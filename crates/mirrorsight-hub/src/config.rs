@@ -203,6 +203,9 @@ pub struct PhotosConfig {
     pub keep_bound_days: u32,
     /// Largest photo accepted, bytes. Default 10 MiB.
     pub max_bytes: u64,
+    /// Largest turn-around clip accepted (H.264 MP4), bytes. Default 32 MiB (a mirror caps
+    /// its clips at `clips.max_bytes`, 16 MB by default).
+    pub max_clip_bytes: u64,
     /// How often the retention sweep runs, seconds. Default 3600.
     pub sweep_interval_s: u64,
 }
@@ -213,6 +216,7 @@ impl Default for PhotosConfig {
             retention_days: 7,
             keep_bound_days: 365,
             max_bytes: 10 * 1024 * 1024,
+            max_clip_bytes: 32 * 1024 * 1024,
             sweep_interval_s: 3600,
         }
     }
@@ -597,6 +601,15 @@ impl HubConfig {
             return Err(invalid(
                 "photos.max_bytes",
                 format!("{} is not in 1024..=268435456", self.photos.max_bytes),
+            ));
+        }
+        if !(100_000..=(1 << 30)).contains(&self.photos.max_clip_bytes) {
+            return Err(invalid(
+                "photos.max_clip_bytes",
+                format!(
+                    "{} is not in 100000..=1073741824",
+                    self.photos.max_clip_bytes
+                ),
             ));
         }
         if !(1..=86_400).contains(&self.photos.sweep_interval_s) {

@@ -459,8 +459,10 @@ fn expire_photos(
         }
         for photo in batch {
             // Bytes first: if we crash here the row is still live and the next sweep retries.
-            if !blobs.delete(&photo.blob_key)? {
-                report.blobs_missing += 1;
+            for key in photo.blob_keys() {
+                if !blobs.delete(key)? {
+                    report.blobs_missing += 1;
+                }
             }
             store.mark_expired(&photo.scene, &photo.photo, now)?;
             report.expired += 1;

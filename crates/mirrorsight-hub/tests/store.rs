@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
 use mirrorsight_hub::store::{
-    Activity, BlobStore, Claim, Device, LocalBlobStore, MintOutcome, MintedScene, NewWechatEvent,
-    NonceUse, PhotoInsert, PhotoMeta, PostgresSettings, PostgresStore, SceneKind, SharedToken,
-    SqliteStore, Store, StoreError, Totals,
+    Activity, BlobStore, Claim, Device, LocalBlobStore, Media, MintOutcome, MintedScene,
+    NewWechatEvent, NonceUse, PhotoInsert, PhotoMeta, PostgresSettings, PostgresStore, SceneKind,
+    SharedToken, SqliteStore, Store, StoreError, Totals,
 };
 use mirrorsight_hub::{ORPHAN_GRACE_S, OrphanReport, sweep_expired, sweep_orphans};
 
@@ -55,6 +55,8 @@ fn photo(scene: &str, id: &str, device: &str, session: &str, sha: &str, at: i64)
         ),
         created_at: at,
         expired_at: None,
+        media: Media::Photo,
+        poster_key: None,
     }
 }
 
@@ -504,6 +506,80 @@ fn retention_sweep_removes_old_bytes_and_keeps_rows(s: &dyn Store) {
         1
     );
     assert_eq!(s.totals().unwrap().photos_stored, 0);
+}
+
+/// A clip is a row like a photo, with its poster's blob beside its bytes: retention, deletion
+/// and the orphan sweep treat both blobs as the clip's.
+fn clips_are_kept_like_photos_with_their_poster(s: &dyn Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
+    let d = device(s, "mirror-1", "shop-1");
+    s.claim_scene("sc", &d, "k", T0).unwrap();
+    let clip = PhotoMeta {
+        media: Media::Clip,
+        trigger: "open_palm_hold".into(),
+        ..photo("sc", "c1", "mirror-1", "s", &"c".repeat(64), T0)
+    };
+    let still = photo("sc", "p1", "mirror-1", "s", &"d".repeat(64), T0 + 1);
+    for p in [&clip, &still] {
+        blobs.put(&p.blob_key, b"bytes").unwrap();
+        assert_eq!(s.insert_photo(p, "shop-1").unwrap(), PhotoInsert::Created);
+    }
+    // A poster only for a clip that is there.
+    let poster = format!("{:0>32}-{}", "ab", "e".repeat(16));
+    assert!(matches!(
+        s.set_poster("sc", "p1", &poster),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.set_poster("sc", "nope", &poster),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.set_poster("sc", "c1", &poster).unwrap(), None);
+    blobs.put(&poster, b"jpg").unwrap();
+    let poster2 = format!("{:0>32}-{}", "ab", "f".repeat(16));
+    assert_eq!(
+        s.set_poster("sc", "c1", &poster2).unwrap(),
+        Some(poster.clone()),
+        "putting it again replaces it; the old key goes back to the caller"
+    );
+    blobs.delete(&poster).unwrap();
+    blobs.put(&poster2, b"jpg").unwrap();
+    let rows = s.photos_of_scene("sc").unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.photo.as_str(), r.media, r.poster_key.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            ("c1", Media::Clip, Some(poster2.as_str())),
+            ("p1", Media::Photo, None)
+        ]
+    );
+    assert_eq!(
+        s.referenced_blobs(&[clip.blob_key.clone(), poster2.clone(), poster.clone()])
+            .unwrap(),
+        HashSet::from([clip.blob_key.clone(), poster2.clone()]),
+        "the poster is referenced as long as its clip is live"
+    );
+    // Retention expires the clip and removes both of its blobs.
+    let report = sweep_expired(s, &blobs, 7, T0 + 7 * DAY + 2).unwrap();
+    assert_eq!(report.expired, 2);
+    assert_eq!(report.blobs_missing, 0);
+    assert_eq!(blobs.get(&clip.blob_key).unwrap(), None);
+    assert_eq!(blobs.get(&poster2).unwrap(), None);
+    assert!(
+        matches!(
+            s.set_poster("sc", "c1", &poster),
+            Err(StoreError::NotFound(_))
+        ),
+        "an expired clip takes no poster"
+    );
+    // Deleting the row hands back both keys.
+    let gone = s.delete_photo("sc", "c1").unwrap().expect("the clip's row");
+    assert_eq!(
+        gone.blob_keys().collect::<Vec<_>>(),
+        [clip.blob_key.as_str(), poster2.as_str()]
+    );
 }
 
 fn bound_photos_are_kept_longer_and_retention_prunes_openids(s: &dyn Store) {
@@ -964,6 +1040,7 @@ on_every_store!(
     push_nonces_are_remembered_with_their_body_until_they_expire,
     shoppers_bindings_outbox_and_forget,
     bound_photos_are_kept_longer_and_retention_prunes_openids,
+    clips_are_kept_like_photos_with_their_poster,
 );
 
 #[test]

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Counters, unix_now};
-use crate::store::{Activity, NewWechatEvent, NonceUse, PhotoMeta, SceneKind, SceneRecord};
+use crate::store::{Activity, Media, NewWechatEvent, NonceUse, PhotoMeta, SceneKind, SceneRecord};
 use crate::wechat::xml::{Article, encrypted_reply, news_reply, text_reply};
 use crate::wechat::{Incoming, signature, verify_signature};
 
@@ -388,7 +388,7 @@ async fn handle(state: &Arc<AppState>, message: Incoming) -> Result<Option<Strin
                 Some((record, photos)) => {
                     let pic_url = photos
                         .iter()
-                        .find(|p| p.expired_at.is_none())
+                        .find(|p| p.expired_at.is_none() && p.media == Media::Photo)
                         .map(|p| {
                             // Marked so WeChat fetching the card picture is not counted as
                             // a photo delivered to the shopper.

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AppState, constant_time_eq, unix_now};
 use crate::http::callback::scene_expired;
-use crate::store::{Activity, PhotoMeta, SceneRecord};
+use crate::store::{Activity, Media, PhotoMeta, SceneRecord};
 
 pub(super) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -54,7 +54,7 @@ pub(super) fn private(mut response: Response, content_type: &'static str) -> Res
     response
 }
 
-const STYLE: &str = "body{margin:0;font-family:-apple-system,'PingFang SC','Microsoft YaHei',sans-serif;background:#f6f6f6;color:#222}header{padding:16px;background:#fff;border-bottom:1px solid #e5e5e5}h1{font-size:20px;margin:0}p.sub{margin:4px 0 0;color:#777;font-size:14px}main{padding:12px}figure{margin:0 0 16px;background:#fff;border-radius:8px;overflow:hidden}img{display:block;width:100%;height:auto}figcaption{padding:8px 12px;font-size:14px}a.dl{color:#07c160;text-decoration:none}.notice{background:#fff;border-radius:8px;padding:24px 16px;text-align:center;color:#555}h2{font-size:16px;margin:8px 4px 12px;color:#555}form{display:inline;margin-left:12px}button{font:inherit;background:none;border:1px solid #07c160;color:#07c160;border-radius:6px;padding:6px 12px}button.del{border-color:#d33;color:#d33}footer{padding:24px 12px;text-align:center}.keep{margin:0 0 16px;text-align:center}";
+const STYLE: &str = "body{margin:0;font-family:-apple-system,'PingFang SC','Microsoft YaHei',sans-serif;background:#f6f6f6;color:#222}header{padding:16px;background:#fff;border-bottom:1px solid #e5e5e5}h1{font-size:20px;margin:0}p.sub{margin:4px 0 0;color:#777;font-size:14px}main{padding:12px}figure{margin:0 0 16px;background:#fff;border-radius:8px;overflow:hidden}img,video{display:block;width:100%;height:auto}video{background:#000}figcaption{padding:8px 12px;font-size:14px}a.dl{color:#07c160;text-decoration:none}.notice{background:#fff;border-radius:8px;padding:24px 16px;text-align:center;color:#555}h2{font-size:16px;margin:8px 4px 12px;color:#555}form{display:inline;margin-left:12px}button{font:inherit;background:none;border:1px solid #07c160;color:#07c160;border-radius:6px;padding:6px 12px}button.del{border-color:#d33;color:#d33}footer{padding:24px 12px;text-align:center}.keep{margin:0 0 16px;text-align:center}";
 
 pub(super) fn page_html(title: &str, body: &str) -> String {
     format!(
@@ -102,15 +102,62 @@ fn gallery_html(
             html_escape(csrf),
         ));
     }
-    for (i, photo) in live.iter().enumerate() {
-        let url = html_escape(&state.photo_url(&scene.scene, &photo.photo, &scene.gallery_key));
-        let n = i + 1;
-        body.push_str(&format!(
-            "<figure><a href=\"{url}\"><img src=\"{url}\" alt=\"照片 {n} · Photo {n}\" loading=\"lazy\"></a><figcaption><a class=\"dl\" href=\"{url}\" download=\"mirror-photo-{n}.jpg\">下载原图 · Download full size</a></figcaption></figure>"
-        ));
+    let mut numbers = Numbers::default();
+    for photo in live {
+        body.push_str(&figure(state, scene, photo, numbers.next(photo.media), ""));
     }
     body.push_str("</main>");
     page_html("你的试衣照片 · Your fitting photos", &body)
+}
+
+/// Photos and clips are numbered apart ("Photo 2", "Clip 1").
+#[derive(Default)]
+pub(super) struct Numbers {
+    photos: usize,
+    clips: usize,
+}
+
+impl Numbers {
+    pub(super) fn next(&mut self, media: Media) -> usize {
+        let n = match media {
+            Media::Photo => &mut self.photos,
+            Media::Clip => &mut self.clips,
+        };
+        *n += 1;
+        *n
+    }
+}
+
+/// One photo (full size behind a link) or clip (played inline, its poster shown until then),
+/// each with a download link; `extra` goes at the end of the caption (the /me delete button).
+pub(super) fn figure(
+    state: &AppState,
+    scene: &SceneRecord,
+    item: &PhotoMeta,
+    n: usize,
+    extra: &str,
+) -> String {
+    let url = |ext: &str| {
+        html_escape(&state.media_url(&scene.scene, &item.photo, ext, &scene.gallery_key))
+    };
+    match item.media {
+        Media::Photo => {
+            let url = url("jpg");
+            format!(
+                "<figure><a href=\"{url}\"><img src=\"{url}\" alt=\"照片 {n} · Photo {n}\" loading=\"lazy\"></a><figcaption><a class=\"dl\" href=\"{url}\" download=\"mirror-photo-{n}.jpg\">下载原图 · Download full size</a>{extra}</figcaption></figure>"
+            )
+        }
+        Media::Clip => {
+            let video = url("mp4");
+            let poster = match item.poster_key {
+                Some(_) => format!(" poster=\"{}\"", url("poster.jpg")),
+                None => String::new(),
+            };
+            format!(
+                "<figure class=\"clip\"><video playsinline controls preload=\"metadata\"{poster} src=\"{video}\" aria-label=\"转身视频 {n} · Turn-around clip {n}\"></video><figcaption><a class=\"dl\" href=\"{video}\" download=\"mirror-clip-{n}.mp4\">下载视频 · Download video</a>{extra}</figcaption></figure>"
+            )
+        }
+    }
 }
 
 /// The scene if `key` is its gallery key; `None` both when the scene is unknown and when the
@@ -167,22 +214,60 @@ pub(super) async fn page(
     }
 }
 
-/// `GET /s/{scene}/photos/{photo}.jpg?k=<key>`: the photo as uploaded.
+/// Which stored bytes a file name asks for: `{photo}.jpg`, `{clip}.mp4`, `{clip}.poster.jpg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Photo,
+    Clip,
+    Poster,
+}
+
+impl Served {
+    fn of(file: &str) -> Option<(String, Served)> {
+        let (id, what) = if let Some(id) = file.strip_suffix(".poster.jpg") {
+            (id, Served::Poster)
+        } else if let Some(id) = file.strip_suffix(".jpg") {
+            (id, Served::Photo)
+        } else {
+            (file.strip_suffix(".mp4")?, Served::Clip)
+        };
+        super::valid_id(id).then(|| (id.to_string(), what))
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Served::Photo | Served::Poster => "image/jpeg",
+            Served::Clip => "video/mp4",
+        }
+    }
+
+    /// The row's blob for this file, if the row is of the right kind.
+    fn key(self, meta: &PhotoMeta) -> Option<&str> {
+        match (self, meta.media) {
+            (Served::Photo, Media::Photo) | (Served::Clip, Media::Clip) => Some(&meta.blob_key),
+            (Served::Poster, Media::Clip) => meta.poster_key.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// `GET /s/{scene}/photos/{file}?k=<key>`: a photo (`{photo}.jpg`), a clip (`{clip}.mp4`) or a
+/// clip's poster frame (`{clip}.poster.jpg`), as uploaded.
 pub(super) async fn photo(
     State(state): State<Arc<AppState>>,
     Path((scene, file)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(photo) = file.strip_suffix(".jpg").map(str::to_string) else {
+    let Some((photo, served)) = Served::of(&file) else {
         return not_found();
     };
-    if !super::valid_scene(&scene) || !super::valid_id(&photo) {
+    if !super::valid_scene(&scene) {
         return not_found();
     }
     let now = unix_now();
     let key = q.get("k").cloned();
-    // WeChat fetching the card picture is not the shopper receiving the photo.
-    let counts_as_delivery = q.get("src").is_none_or(|s| s != "card");
+    // WeChat fetching the card picture is not the shopper receiving the photo, nor is a poster.
+    let counts_as_delivery = served != Served::Poster && q.get("src").is_none_or(|s| s != "card");
     let result = state
         .blocking(move |s| -> Result<Option<Result<Vec<u8>, ()>>, super::ApiError> {
             let Some(record) = authorised(s.store.scene(&scene)?, key.as_ref()) else {
@@ -194,7 +279,10 @@ pub(super) async fn photo(
             if meta.expired_at.is_some() {
                 return Ok(Some(Err(())));
             }
-            let bytes = s.blobs.get(&meta.blob_key).map_err(|e| {
+            let Some(blob) = served.key(&meta) else {
+                return Ok(None);
+            };
+            let bytes = s.blobs.get(blob).map_err(|e| {
                 tracing::error!(error = %e, "reading photo bytes failed");
                 super::ApiError::unavailable("photo storage temporarily unavailable")
             })?;
@@ -214,7 +302,10 @@ pub(super) async fn photo(
         })
         .await;
     match result {
-        Ok(Some(Ok(bytes))) => private((StatusCode::OK, bytes).into_response(), "image/jpeg"),
+        Ok(Some(Ok(bytes))) => private(
+            (StatusCode::OK, bytes).into_response(),
+            served.content_type(),
+        ),
         Ok(Some(Err(()))) => private(
             (StatusCode::GONE, "照片已过期 · This photo has expired").into_response(),
             "text/plain; charset=utf-8",

@@ -95,6 +95,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/scenes", post(relay::create_scene))
         .route("/v1/scenes/{scene}", put(relay::register_scene))
         .route("/v1/sessions/{scene}/photos", post(relay::upload_photo))
+        .route("/v1/sessions/{scene}/clips", post(relay::upload_clip))
+        .route(
+            "/v1/sessions/{scene}/clips/{clip}/poster",
+            put(relay::put_clip_poster),
+        )
         .route(
             "/v1/sessions/{scene}/photos/{photo}",
             delete(relay::delete_photo),
@@ -224,11 +229,16 @@ impl AppState {
 
     /// The full-size URL of one photo.
     pub(crate) fn photo_url(&self, scene: &str, photo: &str, key: &str) -> String {
+        self.media_url(scene, photo, "jpg", key)
+    }
+
+    /// A clip's MP4 (`ext` `mp4`) or poster frame (`poster.jpg`), or a photo (`jpg`).
+    pub(crate) fn media_url(&self, scene: &str, id: &str, ext: &str, key: &str) -> String {
         format!(
-            "{}/s/{}/photos/{}.jpg?k={}",
+            "{}/s/{}/photos/{}.{ext}?k={}",
             self.base_url,
             encode_segment(scene),
-            encode_segment(photo),
+            encode_segment(id),
             key
         )
     }

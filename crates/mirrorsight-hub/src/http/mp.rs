@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::relay::read_body;
 use super::{ApiError, AppState, bearer, unix_now, valid_scene};
-use crate::store::SceneKind;
+use crate::store::{Media, SceneKind};
 
 /// A login body is a code and a scene.
 const LOGIN_BODY_LIMIT: usize = 4096;
@@ -183,7 +183,8 @@ pub(super) async fn photos(
                     .store
                     .photos_of_scene(&scene.scene)?
                     .into_iter()
-                    .filter(|p| p.expired_at.is_none())
+                    // Photos only: the mini-program shows pictures.
+                    .filter(|p| p.expired_at.is_none() && p.media == Media::Photo)
                     .map(|p| PhotoEntry {
                         url: s.photo_url(&scene.scene, &p.photo, &scene.gallery_key),
                         photo: p.photo,

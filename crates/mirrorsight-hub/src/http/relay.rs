@@ -1,4 +1,5 @@
-//! The relay the mirrors speak (`docs/openapi.yaml`): scene minting, photo upload and delete.
+//! The relay the mirrors speak (`docs/openapi.yaml`): scene minting, photo and clip upload
+//! (a clip's poster too), photo delete.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,8 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mirrorsight_contract::backend::{
-    CreateSceneRequest, CreateSceneResponse, MAX_EXPIRE_SECONDS, PhotoUploadResponse,
-    RegisterSceneRequest, SceneKind, UploadHeaders, error_code, is_photo_content_type,
+    ClipUploadHeaders, ClipUploadResponse, CreateSceneRequest, CreateSceneResponse,
+    MAX_EXPIRE_SECONDS, PhotoUploadResponse, RegisterSceneRequest, SceneKind, UploadHeaders,
+    error_code, is_clip_content_type, is_photo_content_type,
 };
 use mirrorsight_wechat::error::QUOTA_ERRCODES;
 use mirrorsight_wechat::{ActionName, Minter};
@@ -19,7 +21,9 @@ use super::{
     ApiError, AppState, Counters, bearer, header_pairs, limit, random_key, sha256_hex, unix_now,
     valid_id, valid_scene,
 };
-use crate::store::{Claim, Device, MintOutcome, MintedScene, PhotoInsert, PhotoMeta, SceneRecord};
+use crate::store::{
+    Claim, Device, Media, MintOutcome, MintedScene, PhotoInsert, PhotoMeta, SceneRecord, StoreError,
+};
 
 /// A `CreateSceneRequest` is a few dozen bytes.
 const SCENE_BODY_LIMIT: usize = 4096;
@@ -376,36 +380,80 @@ pub(super) async fn upload_photo(
     body: Body,
 ) -> Result<Response, ApiError> {
     let device = authenticate(&state, &headers).await?;
-    let result = ingest(&state, device, scene, &headers, body).await;
+    let result = ingest(&state, device, scene, Media::Photo, &headers, body).await;
     if result.is_err() {
         Counters::bump(&state.counters.uploads_refused);
     }
     result
 }
 
+/// `POST /v1/sessions/{scene}/clips`: a turn-around clip, stored like a photo.
+pub(super) async fn upload_clip(
+    State(state): State<Arc<AppState>>,
+    Path(scene): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &headers).await?;
+    let result = ingest(&state, device, scene, Media::Clip, &headers, body).await;
+    if result.is_err() {
+        Counters::bump(&state.counters.uploads_refused);
+    }
+    result
+}
+
+/// The metadata headers of a photo or clip upload, in one shape.
+fn media_headers(media: Media, headers: &HeaderMap) -> Result<UploadHeaders, ApiError> {
+    match media {
+        Media::Photo => upload_headers(headers),
+        Media::Clip => ClipUploadHeaders::parse(header_pairs(headers))
+            .map(|c| UploadHeaders {
+                photo: c.clip,
+                session: c.session,
+                taken_at_ms: c.taken_at_ms,
+                trigger: c.trigger,
+                sha256: c.sha256,
+            })
+            .map_err(|e| ApiError::bad_request(e.to_string())),
+    }
+}
+
 async fn ingest(
     state: &Arc<AppState>,
     device: Device,
     scene: String,
+    media: Media,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     if !valid_scene(&scene) {
         return Err(ApiError::bad_request("scene must be 1..=64 characters"));
     }
-    let meta = upload_headers(headers)?;
+    let meta = media_headers(media, headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !is_photo_content_type(content_type) {
+    let (type_ok, type_message, max_bytes) = match media {
+        Media::Photo => (
+            is_photo_content_type(content_type),
+            "photos are image/jpeg",
+            state.config.photos.max_bytes,
+        ),
+        Media::Clip => (
+            is_clip_content_type(content_type),
+            "clips are video/mp4",
+            state.config.photos.max_clip_bytes,
+        ),
+    };
+    if !type_ok {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error_code::UNSUPPORTED_MEDIA_TYPE,
-            "photos are image/jpeg",
+            type_message,
         ));
     }
-    let limit = usize::try_from(state.config.photos.max_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
     let bytes = read_body(state, headers, body, limit).await?;
     let sha256 = sha256_hex(&bytes);
     if sha256 != meta.sha256 {
@@ -415,11 +463,9 @@ async fn ingest(
             "X-Content-SHA256 does not match the body",
         ));
     }
-    let answer = PhotoUploadResponse {
-        photo: meta.photo.clone(),
-        sha256: sha256.clone(),
-        bytes: bytes.len() as u64,
-    };
+    let id = meta.photo.clone();
+    let stored_bytes = bytes.len() as u64;
+    let answer_sha = sha256.clone();
     let gallery_key = random_key()?;
     let now = unix_now();
     let outcome = state
@@ -429,7 +475,7 @@ async fn ingest(
                 Claim::Forbidden => return Err(forbidden(s)),
             };
             if let Some(existing) = s.store.photo(&scene, &meta.photo)? {
-                return Ok(if existing.sha256 == sha256 {
+                return Ok(if existing.sha256 == sha256 && existing.media == media {
                     PhotoInsert::SameBytes
                 } else {
                     PhotoInsert::Conflict
@@ -439,7 +485,7 @@ async fn ingest(
             // crash in between only leaves an unreferenced file that the retry overwrites.
             let key = blob_key(&scene, &meta.photo, &sha256, attempt_nonce());
             s.blobs.put(&key, &bytes).map_err(|e| {
-                tracing::error!(error = %e, "storing photo bytes failed");
+                tracing::error!(error = %e, "storing {} bytes failed", media.as_str());
                 ApiError::unavailable("photo storage temporarily unavailable")
             })?;
             let row = PhotoMeta {
@@ -455,6 +501,8 @@ async fn ingest(
                 blob_key: key.clone(),
                 created_at: now,
                 expired_at: None,
+                media,
+                poster_key: None,
             };
             let inserted = s.store.insert_photo(&row, &record.store)?;
             if inserted != PhotoInsert::Created {
@@ -469,20 +517,127 @@ async fn ingest(
             Ok(inserted)
         })
         .await?;
+    let answer = |status: StatusCode| match media {
+        Media::Photo => (
+            status,
+            axum::Json(PhotoUploadResponse {
+                photo: id.clone(),
+                sha256: answer_sha.clone(),
+                bytes: stored_bytes,
+            }),
+        )
+            .into_response(),
+        Media::Clip => (
+            status,
+            axum::Json(ClipUploadResponse {
+                clip: id.clone(),
+                sha256: answer_sha.clone(),
+                bytes: stored_bytes,
+            }),
+        )
+            .into_response(),
+    };
     match outcome {
         PhotoInsert::Created => {
             Counters::bump(&state.counters.uploads_created);
-            Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+            Ok(answer(StatusCode::CREATED))
         }
         PhotoInsert::SameBytes => {
             Counters::bump(&state.counters.uploads_repeated);
-            Ok((StatusCode::OK, axum::Json(answer)).into_response())
+            Ok(answer(StatusCode::OK))
         }
         PhotoInsert::Conflict => Err(ApiError::new(
             StatusCode::CONFLICT,
             error_code::CONFLICT,
-            "photo id already stored with different bytes",
+            format!("{} id already stored with different bytes", media.as_str()),
         )),
+    }
+}
+
+/// `PUT /v1/sessions/{scene}/clips/{clip}/poster`: a clip's poster frame (JPEG); putting it
+/// again replaces it.
+pub(super) async fn put_clip_poster(
+    State(state): State<Arc<AppState>>,
+    Path((scene, clip)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &headers).await?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            error_code::NOT_FOUND,
+            "no such clip; upload it first",
+        )
+    };
+    if !valid_scene(&scene) || !valid_id(&clip) {
+        return Err(not_found());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_photo_content_type(content_type) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error_code::UNSUPPORTED_MEDIA_TYPE,
+            "posters are image/jpeg",
+        ));
+    }
+    let limit = usize::try_from(state.config.photos.max_bytes).unwrap_or(usize::MAX);
+    let bytes = read_body(&state, &headers, body, limit).await?;
+    let sha256 = sha256_hex(&bytes);
+    let declared = headers
+        .get(mirrorsight_contract::backend::header::CONTENT_SHA256)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if sha256 != declared {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            error_code::DIGEST_MISMATCH,
+            "X-Content-SHA256 missing or not the body's",
+        ));
+    }
+    let found = state
+        .blocking(move |s| -> Result<bool, ApiError> {
+            let Some(record) = s.store.scene(&scene)? else {
+                return Ok(false);
+            };
+            if record.device != device.id {
+                return Err(forbidden(s));
+            }
+            // Bytes first under a fresh key, then the row points at them, then the old bytes
+            // go: a crash anywhere leaves at most an orphan for the sweep.
+            let key = blob_key(&scene, &format!("{clip}.poster"), &sha256, attempt_nonce());
+            s.blobs.put(&key, &bytes).map_err(|e| {
+                tracing::error!(error = %e, "storing poster bytes failed");
+                ApiError::unavailable("photo storage temporarily unavailable")
+            })?;
+            match s.store.set_poster(&scene, &clip, &key) {
+                Ok(old) => {
+                    if let Some(old) = old.filter(|old| *old != key) {
+                        let _ = s.blobs.delete(&old);
+                    }
+                    Ok(true)
+                }
+                Err(StoreError::NotFound(_)) => {
+                    let _ = s.blobs.delete(&key);
+                    Ok(false)
+                }
+                Err(e) => {
+                    let _ = s.blobs.delete(&key);
+                    Err(e.into())
+                }
+            }
+        })
+        .await;
+    match found {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(not_found()),
+        Err(e) => {
+            Counters::bump(&state.counters.uploads_refused);
+            Err(e)
+        }
     }
 }
 
@@ -515,8 +670,10 @@ pub(super) async fn delete_photo(
             let Some(row) = s.store.delete_photo(&scene, &photo)? else {
                 return Ok(false);
             };
-            if let Err(e) = s.blobs.delete(&row.blob_key) {
-                tracing::error!(error = %e, "photo row deleted but its bytes could not be; remove by hand");
+            for key in row.blob_keys() {
+                if let Err(e) = s.blobs.delete(key) {
+                    tracing::error!(error = %e, "photo row deleted but its bytes could not be; remove by hand");
+                }
             }
             tracing::info!(device = %device.id, scene = %scene, photo = %photo, "photo deleted at the shopper's request");
             Ok(true)

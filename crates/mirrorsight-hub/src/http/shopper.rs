@@ -300,7 +300,7 @@ fn me_html(state: &AppState, sessions: &[(SceneRecord, Vec<PhotoMeta>)], csrf: &
     if live_total == 0 {
         body.push_str("<div class=\"notice\" id=\"empty\"><p>还没有照片。在试衣镜前扫码后，照片会出现在这里。</p><p>No photos yet. Scan the code on a mirror and your photos appear here.</p></div>");
     }
-    let mut n = 0;
+    let mut numbers = super::gallery::Numbers::default();
     for (scene, photos) in sessions {
         let live: Vec<&PhotoMeta> = photos.iter().filter(|p| p.expired_at.is_none()).collect();
         if live.is_empty() {
@@ -313,12 +313,12 @@ fn me_html(state: &AppState, sessions: &[(SceneRecord, Vec<PhotoMeta>)], csrf: &
             html_escape(&scene.store),
         ));
         for photo in live {
-            n += 1;
-            let url = html_escape(&state.photo_url(&scene.scene, &photo.photo, &scene.gallery_key));
             let delete = format!("/me/photos/{}/delete", super::encode_segment(&photo.photo));
-            body.push_str(&format!(
-                "<figure><a href=\"{url}\"><img src=\"{url}\" alt=\"照片 {n} · Photo {n}\" loading=\"lazy\"></a><figcaption><a class=\"dl\" href=\"{url}\" download=\"mirror-photo-{n}.jpg\">下载原图 · Download full size</a><form method=\"post\" action=\"{delete}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" class=\"del\">删除 · Delete</button></form></figcaption></figure>"
-            ));
+            let button = format!(
+                "<form method=\"post\" action=\"{delete}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" class=\"del\">删除 · Delete</button></form>"
+            );
+            let n = numbers.next(photo.media);
+            body.push_str(&super::gallery::figure(state, scene, photo, n, &button));
         }
         body.push_str("</section>");
     }
@@ -525,10 +525,12 @@ pub(super) async fn delete_photo(
             };
             if let Some(gone) = s.store.delete_photo(&meta.scene, &meta.photo)? {
                 // Row first, then bytes: a crash between leaves an orphan the sweep removes.
-                s.blobs.delete(&gone.blob_key).map_err(|e| {
-                    tracing::error!(error = %e, "deleting photo bytes failed");
-                    ApiError::unavailable("photo storage temporarily unavailable")
-                })?;
+                for key in gone.blob_keys() {
+                    s.blobs.delete(key).map_err(|e| {
+                        tracing::error!(error = %e, "deleting photo bytes failed");
+                        ApiError::unavailable("photo storage temporarily unavailable")
+                    })?;
+                }
             }
             Ok(true)
         })
@@ -568,10 +570,12 @@ pub(super) async fn forget(
         .blocking(move |s| -> Result<usize, ApiError> {
             let photos = s.store.forget_openid(&openid)?;
             for photo in &photos {
-                s.blobs.delete(&photo.blob_key).map_err(|e| {
-                    tracing::error!(error = %e, "deleting photo bytes failed");
-                    ApiError::unavailable("photo storage temporarily unavailable")
-                })?;
+                for key in photo.blob_keys() {
+                    s.blobs.delete(key).map_err(|e| {
+                        tracing::error!(error = %e, "deleting photo bytes failed");
+                        ApiError::unavailable("photo storage temporarily unavailable")
+                    })?;
+                }
             }
             Ok(photos.len())
         })

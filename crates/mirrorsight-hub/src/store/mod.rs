@@ -33,6 +33,8 @@ pub enum StoreError {
     Db(String),
     #[error("{0} already exists")]
     Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 /// A mirror allowed to talk to the relay.
@@ -89,7 +91,33 @@ pub enum Claim {
     Forbidden,
 }
 
-/// Metadata of one uploaded photo.
+/// What a row of the photo store holds: a photo, or a turn-around clip (H.264 MP4) with its
+/// poster frame. Clips are kept, bound, expired and deleted exactly like photos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Media {
+    #[default]
+    Photo,
+    Clip,
+}
+
+impl Media {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Media::Photo => "photo",
+            Media::Clip => "clip",
+        }
+    }
+
+    /// What the database column holds; anything unknown reads as a photo.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "clip" => Media::Clip,
+            _ => Media::Photo,
+        }
+    }
+}
+
+/// Metadata of one uploaded photo (or clip: see [`Media`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhotoMeta {
     pub scene: String,
@@ -104,6 +132,17 @@ pub struct PhotoMeta {
     pub created_at: i64,
     /// Set when retention removed the bytes; the row stays so the gallery can say so.
     pub expired_at: Option<i64>,
+    pub media: Media,
+    /// A clip's poster frame (JPEG), once the mirror put it.
+    pub poster_key: Option<String>,
+}
+
+impl PhotoMeta {
+    /// Every blob the row owns: the bytes, and a clip's poster. Whoever removes the row or
+    /// expires it removes all of them.
+    pub fn blob_keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.blob_key.as_str()).chain(self.poster_key.as_deref())
+    }
 }
 
 /// Result of [`Store::insert_photo`].
@@ -423,6 +462,10 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts the photo unless its id is taken; also notes its mirror session.
     fn insert_photo(&self, photo: &PhotoMeta, store: &str) -> Result<PhotoInsert, StoreError>;
     fn photo(&self, scene: &str, photo: &str) -> Result<Option<PhotoMeta>, StoreError>;
+    /// Points the clip `clip` of `scene` at its poster's blob `key`. Returns the key it had
+    /// before (the caller removes those bytes), `Ok(None)` with nothing to remove, or
+    /// `Err(StoreError::NotFound)` when no live clip has that id.
+    fn set_poster(&self, scene: &str, clip: &str, key: &str) -> Result<Option<String>, StoreError>;
     /// All photos of a scene, expired ones included, in the order they were taken.
     fn photos_of_scene(&self, scene: &str) -> Result<Vec<PhotoMeta>, StoreError>;
     /// Removes the row; the caller then removes the bytes.

@@ -23,8 +23,8 @@ use std::collections::HashSet;
 
 use self::driver::{Conn, Dialect, Driver, Row, Value, args};
 use super::{
-    Activity, Binding, Claim, Device, DuePush, MintOutcome, MintedScene, NewWechatEvent, NonceUse,
-    PhotoInsert, PhotoMeta, PruneReport, PushOutcome, PushRecord, SceneKind, SceneRecord,
+    Activity, Binding, Claim, Device, DuePush, Media, MintOutcome, MintedScene, NewWechatEvent,
+    NonceUse, PhotoInsert, PhotoMeta, PruneReport, PushOutcome, PushRecord, SceneKind, SceneRecord,
     SceneScans, SharedToken, StatsRow, Store, StoreError, Totals, activity_totals, fold_stats,
 };
 
@@ -103,7 +103,7 @@ fn scene_from_row(r: &Row) -> Result<SceneRecord, StoreError> {
     })
 }
 
-const PHOTO_COLUMNS: &str = "scene, photo, device, session_id, taken_at_ms, trigger, sha256, bytes, blob_key, created_at, expired_at";
+const PHOTO_COLUMNS: &str = "scene, photo, device, session_id, taken_at_ms, trigger, sha256, bytes, blob_key, created_at, expired_at, media, poster_key";
 
 fn photo_from_row(r: &Row) -> Result<PhotoMeta, StoreError> {
     Ok(PhotoMeta {
@@ -118,6 +118,8 @@ fn photo_from_row(r: &Row) -> Result<PhotoMeta, StoreError> {
         blob_key: r.text(8)?,
         created_at: r.int(9)?,
         expired_at: r.opt_int(10)?,
+        media: Media::parse(&r.text(11)?),
+        poster_key: r.opt_text(12)?,
     })
 }
 
@@ -527,7 +529,7 @@ impl<D: Driver> Store for SqlStore<D> {
         self.driver.transaction(|c| {
             let inserted = c.execute(
                 &format!(
-                    "INSERT INTO photos ({PHOTO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL) ON CONFLICT (scene, photo) DO NOTHING"
+                    "INSERT INTO photos ({PHOTO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, NULL) ON CONFLICT (scene, photo) DO NOTHING"
                 ),
                 args![
                     &photo.scene,
@@ -540,6 +542,7 @@ impl<D: Driver> Store for SqlStore<D> {
                     photo.bytes,
                     &photo.blob_key,
                     photo.created_at,
+                    photo.media.as_str(),
                 ],
             )? == 1;
             if !inserted {
@@ -587,6 +590,24 @@ impl<D: Driver> Store for SqlStore<D> {
             args![scene, photo],
             photo_from_row,
         )
+    }
+
+    fn set_poster(&self, scene: &str, clip: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.driver.transaction(|c| {
+            let Some(row) = c.query_opt(
+                "SELECT poster_key FROM photos WHERE scene = $1 AND photo = $2 AND media = 'clip' AND expired_at IS NULL",
+                args![scene, clip],
+            )?
+            else {
+                return Err(StoreError::NotFound(format!("clip {clip}")));
+            };
+            let old = row.opt_text(0)?;
+            c.execute(
+                "UPDATE photos SET poster_key = $3 WHERE scene = $1 AND photo = $2",
+                args![scene, clip, key],
+            )?;
+            Ok(old)
+        })
     }
 
     fn photos_of_scene(&self, scene: &str) -> Result<Vec<PhotoMeta>, StoreError> {
@@ -1131,7 +1152,8 @@ impl<D: Driver> Store for SqlStore<D> {
             let rows = self.driver.run(|c| {
                 c.query(
                     &format!(
-                        "SELECT DISTINCT blob_key FROM photos WHERE expired_at IS NULL AND blob_key IN ({marks})"
+                        "SELECT blob_key FROM photos WHERE expired_at IS NULL AND blob_key IN ({marks})
+                         UNION SELECT poster_key FROM photos WHERE expired_at IS NULL AND poster_key IN ({marks})"
                     ),
                     &values,
                 )

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("V3__shopper_bindings", V3_SHOPPER_BINDINGS),
     ("V4__push_outbox", V4_PUSH_OUTBOX),
     ("V5__scene_kind", V5_SCENE_KIND),
+    ("V6__clips", V6_CLIPS),
 ];
 
 const V1_INITIAL: &str = "
@@ -167,6 +168,13 @@ CREATE INDEX IF NOT EXISTS push_outbox_by_openid ON push_outbox (openid);
 /// `idle` for a mirror's permanent code, whose scans are welcomed and counted but bind nothing.
 const V5_SCENE_KIND: &str = "
 ALTER TABLE scenes ADD COLUMN kind TEXT NOT NULL DEFAULT 'session';
+";
+
+/// Turn-around clips live beside the photos, in the same rows (so retention, bindings, deletion
+/// and forget-me treat them alike): `media` says which, `poster_key` is a clip's poster frame.
+const V6_CLIPS: &str = "
+ALTER TABLE photos ADD COLUMN media TEXT NOT NULL DEFAULT 'photo';
+ALTER TABLE photos ADD COLUMN poster_key TEXT;
 ";
 
 /// The table refinery records applied migrations in.
