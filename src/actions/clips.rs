@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -26,7 +26,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use mirrorsight_contract::events::{Event, EventKind};
 use mirrorsight_core::clip::ClipWork;
-use mirrorsight_photos::clip_upload::{ClipRecord, ClipUploadOutcome, ClipUploader};
+use mirrorsight_photos::clip_upload::{
+    ClipRecord, ClipUploadOutcome, ClipUploader, write_spool_file,
+};
 use mirrorsight_photos::{Backend, UploaderOptions};
 use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -729,26 +731,7 @@ fn write_poster(path: &Path, poster: Option<(u32, u32, Vec<u8>)>) -> Result<(), 
     let jpeg = encoder.encode(&frame).map_err(|e| e.to_string())?.jpeg;
     // Hidden and ending in `.part`, like the MP4 being written: a crash leaves it for
     // `open_spool` to delete.
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.part"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&jpeg)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        e.to_string()
-    })
+    write_spool_file(path, &jpeg).map_err(|e| e.to_string())
 }
 
 fn sync_file(path: &Path) -> std::io::Result<()> {

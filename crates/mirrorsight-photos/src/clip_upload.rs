@@ -62,27 +62,12 @@ impl ClipRecord {
         dir.join(format!("{clip}.json"))
     }
 
-    /// Writes `<clip>.json` as a hidden `.part`, fsynced, then renamed and the directory
-    /// fsynced: a crash leaves the old record or the new one, never half of one.
+    /// Writes `<clip>.json` ([`write_spool_file`]), then fsyncs the directory: a crash
+    /// leaves the old record or the new one, never half of one.
     pub fn write_durably(&self, dir: &Path) -> std::io::Result<()> {
-        let path = Self::record_path(dir, &self.clip);
-        let tmp = dir.join(format!(".{}.json.part", self.clip));
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        write_spool_file(&Self::record_path(dir, &self.clip), &json)?;
+        std::fs::File::open(dir)?.sync_all()
     }
 
     fn read(path: &Path) -> Result<Self, String> {
@@ -119,6 +104,31 @@ impl ClipRecord {
         pending.sort_by_key(|r| r.taken_at_ms);
         pending
     }
+}
+
+/// Writes a file of the clip spool (owner-only) as a hidden `.<name>.part` beside `path`,
+/// fsynced, then renamed to `path`; on failure the part is removed, and a crash leaves it for
+/// the spool's opening to delete. The caller fsyncs the directory.
+pub fn write_spool_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.part"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// What happened to a clip, for the event stream.
