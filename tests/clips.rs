@@ -199,23 +199,28 @@ fn the_clip_reaches_the_backend_byte_identical_with_its_poster() {
 #[test]
 fn sigkill_while_recording_leaves_no_clip() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(clip) = palm_hold(dir.path(), 14) else {
+    // Replay at full speed, never dropping a frame, with a 30 s recording: the kill lands
+    // mid-recording however fast or loaded the machine is (450 frames to encode), where a
+    // paced --realtime replay on a loaded machine could drop the frames the hold needs.
+    let Some(clip) = palm_hold(dir.path(), 40) else {
         return;
     };
     let fake = FakeServer::start_blocking().unwrap();
     let state = dir.path().join("state");
     let spool = state.join("clips");
+    let log = dir.path().join("stderr.log");
     let mut child = bin()
         .arg("replay")
         .arg(&clip)
-        .arg("--realtime")
+        .arg("--set")
+        .arg("clips.duration_s=30")
         .arg("--set")
         .arg(format!("backend.url=\"{}\"", fake.url()))
         .env("MIRRORSIGHT_DEVICE_TOKEN", FAKE_DEVICE_TOKEN)
         .arg("--set")
         .arg(format!("storage.dir=\"{}\"", state.display()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("stderr log"))
         .spawn()
         .expect("spawn mirrorsight");
     let stdout = child.stdout.take().expect("stdout");
@@ -229,7 +234,11 @@ fn sigkill_while_recording_leaves_no_clip() {
         }
         assert_ne!(event.type_name(), "clip_saved", "killed too late");
     }
-    assert!(started.is_some(), "recording never started");
+    assert!(
+        started.is_some(),
+        "recording never started; stderr: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     // Let a second of frames reach the encoder, then kill without warning.
     std::thread::sleep(std::time::Duration::from_secs(1));
     // SAFETY-free: kill(2) through the standard library sends SIGKILL.
