@@ -233,6 +233,9 @@ pub struct HandsConfig {
     pub min_presence: f32,
     /// While no hand is followed, run the palm detector this often (seconds; 0 = every frame).
     pub search_interval_s: f64,
+    /// Each palm search that finds nothing doubles the wait before the next one, up to this
+    /// (seconds; equal to `search_interval_s` = no backoff). A found hand starts over.
+    pub search_backoff_max_s: f64,
     /// While one hand is followed, look for a second one this often (seconds).
     pub second_hand_interval_s: f64,
     /// Hands are searched in the shopper's region grown by this fraction on each side.
@@ -269,6 +272,16 @@ impl HandsConfig {
         if !(self.search_interval_s >= 0.0 && self.search_interval_s.is_finite()) {
             return Err(key_error("hands.search_interval_s", "must be >= 0"));
         }
+        let v = self.search_backoff_max_s;
+        if !(v.is_finite() && v >= self.search_interval_s && v <= 10.0) {
+            return Err(key_error(
+                "hands.search_backoff_max_s",
+                format!(
+                    "must be between hands.search_interval_s ({}) and 10, got {v}",
+                    self.search_interval_s
+                ),
+            ));
+        }
         if !(0.0..=2.0).contains(&self.search_margin) {
             return Err(key_error("hands.search_margin", "must be between 0 and 2"));
         }
@@ -292,6 +305,7 @@ impl Default for HandsConfig {
             min_palm_score: 0.5,
             min_presence: 0.5,
             search_interval_s: 0.2,
+            search_backoff_max_s: 0.8,
             second_hand_interval_s: 0.5,
             search_margin: 0.25,
             body_landmarks_every: 1,
@@ -719,6 +733,13 @@ mod tests {
                     ..HandsConfig::default()
                 },
                 "hands.search_interval_s",
+            ),
+            (
+                HandsConfig {
+                    search_backoff_max_s: 0.1,
+                    ..HandsConfig::default()
+                },
+                "hands.search_backoff_max_s",
             ),
             (
                 HandsConfig {

@@ -28,6 +28,9 @@ pub struct HandTracker {
     landmarks: ImageModel,
     tracked: Vec<Tracked>,
     last_palm_run: Option<f64>,
+    /// The wait before the next palm search while no hand is followed: starts at
+    /// `search_interval_s`, doubles with every search that finds nothing.
+    search_wait: f64,
     palm_runs: u64,
     cfg: HandsConfig,
 }
@@ -48,6 +51,7 @@ impl HandTracker {
             landmarks: ImageModel::new("hand_landmark", landmarks, LANDMARK_INPUT, Range::Unit),
             tracked: Vec::new(),
             last_palm_run: None,
+            search_wait: cfg.search_interval_s,
             palm_runs: 0,
             cfg: cfg.clone(),
         }
@@ -62,6 +66,7 @@ impl HandTracker {
     pub fn reset(&mut self) {
         self.tracked.clear();
         self.last_palm_run = None;
+        self.search_wait = self.cfg.search_interval_s;
     }
 
     /// Tracks hands in one frame. `search` is the region (image pixels) hands may be in:
@@ -108,9 +113,14 @@ impl HandTracker {
         dedupe(&mut found, &mut self.tracked);
 
         let wanted = may_search && seeds.is_empty() && self.tracked.len() < self.cfg.max_hands;
-        // Nothing followed: look often. One hand followed: look for a second one now and then.
+        // Nothing followed: look often, less often the longer nothing turns up (a shopper who
+        // raises a hand is usually seeded by the body first). One hand followed: look for a
+        // second one now and then.
+        if !self.tracked.is_empty() {
+            self.search_wait = self.cfg.search_interval_s;
+        }
         let interval = if self.tracked.is_empty() {
-            self.cfg.search_interval_s
+            self.search_wait
         } else {
             self.cfg.second_hand_interval_s
         };
@@ -138,6 +148,13 @@ impl HandTracker {
                 }
             }
             dedupe(&mut found, &mut self.tracked);
+            self.search_wait = if self.tracked.is_empty() {
+                (self.search_wait * 2.0)
+                    .max(self.cfg.search_interval_s)
+                    .min(self.cfg.search_backoff_max_s)
+            } else {
+                self.cfg.search_interval_s
+            };
         }
         Ok(found)
     }
