@@ -191,10 +191,13 @@ impl Default for OnnxRuntimeConfig {
     fn default() -> Self {
         Self {
             library: None,
-            provider: crate::vision::runtime::Provider::Cpu,
+            // OpenVINO on one thread per model with the INT8 hand models: about half the CPU
+            // per frame of the CPU provider on two threads, with the same `eval --augment all`
+            // results (README, "Performance against MediaPipe").
+            provider: crate::vision::runtime::Provider::OpenVino,
             device: "CPU".into(),
-            precision: crate::vision::runtime::Precision::Fp32,
-            intra_threads: 2,
+            precision: crate::vision::runtime::Precision::Int8,
+            intra_threads: 1,
             spinning: false,
         }
     }
