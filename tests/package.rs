@@ -4,7 +4,8 @@
 //! - the files are where the units and the daemon look for them, the config is a conffile, the
 //!   service users exist, and nothing was enabled or started;
 //! - `mirrorsight check --config /etc/mirrorsight/mirrorsight.toml` names exactly what is still
-//!   to provide and exits 78, until it is provided;
+//!   to provide and exits 78, until it is provided; the packaged models load on both packaged
+//!   ONNX Runtime builds, the CPU one and the OpenVINO one (`onnxruntime.provider = "openvino"`);
 //! - `systemd-analyze verify` accepts the installed units;
 //! - `dpkg -r` keeps the config, `dpkg -P` leaves nothing but what policy keeps (the system
 //!   users).
@@ -24,14 +25,20 @@ use common::*;
 const PACKAGES: [&str; 2] = ["mirrorsight", "mirrorsight-hub"];
 
 /// Everything the two packages put on the machine, or make there at install.
-const INSTALLED: [&str; 19] = [
+const INSTALLED: [&str; 23] = [
     "/usr/bin/mirrorsight",
     "/usr/bin/mirrorsight-hub",
     "/usr/lib/mirrorsight/libonnxruntime.so",
+    // onnxruntime.provider = "openvino": ONNX Runtime's OpenVINO build, its provider, and the
+    // plugin OpenVINO runs the models on by default (device "CPU").
+    "/usr/lib/mirrorsight/openvino/libonnxruntime.so",
+    "/usr/lib/mirrorsight/openvino/libonnxruntime_providers_openvino.so",
+    "/usr/lib/mirrorsight/openvino/libopenvino_intel_cpu_plugin.so",
     "/usr/share/mirrorsight/models/manifest.json",
     "/usr/share/mirrorsight/models/pose_detection.onnx",
     "/usr/share/doc/mirrorsight/copyright",
     "/usr/share/doc/mirrorsight/onnxruntime/ThirdPartyNotices.txt.gz",
+    "/usr/share/doc/mirrorsight/onnxruntime/openvino/runtime-third-party-programs.txt.gz",
     "/usr/share/doc/mirrorsight-hub/copyright",
     "/usr/lib/systemd/system/mirrorsight.service",
     "/usr/lib/systemd/system/mirrorsight-hub.service",
@@ -182,9 +189,48 @@ impl Drop for PurgeOnDrop {
 /// `mirrorsight check` as the technician runs it: from another directory (no ./models), with
 /// nothing in the environment pointing elsewhere.
 fn check(extra: &[&str]) -> Output {
+    check_as(extra, false)
+}
+
+/// prctl(2) PR_SET_MDWE with PR_MDWE_REFUSE_EXEC_GAIN (Linux 6.3+): memory that was writable
+/// never becomes executable, what `MemoryDenyWriteExecute=yes` enforces (systemd
+/// uses this switch where the kernel has it, a seccomp filter with the same effect elsewhere).
+fn deny_write_execute() -> std::io::Result<()> {
+    const PR_SET_MDWE: libc::c_int = 65;
+    const PR_MDWE_REFUSE_EXEC_GAIN: libc::c_ulong = 1;
+    // SAFETY: prctl with plain integer arguments; it changes only the calling process.
+    if unsafe {
+        libc::prctl(
+            PR_SET_MDWE,
+            PR_MDWE_REFUSE_EXEC_GAIN,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    } == 0
+    {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether this kernel can deny write-then-execute memory (tried in a child: it cannot be undone).
+fn can_deny_write_execute() -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("true");
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl.
+    unsafe { cmd.pre_exec(deny_write_execute) };
+    cmd.status().is_ok_and(|s| s.success())
+}
+
+/// `check`, optionally under write-xor-execute (`deny_wx`: see
+/// [`deny_write_execute`]).
+fn check_as(extra: &[&str], deny_wx: bool) -> Output {
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    run(Command::new("/usr/bin/mirrorsight")
-        .args(["check", "--config", "/etc/mirrorsight/mirrorsight.toml"])
+    let mut cmd = Command::new("/usr/bin/mirrorsight");
+    cmd.args(["check", "--config", "/etc/mirrorsight/mirrorsight.toml"])
         .args(extra)
         .current_dir(dir.path())
         .env_remove("MIRRORSIGHT_MODELS_DIR")
@@ -192,7 +238,12 @@ fn check(extra: &[&str]) -> Output {
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("MIRRORSIGHT_DEVICE_TOKEN")
         .env_remove("MIRRORSIGHT_WECHAT_APPSECRET")
-        .env_remove("DISPLAY"))
+        .env_remove("DISPLAY");
+    if deny_wx {
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl.
+        unsafe { cmd.pre_exec(deny_write_execute) };
+    }
+    run(&mut cmd)
 }
 
 /// The lines of a check report that say MISSING, by name.
@@ -333,6 +384,86 @@ fn install_check_verify_remove_and_purge() {
         .count();
     assert_eq!(models_ok, 7, "{report}");
     assert!(!report.contains("FAILED"), "{report}");
+    assert!(
+        report.contains("onnxruntime provider: ok (cpu)\n"),
+        "{report}"
+    );
+    // The packaged OpenVINO build runs every model itself: a provider that refuses one falls
+    // back to the CPU and check says so on the provider line.
+    let out = check(&[
+        "--set",
+        "onnxruntime.provider=\"openvino\"",
+        "--set",
+        "onnxruntime.library=\"/usr/lib/mirrorsight/openvino/libonnxruntime.so\"",
+        "--set",
+        "models.dir=\"/usr/share/mirrorsight/models\"",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        report.contains("onnxruntime: ok (/usr/lib/mirrorsight/openvino/libonnxruntime.so)\n"),
+        "{}",
+        text(&out)
+    );
+    let models_ok = report
+        .lines()
+        .filter(|l| l.starts_with("model ") && l.contains(": ok (/usr/share/mirrorsight/models/"))
+        .count();
+    assert_eq!(models_ok, 7, "{report}");
+    assert!(
+        report.contains("onnxruntime provider: ok (openvino, device CPU)\n"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !report.contains("FAILED") && !report.contains("fell back"),
+        "{}",
+        text(&out)
+    );
+    // Under write-xor-execute (MemoryDenyWriteExecute=yes, which the unit leaves off for
+    // OpenVINO and the README's drop-in puts back for provider = "cpu"), ONNX Runtime's CPU
+    // kernels still run, but OpenVINO's CPU plugin, which compiles its kernels at run time,
+    // cannot: the models fall back to the CPU and the provider line says so.
+    if can_deny_write_execute() {
+        for (provider, library, said) in [
+            (
+                "cpu",
+                "/usr/lib/mirrorsight/libonnxruntime.so",
+                "onnxruntime provider: ok (cpu)\n",
+            ),
+            (
+                "openvino",
+                "/usr/lib/mirrorsight/openvino/libonnxruntime.so",
+                "onnxruntime provider: ok (cpu, onnxruntime.provider = \"openvino\" fell back: model pose_detection: ",
+            ),
+        ] {
+            let provider = format!("onnxruntime.provider=\"{provider}\"");
+            let library = format!("onnxruntime.library=\"{library}\"");
+            let out = check_as(
+                &[
+                    "--set",
+                    &provider,
+                    "--set",
+                    &library,
+                    "--set",
+                    "models.dir=\"/usr/share/mirrorsight/models\"",
+                ],
+                true,
+            );
+            let report = String::from_utf8_lossy(&out.stdout).into_owned();
+            let models_ok = report
+                .lines()
+                .filter(|l| {
+                    l.starts_with("model ") && l.contains(": ok (/usr/share/mirrorsight/models/")
+                })
+                .count();
+            assert_eq!(models_ok, 7, "{}", text(&out));
+            assert!(report.contains(said), "{}", text(&out));
+        }
+    } else {
+        let why = "this kernel has no PR_SET_MDWE (Linux 6.3+); MemoryDenyWriteExecute not tried";
+        assert!(!in_ci(), "the package test cannot run: {why}");
+        eprintln!("package test: {why}");
+    }
 
     // The technician edits the config: a trial clip instead of the camera, codes and uploads
     // through the store hub, no screen. Then only the hub's device token is missing ...
