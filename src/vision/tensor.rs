@@ -72,11 +72,29 @@ pub fn sample_roi(image: &RgbImage, roi: &Roi, size: usize, range: Range, out: &
         for u in 0..size {
             let x = row_x + du[0] * u as f32;
             let y = row_y + du[1] * u as f32;
-            let x0 = x.floor();
-            let y0 = y.floor();
+            let x0 = floor(x);
+            let y0 = floor(y);
             let fx = x - x0;
             let fy = y - y0;
             let (x0, y0) = (x0 as i32, y0 as i32);
+            let o = &mut row_out[u * 3..u * 3 + 3];
+            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                // All four neighbours inside (nearly every pixel of a crop): no per-neighbour
+                // checks. The same products summed in the same order as below, so the result
+                // is the general path's, bit for bit (a zero weight adds exactly +0.0 there).
+                let (wx0, wy0) = (1.0 - fx, 1.0 - fy);
+                let weights = [wx0 * wy0, fx * wy0, wx0 * fy, fx * fy];
+                let i = y0 as usize * stride + x0 as usize * 3;
+                let (top, bottom) = (&data[i..i + 6], &data[i + stride..i + stride + 6]);
+                for c in 0..3 {
+                    let acc = top[c] as f32 * weights[0]
+                        + top[c + 3] as f32 * weights[1]
+                        + bottom[c] as f32 * weights[2]
+                        + bottom[c + 3] as f32 * weights[3];
+                    o[c] = acc * scale + offset;
+                }
+                continue;
+            }
             let mut acc = [0f32; 3];
             for (dy, wy) in [(0, 1.0 - fy), (1, fy)] {
                 let yy = y0 + dy;
@@ -95,12 +113,25 @@ pub fn sample_roi(image: &RgbImage, roi: &Roi, size: usize, range: Range, out: &
                     acc[2] += data[i + 2] as f32 * wgt;
                 }
             }
-            let o = &mut row_out[u * 3..u * 3 + 3];
             o[0] = acc[0] * scale + offset;
             o[1] = acc[1] * scale + offset;
             o[2] = acc[2] * scale + offset;
         }
     }
+}
+
+/// `v.floor()` without the call to libm's `floorf` that the baseline x86-64 target (no
+/// SSE4.1 `roundss`) makes of it, twice per sampled pixel: the integer truncation, one down
+/// for negative fractions. The same value as `floor` for every float (beyond ±2^31, where
+/// floats are whole numbers anyway, and for NaN it is `floor` itself).
+#[inline(always)]
+fn floor(v: f32) -> f32 {
+    const LIMIT: f32 = 2_147_483_520.0;
+    if !(-LIMIT..=LIMIT).contains(&v) {
+        return v.floor();
+    }
+    let t = v as i32 as f32;
+    if t > v { t - 1.0 } else { t }
 }
 
 #[cfg(test)]
@@ -160,6 +191,23 @@ mod tests {
                 let pb = ((15 - v) * 16 + (15 - u)) * 3;
                 assert!((a[pa] - b[pb]).abs() < 1e-3 && (a[pa + 1] - b[pb + 1]).abs() < 1e-3);
             }
+        }
+    }
+
+    #[test]
+    fn floor_is_floor() {
+        for v in [
+            0.0f32, -0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5, 2.999_999_8, -2.999_999_8, 1e-30,
+            -1e-30, 8_388_607.5, -8_388_607.5, 2_147_483_520.0, -2_147_483_520.0, 3e9, -3e9,
+            f32::MAX, f32::MIN, f32::INFINITY, f32::NEG_INFINITY,
+        ] {
+            assert_eq!(floor(v), v.floor(), "{v}");
+        }
+        assert!(floor(f32::NAN).is_nan());
+        let mut v = -700.0f32;
+        while v < 700.0 {
+            assert_eq!(floor(v), v.floor(), "{v}");
+            v += 0.013;
         }
     }
 
