@@ -365,9 +365,12 @@ fn install_check_verify_remove_and_purge() {
         stderr.contains("still to provide: camera, qr, backend.url, display"),
         "{stderr}"
     );
-    // The packaged ONNX Runtime and models load (named explicitly: a /usr/local copy from
+    // The packaged ONNX Runtime (its CPU build, with provider = "cpu"; OpenVINO, the default,
+    // is checked next) and models load (named explicitly: a /usr/local copy from
     // scripts/setup.sh would otherwise come first on this machine).
     let out = check(&[
+        "--set",
+        "onnxruntime.provider=\"cpu\"",
         "--set",
         "onnxruntime.library=\"/usr/lib/mirrorsight/libonnxruntime.so\"",
         "--set",
