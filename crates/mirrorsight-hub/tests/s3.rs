@@ -151,8 +151,37 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        moto.wait_for_http(started);
         moto.add_user(signatures);
         moto
+    }
+
+    /// The port accepting connections is not yet the server answering them: on a loaded
+    /// machine moto reset the first request (CI: "Connection reset by peer" on CreateUser).
+    /// Any HTTP answer, an error status included, means it is serving.
+    fn wait_for_http(&mut self, started: Instant) {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        loop {
+            match agent.get(&format!("{}/", self.endpoint())).call() {
+                Ok(_) | Err(ureq::Error::StatusCode(_)) => return,
+                Err(e) => {
+                    if let Some(status) = self.child.try_wait().unwrap() {
+                        panic!("moto_server exited with {status}:
+{}", self.log_text());
+                    }
+                    assert!(
+                        started.elapsed() < STARTUP_TIMEOUT,
+                        "moto_server did not answer HTTP within {STARTUP_TIMEOUT:?} ({e}):
+{}",
+                        self.log_text()
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
     fn log_text(&self) -> String {
