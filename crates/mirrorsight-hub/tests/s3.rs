@@ -169,8 +169,11 @@ impl Moto {
                 Ok(_) | Err(ureq::Error::StatusCode(_)) => return,
                 Err(e) => {
                     if let Some(status) = self.child.try_wait().unwrap() {
-                        panic!("moto_server exited with {status}:
-{}", self.log_text());
+                        panic!(
+                            "moto_server exited with {status}:
+{}",
+                            self.log_text()
+                        );
                     }
                     assert!(
                         started.elapsed() < STARTUP_TIMEOUT,
