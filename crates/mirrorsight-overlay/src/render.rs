@@ -305,12 +305,8 @@ impl Renderer {
             _ => return None,
         };
         let side_modules = matrix_size + 2 * QUIET_ZONE_MODULES as i32;
-        let (text_px, text_w, text_h) = self.fit_lines(&self.caption, text_px, self.lw - 2 * m);
-        let gap = if self.caption.is_empty() {
-            0
-        } else {
-            (text_px * 0.4) as i32
-        };
+        let caption = self.fit_caption(text_px, m);
+        let (text_h, gap) = (caption.height, caption.gap);
         // Shrink modules only when the configured size cannot fit the screen at all.
         let avail = (self.lh - 2 * m - text_h - gap).min(self.lw - 2 * m);
         let module = self.module_px.min(avail / side_modules).max(1);
@@ -322,20 +318,13 @@ impl Renderer {
             );
         }
         let card_side = side_modules * module;
-        let w = card_side.max(text_w);
-        let h = card_side + gap + text_h;
-        let rect = self.anchor(w, h, m);
-        let card = Rect::new(rect.x + (w - card_side) / 2, rect.y, card_side, card_side);
-        Some(Block {
-            rect,
-            text_top: card.bottom() + gap,
-            text_px,
-            kind: BlockKind::Qr {
+        Some(
+            self.card_block(card_side, card_side, &caption, m, |card| BlockKind::Qr {
                 matrix_size,
                 module,
                 card,
-            },
-        })
+            }),
+        )
     }
 
     /// Like [`Self::place_qr`] for a code WeChat drew: the image, decoded once per file,
@@ -352,12 +341,8 @@ impl Renderer {
             Some(Ok(image)) => (image.w, image.h),
             _ => return None,
         };
-        let (text_px, text_w, text_h) = self.fit_lines(&self.caption, text_px, self.lw - 2 * m);
-        let gap = if self.caption.is_empty() {
-            0
-        } else {
-            (text_px * 0.4) as i32
-        };
+        let caption = self.fit_caption(text_px, m);
+        let (text_h, gap) = (caption.height, caption.gap);
         let want_w = CODE_IMAGE_SIDE_MODULES * self.module_px;
         let avail_h = self.lh - 2 * m - text_h - gap;
         let card_w = want_w
@@ -365,16 +350,49 @@ impl Renderer {
             .min((avail_h as i64 * iw as i64 / ih as i64) as i32)
             .max(1);
         let card_h = ((card_w as i64 * ih as i64 / iw as i64) as i32).max(1);
-        let w = card_w.max(text_w);
-        let h = card_h + gap + text_h;
+        Some(
+            self.card_block(card_w, card_h, &caption, m, |card| BlockKind::Image {
+                card,
+            }),
+        )
+    }
+
+    /// The caption fitted to the screen's width for a card above it, and the gap between.
+    fn fit_caption(&self, text_px: f32, m: i32) -> Caption {
+        let (px, width, height) = self.fit_lines(&self.caption, text_px, self.lw - 2 * m);
+        let gap = if self.caption.is_empty() {
+            0
+        } else {
+            (px * 0.4) as i32
+        };
+        Caption {
+            px,
+            width,
+            height,
+            gap,
+        }
+    }
+
+    /// A `card_w`×`card_h` card (QR or code image) centred over its caption, the pair anchored
+    /// where the layout puts codes.
+    fn card_block(
+        &self,
+        card_w: i32,
+        card_h: i32,
+        caption: &Caption,
+        m: i32,
+        kind: impl FnOnce(Rect) -> BlockKind,
+    ) -> Block {
+        let w = card_w.max(caption.width);
+        let h = card_h + caption.gap + caption.height;
         let rect = self.anchor(w, h, m);
         let card = Rect::new(rect.x + (w - card_w) / 2, rect.y, card_w, card_h);
-        Some(Block {
+        Block {
             rect,
-            text_top: card.bottom() + gap,
-            text_px,
-            kind: BlockKind::Image { card },
-        })
+            text_top: card.bottom() + caption.gap,
+            text_px: caption.px,
+            kind: kind(card),
+        }
     }
 
     fn draw_code_image(&mut self, card: Rect) {
@@ -860,6 +878,14 @@ struct CompareArea {
     photo_h: i32,
     label_h: i32,
     text_px: f32,
+}
+
+/// A caption fitted under a card: its text size, extent and the gap above it (pixels).
+struct Caption {
+    px: f32,
+    width: i32,
+    height: i32,
+    gap: i32,
 }
 
 struct Block {
