@@ -5,6 +5,7 @@
 # ~/.cache/mirrorsight-convert (override with MIRRORSIGHT_CONVERT_CACHE) and are
 # reused when present and intact. Needs python3.11 (+venv), pip and npm, and access
 # to PyPI and the npm registry. Writes models/*.onnx and models/manifest.json, then
+# cuts the heads the daemon never reads out of pose_landmark_lite (models/trim.py, step 3b),
 # runs models/verify.py (ONNX Runtime vs the TFLite interpreter), then makes the INT8 forms
 # (onnxruntime.precision = "int8", step 5).
 #
@@ -34,6 +35,10 @@ NPM_POSE_TGZ=mediapipe-pose-0.5.1675469404.tgz
 NPM_POSE_SHA=8bb349a7b3a3ba699df23be804ddd3b3eab810b50b15406894be257859388a84
 
 INT8_MODELS=(hand_landmark_lite hand_landmark_full)
+# Step 3b: the outputs of each model the daemon reads; every other head is cut out. ONNX
+# Runtime computes every output on every run, and pose_landmark_lite's segmentation mask and
+# heatmaps are more than half of its time (models/README.md).
+TRIM=(pose_landmark_lite=Identity,Identity_1)
 CALIBRATION_EVERY=4
 CALIBRATION_CLIPS=(
   sense_reactive_gesture_test_1.mp4 one-by-one-person-detection.mp4
@@ -117,6 +122,9 @@ fi
 # 3. extract, densify pose_detection, tf2onnx, manifest.json
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0 PYTHONWARNINGS=ignore
 nice "$VENV/bin/python" "$HERE/convert.py" --src "$SRC" --work "$WORK" --out "$HERE"
+
+# 3b. cut out the heads nobody reads (the manifest records what was removed)
+nice "$VENV/bin/python" "$HERE/trim.py" --models "$HERE" "${TRIM[@]}"
 
 # 4. ONNX Runtime vs TFLite interpreter on real images
 nice "$VENV/bin/python" "$HERE/verify.py" --models "$HERE" --tflite "$WORK" 2>&1 | grep -v 'XNNPACK delegate'

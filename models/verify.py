@@ -13,8 +13,9 @@ Usage: verify.py --models models/ --tflite WORKDIR_WITH_TFLITES [--tol 1e-4]
 Pass criterion per output, worst case over all images: max abs diff (ONNX vs
 TFLite default kernels) <= tol * max(1, max|output|), or <= 2 x the largest
 difference between TFLite's own XNNPACK and builtin kernels on those images (the
-float rounding noise TFLite itself shows; only the segmentation logits of
-pose_landmark_lite, values up to ~1000, need that second clause).
+float rounding noise TFLite itself shows; only the segmentation logits of the untrimmed
+pose_landmark_lite, values up to ~1000, needed that second clause). Outputs trim.py cut
+out (the manifest's "trimmed" record) are not compared; every other one is.
 Exit code 1 if any output differs by more than the tolerance.
 """
 import argparse
@@ -106,6 +107,9 @@ def main():
         tin = it.get_input_details()[0]
         tout = {d["name"]: d for d in it.get_output_details()}
         onames = [o.name for o in sess.get_outputs()]
+        # Heads trim.py cut out are not in the ONNX model; every other output must be.
+        for k in (m.get("trimmed") or {}).get("removed_outputs", []):
+            tout.pop(k, None)
         if sorted(tout) != sorted(onames):
             print(f"FAIL {name}: tflite outputs {sorted(tout)} vs onnx {onames}"); ok = False
             continue

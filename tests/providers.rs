@@ -57,7 +57,7 @@ fn openvino_outputs_match_the_cpu_provider() {
     }
     for (precision, tolerance) in [
         // Float32 kernels differ in summation order: allow 0.1 % of the tensor's range
-        // (measured: at most 0.02 %, the pose model's segmentation logits).
+        // (measured: at most 0.02 %, on the untrimmed pose model's segmentation logits).
         ("fp32", 0.001),
         // The INT8 hand models (the default precision): the two providers round the quantised
         // sums differently. Measured on this frame: landmarks at most 1.9 % of their range
