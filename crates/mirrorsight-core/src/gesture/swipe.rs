@@ -162,6 +162,11 @@ const REVERSAL_EPS: f64 = 0.15;
 const REVERSAL_SHARE: f64 = 0.25;
 /// No new extreme for this long: the stroke has stopped.
 const STALL_S: f64 = 0.2;
+/// ... and this long once it has travelled as far as a swipe must: a swipe is over when the
+/// hand stops, and waiting out the whole stall made swipes fire a quarter of a second after
+/// their end (at 16 fps the first frame past 0.2 s). A stroke still short of a swipe keeps
+/// the longer wait, so a wind-up that pauses is not cut off before the travel it needs.
+const SETTLE_S: f64 = 0.1;
 /// No reliable wrist for this long: the stroke is over. Within a swipe the wrist is lost for
 /// at most a frame or two (0.13 s on the labelled footage, under every transform); a hand
 /// lowered out of the picture between two gestures is gone for longer, and the stroke it
@@ -230,7 +235,7 @@ struct Stroke {
 
 impl Arm {
     /// Adds a reliable wrist point; returns a stroke that this point ended.
-    fn push(&mut self, s: WristSample, max_speed: f64) -> Option<Stroke> {
+    fn push(&mut self, s: WristSample, max_speed: f64, min_travel: f64) -> Option<Stroke> {
         let mut ended = None;
         if let Some(last) = self.last {
             let dt = s.t - last.t;
@@ -293,7 +298,7 @@ impl Arm {
             self.extreme = self.points.len() - 1;
         } else {
             self.points.push(s);
-            if s.t - ext.t > STALL_S {
+            if s.t - ext.t > self.stall_limit(min_travel) {
                 let tail: Vec<WristSample> = self.points[self.extreme..].to_vec();
                 ended = self.close();
                 self.points = tail;
@@ -310,18 +315,34 @@ impl Arm {
         ended
     }
 
+    /// How long the stroke may go without a new extreme before it counts as stopped:
+    /// [`SETTLE_S`] once it has travelled as far as a swipe must (`min_travel`, shoulder
+    /// widths), [`STALL_S`] before.
+    fn stall_limit(&self, min_travel: f64) -> f64 {
+        let travel = match (self.points.first(), self.points.get(self.extreme)) {
+            (Some(first), Some(ext)) => (ext.along() - first.along()) * f64::from(self.dir),
+            _ => 0.0,
+        };
+        if self.dir != 0 && travel >= min_travel {
+            SETTLE_S
+        } else {
+            STALL_S
+        }
+    }
+
     /// No reliable wrist this frame. The stroke ends once the wrist has been lost for longer
     /// than a stroke may lose it, and sooner when what was seen already says it is over: no
-    /// new extreme for [`STALL_S`] (as when the wrist is seen), or the wrist turned back
+    /// new extreme for the stall limit (as when the wrist is seen), or the wrist turned back
     /// before it vanished (a hand lowered after a swipe drops out of the picture; waiting for
     /// the gap to run out made those swipes fire 0.2 s late).
-    fn idle(&mut self, t: f64) -> Option<Stroke> {
+    fn idle(&mut self, t: f64, min_travel: f64) -> Option<Stroke> {
         let last = self.last?;
+        let stall = self.stall_limit(min_travel);
         let over = t - last.t > MAX_GAP_S
             || (self.dir != 0
                 && self.points.get(self.extreme).is_some_and(|ext| {
                     let back = (ext.along() - last.along()) * f64::from(self.dir);
-                    t - ext.t > STALL_S || back >= REVERSAL_EPS
+                    t - ext.t > stall || back >= REVERSAL_EPS
                 }));
         if !over {
             return None;
@@ -450,8 +471,12 @@ impl SwipeDetector {
         let mut out = Vec::new();
         for (arm, wrist) in wrists.into_iter().enumerate() {
             let ended = match wrist {
-                Some(s) => self.arms[arm].push(s, config.max_wrist_speed_shoulders),
-                None => self.arms[arm].idle(t),
+                Some(s) => self.arms[arm].push(
+                    s,
+                    config.max_wrist_speed_shoulders,
+                    config.swipe_min_travel_shoulders,
+                ),
+                None => self.arms[arm].idle(t, config.swipe_min_travel_shoulders),
             };
             if let Some(stroke) = ended {
                 self.judge(arm, &stroke, config);
