@@ -46,6 +46,13 @@ pub struct BenchReport {
     pub presence_detector_runs: u64,
     pub palm_detector_runs: u64,
     pub peak_rss_mib: Option<f64>,
+    /// How long the vision thread waited per frame for the capture thread to hand it one
+    /// (decoding slower than vision; frames move through the queue, their pixels are not copied).
+    pub vision_wait_ms_per_frame: f64,
+    /// Rust heap allocations per frame, the whole process (ONNX Runtime, OpenVINO and OpenCV
+    /// allocate outside Rust's allocator and are not counted); `None` when not counted.
+    pub heap_allocations_per_frame: Option<f64>,
+    pub heap_kib_per_frame: Option<f64>,
     pub stages: Vec<StageCost>,
     pub models: Vec<ModelCost>,
 }
@@ -149,6 +156,13 @@ impl BenchReport {
             presence_detector_runs: Metrics::get(&metrics.detector_runs),
             palm_detector_runs: Metrics::get(&metrics.palm_detector_runs),
             peak_rss_mib: peak_rss_kib().map(|kib| kib as f64 / 1024.0),
+            vision_wait_ms_per_frame: per_frame(summary.vision_wait.as_secs_f64() * 1000.0),
+            heap_allocations_per_frame: summary
+                .heap
+                .map(|h| h.allocations as f64 / frames.max(1) as f64),
+            heap_kib_per_frame: summary
+                .heap
+                .map(|h| h.bytes as f64 / 1024.0 / frames.max(1) as f64),
             stages,
             models,
         }
@@ -178,6 +192,17 @@ impl BenchReport {
             "frame (vision, all stages): p50 {:.2} ms, p95 {:.2} ms",
             self.frame_p50_ms, self.frame_p95_ms
         );
+        let _ = writeln!(
+            out,
+            "vision waited for frames: {:.2} ms per frame (the capture thread's hand-off)",
+            self.vision_wait_ms_per_frame
+        );
+        if let (Some(n), Some(kib)) = (self.heap_allocations_per_frame, self.heap_kib_per_frame) {
+            let _ = writeln!(
+                out,
+                "heap allocations (Rust, whole process): {n:.1} per frame, {kib:.1} KiB per frame"
+            );
+        }
         let _ = writeln!(
             out,
             "presence detector runs: {} ({:.2} per media second)",

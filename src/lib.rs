@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod eval;
 pub mod frame;
+pub mod heap;
 pub mod metrics;
 pub mod pipeline;
 pub mod service;

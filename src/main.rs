@@ -4,6 +4,10 @@ mod check;
 mod daemon;
 mod replay_reach;
 
+/// Counts Rust heap allocations, for `bench`'s allocations per frame (see `mirrorsight::heap`).
+#[global_allocator]
+static HEAP: mirrorsight::heap::CountingAllocator = mirrorsight::heap::CountingAllocator;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

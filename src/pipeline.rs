@@ -77,6 +77,10 @@ pub struct RunSummary {
     pub events: u64,
     /// Where media time met the wall clock, in a `realtime` run.
     pub media_clock: Option<MediaClock>,
+    /// How long the vision thread waited for the capture thread to hand it a frame.
+    pub vision_wait: Duration,
+    /// Rust heap allocations over the run (every thread), when the binary counts them.
+    pub heap: Option<crate::heap::HeapCount>,
 }
 
 /// Where media time meets the wall clock in a `realtime` run: the capture thread presents the
@@ -176,6 +180,7 @@ pub fn run(
     let (queue, frames) = FrameQueue::new(capacity, policy);
     let started = Instant::now();
     let cpu_started = crate::bench::process_cpu_time();
+    let heap_started = crate::heap::HeapCount::now();
 
     let capture_metrics = metrics.clone();
     let realtime = opts.realtime;
@@ -217,8 +222,12 @@ pub fn run(
     let mut processed = 0u64;
     let mut vision_result = Ok(());
     let mut last_t = 0.0;
-    while let Some(frame) = frames.recv() {
+    let mut vision_wait = Duration::ZERO;
+    loop {
+        let waiting = Instant::now();
+        let Some(frame) = frames.recv() else { break };
         let frame_started = Instant::now();
+        vision_wait += frame_started - waiting;
         if let Err(e) = driver.step(&frame, &mut out) {
             vision_result = Err(e);
             break;
@@ -319,6 +328,8 @@ pub fn run(
         events: Metrics::get(&metrics.events_emitted),
         source: info,
         media_clock: media_clock.get().copied(),
+        vision_wait,
+        heap: crate::heap::HeapCount::now().since(heap_started),
     };
     Ok(summary)
 }
