@@ -286,9 +286,7 @@ impl Arm {
         if beyond > 0.0 {
             self.points.push(s);
             self.extreme = self.points.len() - 1;
-        } else if -beyond
-            > REVERSAL_EPS.max(REVERSAL_SHARE * (ext.along() - self.points[0].along()).abs())
-        {
+        } else if -beyond > REVERSAL_EPS.max(REVERSAL_SHARE * self.travel().abs()) {
             // Turned back: the stroke ended at its extreme; the new one starts there.
             let tail: Vec<WristSample> = self.points[self.extreme..].to_vec();
             ended = self.close();
@@ -315,15 +313,20 @@ impl Arm {
         ended
     }
 
+    /// How far the stroke has gone so far, from its first point to its farthest one along its
+    /// direction, in shoulder widths (0 before it has a direction).
+    fn travel(&self) -> f64 {
+        match (self.points.first(), self.points.get(self.extreme)) {
+            (Some(first), Some(ext)) => (ext.along() - first.along()) * f64::from(self.dir),
+            _ => 0.0,
+        }
+    }
+
     /// How long the stroke may go without a new extreme before it counts as stopped:
     /// [`SETTLE_S`] once it has travelled as far as a swipe must (`min_travel`, shoulder
     /// widths), [`STALL_S`] before.
     fn stall_limit(&self, min_travel: f64) -> f64 {
-        let travel = match (self.points.first(), self.points.get(self.extreme)) {
-            (Some(first), Some(ext)) => (ext.along() - first.along()) * f64::from(self.dir),
-            _ => 0.0,
-        };
-        if self.dir != 0 && travel >= min_travel {
+        if self.dir != 0 && self.travel() >= min_travel {
             SETTLE_S
         } else {
             STALL_S
